@@ -1,0 +1,3 @@
+"""mailhook: an SMTP content filter that gives calendar invitations a TrueConf conference."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Allows ``python -m mailhook``."""
+
+from mailhook.cli import main
+
+raise SystemExit(main())

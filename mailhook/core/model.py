@@ -1,0 +1,122 @@
+"""Immutable values shared by the pure core and the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attendee:
+    """One ATTENDEE of an event."""
+
+    address: str  # lower-case e-mail address, "mailto:" removed
+    name: str = ""  # CN parameter
+    role: str = ""  # ROLE parameter, upper-case ("REQ-PARTICIPANT", "NON-PARTICIPANT", ...)
+    cutype: str = ""  # CUTYPE parameter, upper-case ("INDIVIDUAL", "ROOM", "RESOURCE", ...)
+    partstat: str = ""  # PARTSTAT parameter, upper-case
+
+
+@dataclass(frozen=True, slots=True)
+class EventComponent:
+    """One VEVENT of a calendar object, with its times converted to UTC."""
+
+    uid: str
+    recurrence_id: str | None = None  # "20261201T090000Z" (UTC) or "20261201" (date); None = master
+    recurrence_range: str | None = None  # "THISANDFUTURE" or None
+    sequence: int = 0
+    summary: str = ""
+    location: str = ""
+    description: str = ""
+    start: datetime | None = None  # timezone-aware, UTC
+    end: datetime | None = None  # timezone-aware, UTC
+    all_day: bool = False
+    status: str = ""  # upper-case STATUS, "" when absent
+    organizer: str = ""  # lower-case address, "" when absent
+    organizer_sent_by: str = ""  # lower-case address of SENT-BY, "" when absent
+    attendees: tuple[Attendee, ...] = ()
+    conference_urls: tuple[str, ...] = ()  # values of CONFERENCE properties
+    rrule: tuple[str, ...] = ()  # RRULE values as written, e.g. "FREQ=WEEKLY;BYDAY=MO"
+    utc_offset_minutes: int = 0  # the offset of DTSTART's own zone at start, for display
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarObject:
+    """A decoded iCalendar object found in a message."""
+
+    method: str  # METHOD inside the object, upper-case; "" when the object has none
+    events: tuple[EventComponent, ...]  # every VEVENT, in document order
+    text: str = field(repr=False, default="")  # the decoded text of the object
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarPart:
+    """Where a calendar object sits in the MIME tree."""
+
+    path: tuple[int, ...]  # child indexes from the root; () for a single-part message
+    content_type: str  # lower-case media type, e.g. "text/calendar"
+    header_method: str | None  # the Content-Type method= parameter as found, or None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """What the core reads from one message."""
+
+    raw: bytes = field(repr=False)
+    message_id: str = ""
+    subject: str = ""
+    from_address: str = ""  # lower-case address of From:
+    calendar: CalendarObject | None = None  # from the first calendar part
+    calendar_parts: tuple[CalendarPart, ...] = ()
+    skip_reason: str = ""  # "" when the message carries an invitation to consider
+
+    @property
+    def method(self) -> str:
+        """The iTIP method: the object's METHOD, else the header's method= parameter."""
+        if self.calendar and self.calendar.method:
+            return self.calendar.method
+        for part in self.calendar_parts:
+            if part.header_method:
+                return part.header_method.upper()
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Invitee:
+    """A TrueConf user invited to a conference."""
+
+    id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceSpec:
+    """What a conference should look like on TrueConf, independent of API version."""
+
+    topic: str  # one line, 1..240 characters
+    owner: str  # TrueConf id of the organizer
+    invitees: tuple[Invitee, ...]  # attendees with TrueConf accounts, owner not included
+    start: int  # UTC epoch seconds
+    duration: int  # seconds, 60..86399
+    role_based: bool  # False: "all on screen"; True: role-based (selector) mode
+    max_participants: int
+    tag: str  # stable tag naming the (organizer, UID) pair, for lookups after a crash
+    description: str = ""
+    utc_offset_minutes: int = 0  # the organizer's offset, used only for display (v4)
+
+
+@dataclass(frozen=True, slots=True)
+class Conference:
+    """A conference as TrueConf returned it."""
+
+    id: str
+    url: str  # the join link TrueConf returned; never built by mailhook
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInsertion:
+    """What the rewrite writes into an invitation."""
+
+    url: str
+    keywords: tuple[str, ...] = ("TrueConf",)  # matched case-insensitively in LOCATION
+    language: str = "en"  # "en" or "ru"
