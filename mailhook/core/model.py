@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +121,29 @@ class LinkInsertion:
     url: str
     keywords: tuple[str, ...] = ("TrueConf",)  # matched case-insensitively in LOCATION
     language: str = "en"  # "en" or "ru"
+
+
+class EventState(StrEnum):
+    """Where an event's conference stands."""
+
+    CREATING = "creating"  # a create was sent; TrueConf may or may not have the conference
+    ACTIVE = "active"  # the conference exists and matches ``spec``
+    DELETED = "deleted"  # the conference was deleted on TrueConf
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One (organizer, UID) pair and its conference."""
+
+    organizer: str
+    uid: str
+    state: EventState
+    tag: str
+    conference_id: str = ""
+    url: str = ""
+    spec: ConferenceSpec | None = None
+    attendees: tuple[str, ...] = ()  # every attendee address of the last REQUEST
+    sequence: int = 0
+    calendar: str = ""  # the last calendar object seen for the event
+    first_seen: float = 0.0  # epoch seconds of the first message for this event
+    updated_at: float = 0.0

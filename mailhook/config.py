@@ -1,0 +1,227 @@
+"""Settings: one TOML file, every key overridable by ``MAILHOOK_<SECTION>__<KEY>``.
+
+The settings object is built once at start-up and each adapter is handed only its own section.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_PATH = "/etc/mailhook/mailhook.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpSettings(_Section):
+    """The listening side: where the MTA hands mail to mailhook."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(10025, ge=1, le=65535)
+    hostname: str = ""  # the name in the greeting; "" means this machine's FQDN
+    max_message_size: int = Field(64 * 1024 * 1024, ge=1024)
+    timeout: float = Field(300.0, gt=0)  # seconds of silence before a client is dropped
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP network") from exc
+        return value
+
+
+class RelaySettings(_Section):
+    """The next hop: where mailhook hands every message on (Postfix's re-injection smtpd)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(10026, ge=1, le=65535)
+    timeout: float = Field(60.0, gt=0)
+    helo_name: str = ""  # "" means this machine's FQDN
+
+
+class TrueConfSettings(_Section):
+    """How to reach TrueConf Server's REST API."""
+
+    server_url: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr = SecretStr("")
+    client_secret_file: str = ""  # read the secret from this file (e.g. a systemd credential)
+    api_version: str = "v3.11"
+    timeout: float = Field(10.0, gt=0)
+    verify_tls: bool = True
+    ca_file: str = ""
+    user_mapping: Literal["directory", "local_part"] = "directory"
+    users_cache_ttl: float = Field(600.0, ge=0)
+
+    @field_validator("server_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http://)")
+        return value.rstrip("/")
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not (value.startswith("v3.") or value == "v4" or value.startswith("v4.")):
+            raise ValueError('must be a v3.x version such as "v3.11", or "v4"')
+        return value
+
+    def secret(self) -> str:
+        """The client secret, from the file when one is named."""
+        if self.client_secret_file:
+            return Path(self.client_secret_file).read_text(encoding="utf-8").strip()
+        return self.client_secret.get_secret_value()
+
+
+class PolicySettings(_Section):
+    """Which invitations get a conference, and how it is set up."""
+
+    local_domains: tuple[str, ...] = Field(min_length=1)
+    trigger: Literal["keyword", "always"] = "keyword"
+    keywords: tuple[str, ...] = ("TrueConf",)
+    language: Literal["en", "ru"] = "en"
+    all_on_screen_limit: int = Field(36, ge=2, le=49)
+    max_participants: int = Field(250, ge=2)
+
+    @field_validator("local_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(domain.strip().lower().lstrip("@") for domain in value if domain.strip())
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(word.strip() for word in value if word.strip())
+        if not cleaned:
+            raise ValueError("needs at least one keyword")
+        return cleaned
+
+
+class NoticeSettings(_Section):
+    """The short mail that tells the organizer the link."""
+
+    enabled: bool = True
+    from_address: str = ""  # "" means noreply@<first local domain>
+
+
+class StoreSettings(_Section):
+    """Where mailhook keeps what it knows about each event."""
+
+    path: str = "/var/lib/mailhook/mailhook.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Every setting of mailhook."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILHOOK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    smtp: SmtpSettings = SmtpSettings()
+    relay: RelaySettings = RelaySettings()
+    trueconf: TrueConfSettings
+    policy: PolicySettings
+    notice: NoticeSettings = NoticeSettings()
+    store: StoreSettings = StoreSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file is given at run time, so init values carry its parsed contents; the
+        # environment comes first so that MAILHOOK_SECTION__KEY overrides the file.
+        return (env_settings, init_settings)
+
+    def notice_sender(self) -> str:
+        """The From address of organizer notices."""
+        return self.notice.from_address or f"noreply@{self.policy.local_domains[0]}"
+
+
+def config_path(explicit: str | None) -> Path:
+    """The config file to read: --config, else $MAILHOOK_CONFIG, else the system default."""
+    return Path(explicit or os.environ.get("MAILHOOK_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the settings; raise ConfigError with one clear line on any problem."""
+    data = _read_toml(path)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    _check_secret(settings, path)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    env = "MAILHOOK_" + "__".join(str(part).upper() for part in error["loc"])
+    if error["type"] == "missing":
+        return f"missing setting {key} (in the file or as {env})"
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {key}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"bad value for {key}: {message}"
+
+
+def _check_secret(settings: Settings, path: Path) -> None:
+    try:
+        secret = settings.trueconf.secret()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: bad value for trueconf.client_secret_file: cannot read it ({exc.strerror})"
+        ) from None
+    if not secret:
+        raise ConfigError(
+            f"{path}: missing setting trueconf.client_secret (or trueconf.client_secret_file)"
+        )
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, with the secret masked."""
+    data = settings.model_dump(mode="json")
+    data["trueconf"]["client_secret"] = "********" if settings.trueconf.secret() else ""
+    return data

@@ -1,0 +1,222 @@
+"""The decision table: what to do with a message, given what is stored about its event.
+
+Pure functions over immutable values; the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from mailhook.core.model import (
+    ConferenceSpec,
+    EventComponent,
+    EventState,
+    Invitee,
+    ParsedMessage,
+    StoredEvent,
+)
+
+TOPIC_LIMIT = 240
+MIN_DURATION = 60
+MAX_DURATION = 86399
+_NOT_INVITED_ROLES = {"NON-PARTICIPANT"}
+
+
+class Action(StrEnum):
+    """What the pipeline does with a message."""
+
+    PASS = "pass"  # forward byte-identical, change nothing
+    CREATE = "create"  # create the conference, rewrite
+    SYNC = "sync"  # the conference exists: update it if needed, rewrite with the same link
+    REWRITE = "rewrite"  # rewrite with the stored link, no API call
+    DELETE = "delete"  # delete the conference, forward unchanged
+    UNINVITE = "uninvite"  # remove cancelled attendees from the conference, forward unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The parts of the settings the decision needs."""
+
+    local_domains: tuple[str, ...]
+    trigger: str = "keyword"  # "keyword" or "always"
+    keywords: tuple[str, ...] = ("TrueConf",)
+    all_on_screen_limit: int = 36
+    max_participants: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """An organizer's REQUEST or CANCEL that mailhook may act on."""
+
+    method: str
+    organizer: str
+    uid: str
+    master: EventComponent | None  # the VEVENT without RECURRENCE-ID, if the object has one
+    events: tuple[EventComponent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The action and the reason for it, in words for the log and ``explain``."""
+
+    action: Action
+    reason: str
+    invitation: Invitation | None = None
+
+
+def passes(reason: str) -> Decision:
+    """A decision to forward the message untouched."""
+    return Decision(Action.PASS, reason)
+
+
+def classify(parsed: ParsedMessage, mail_from: str, policy: Policy) -> Invitation | Decision:
+    """Find the organizer's invitation in a message, or say why there is none to act on."""
+    if parsed.skip_reason:
+        return passes(parsed.skip_reason)
+    method = parsed.method
+    if method not in ("REQUEST", "CANCEL"):
+        return passes(f"method {method or 'missing'} is not acted on")
+    assert parsed.calendar is not None
+    events = parsed.calendar.events
+    uids = {event.uid for event in events}
+    if len(uids) != 1:
+        return passes("the calendar object holds more than one UID")
+    master = next((event for event in events if event.recurrence_id is None), None)
+    organizer = next((event.organizer for event in events if event.organizer), "")
+    if not organizer:
+        return passes("the event has no ORGANIZER")
+    if domain_of(organizer) not in policy.local_domains:
+        return passes(f"organizer {organizer} is not in a local domain")
+    delegate = next((e.organizer_sent_by for e in events if e.organizer_sent_by), "")
+    if mail_from.lower() not in {organizer, delegate}:
+        return passes(f"envelope sender {mail_from or '<>'} is not the organizer")
+    return Invitation(method, organizer, events[0].uid, master, events)
+
+
+def decide(invitation: Invitation, stored: StoredEvent | None, policy: Policy, now: datetime) -> Decision:
+    """Apply the decision table (DESIGN section 4) to one invitation."""
+    live = stored if stored and stored.state is not EventState.DELETED else None
+    if invitation.method == "CANCEL":
+        return _decide_cancel(invitation, live)
+    return _decide_request(invitation, live, policy, now)
+
+
+def _decide_request(
+    invitation: Invitation, stored: StoredEvent | None, policy: Policy, now: datetime
+) -> Decision:
+    master = invitation.master
+    if master is None:
+        if stored and stored.url:
+            return Decision(Action.REWRITE, "occurrence update of an event with a conference", invitation)
+        return Decision(Action.PASS, "occurrence update of an event without a conference")
+    triggered = has_trigger(master, policy)
+    if stored is None:
+        if not triggered:
+            return passes("the event does not ask for a TrueConf conference")
+        if master.end is not None and master.end <= now:
+            return passes("the event is entirely in the past")
+        if master.start is None:
+            return passes("the event has no start time")
+        return Decision(Action.CREATE, "new event asks for a conference", invitation)
+    if not triggered and not mentions_link(master, stored.url):
+        return Decision(Action.DELETE, "the update no longer asks for a conference", invitation)
+    return Decision(Action.SYNC, "update of an event with a conference", invitation)
+
+
+def _decide_cancel(invitation: Invitation, stored: StoredEvent | None) -> Decision:
+    if stored is None:
+        return passes("cancel of an event without a conference")
+    master = invitation.master
+    if master is None:
+        return passes("cancel of single occurrences keeps the series conference")
+    if master.status == "CANCELLED":
+        return Decision(Action.DELETE, "the organizer cancelled the event", invitation)
+    removed = {attendee.address for attendee in master.attendees}
+    remaining = set(stored.attendees) - removed
+    if removed and remaining:
+        return Decision(Action.UNINVITE, "the organizer removed some attendees", invitation)
+    return Decision(Action.DELETE, "the organizer cancelled the event", invitation)
+
+
+def has_trigger(event: EventComponent, policy: Policy) -> bool:
+    """Does the event ask for a conference under the configured trigger?"""
+    if policy.trigger == "always":
+        return any(attendee.address != event.organizer for attendee in event.attendees)
+    location = event.location.casefold()
+    return any(keyword.casefold() in location for keyword in policy.keywords)
+
+
+def mentions_link(event: EventComponent, url: str) -> bool:
+    """Does the event still carry the conference link somewhere?"""
+    if not url:
+        return False
+    return url in event.location or url in event.description or url in event.conference_urls
+
+
+def domain_of(address: str) -> str:
+    """The lower-case domain of an e-mail address."""
+    return address.rpartition("@")[2].lower()
+
+
+def local_part(address: str) -> str:
+    """The local part of an e-mail address."""
+    return address.rpartition("@")[0]
+
+
+def event_tag(organizer: str, uid: str) -> str:
+    """A stable tag naming the (organizer, UID) pair on TrueConf."""
+    digest = hashlib.sha256(f"{organizer}\0{uid}".encode()).hexdigest()
+    return f"mailhook_{digest[:24]}"
+
+
+def topic_of(event: EventComponent, fallback: str) -> str:
+    """SUMMARY on one line, cut to TrueConf's limit."""
+    topic = re.sub(r"\s+", " ", event.summary).strip()
+    return (topic or fallback)[:TOPIC_LIMIT].rstrip() or fallback
+
+
+def duration_of(event: EventComponent) -> int:
+    """DTEND - DTSTART in seconds, clamped to what TrueConf accepts."""
+    if event.start is None or event.end is None:
+        return 3600
+    seconds = int((event.end - event.start).total_seconds())
+    return min(max(seconds, MIN_DURATION), MAX_DURATION)
+
+
+def participant_addresses(event: EventComponent) -> tuple[str, ...]:
+    """Attendees who take part (not the organizer, not NON-PARTICIPANT), in order, unique."""
+    seen: dict[str, None] = {}
+    for attendee in event.attendees:
+        if attendee.address and attendee.address != event.organizer and attendee.role not in _NOT_INVITED_ROLES:
+            seen.setdefault(attendee.address, None)
+    return tuple(seen)
+
+
+def build_spec(
+    event: EventComponent,
+    owner: str,
+    invitees: tuple[Invitee, ...],
+    participants: int,
+    policy: Policy,
+    tag: str,
+    fallback_topic: str,
+) -> ConferenceSpec:
+    """The conference an event asks for; ``participants`` counts everyone who may join."""
+    assert event.start is not None
+    role_based = participants > policy.all_on_screen_limit
+    limit = policy.max_participants if role_based else policy.all_on_screen_limit
+    return ConferenceSpec(
+        topic=topic_of(event, fallback_topic),
+        owner=owner,
+        invitees=invitees,
+        start=int(event.start.timestamp()),
+        duration=duration_of(event),
+        role_based=role_based,
+        max_participants=limit,
+        tag=tag,
+        utc_offset_minutes=event.utc_offset_minutes,
+    )

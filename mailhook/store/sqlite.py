@@ -1,0 +1,149 @@
+"""The SQLite backend: one file, WAL, migrations by ``PRAGMA user_version``.
+
+Every database call runs on one dedicated worker thread, so the event loop never blocks on
+disk and the single connection is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import sqlite_utils
+
+from mailhook.core.model import ConferenceSpec, Invitee
+from mailhook.store.base import EventState, StoredEvent
+
+T = TypeVar("T")
+
+
+def _create_events(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {
+            "organizer": str,
+            "uid": str,
+            "state": str,
+            "tag": str,
+            "conference_id": str,
+            "url": str,
+            "spec": str,
+            "attendees": str,
+            "sequence": int,
+            "calendar": str,
+            "first_seen": float,
+            "updated_at": float,
+        },
+        pk=("organizer", "uid"),
+        not_null={"organizer", "uid", "state", "tag"},
+    )
+    db["events"].create_index(["conference_id"])
+
+
+# Each entry moves the schema one version up; never edit an entry once released.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_create_events,)
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema to the newest version; return that version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.conn:
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)
+
+
+class SqliteStore:
+    """Events in a SQLite file through sqlite-utils."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailhook-store")
+        self._db: sqlite_utils.Database | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> sqlite_utils.Database:
+        if self._db is None:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db = sqlite_utils.Database(conn)
+            if self._path != ":memory:":
+                db.enable_wal()
+            db.execute("PRAGMA busy_timeout = 5000")
+            migrate(db)
+            self._db = db
+        return self._db
+
+    async def open(self) -> None:
+        """Create the file and schema now rather than on first use."""
+        await self._run(self._open)
+
+    async def get(self, organizer: str, uid: str) -> StoredEvent | None:
+        return await self._run(self._get, organizer, uid)
+
+    def _get(self, organizer: str, uid: str) -> StoredEvent | None:
+        rows = list(self._open()["events"].rows_where("organizer = ? and uid = ?", [organizer, uid]))
+        return _from_row(rows[0]) if rows else None
+
+    async def put(self, event: StoredEvent) -> None:
+        await self._run(self._put, event)
+
+    def _put(self, event: StoredEvent) -> None:
+        self._open()["events"].upsert(_to_row(event), pk=("organizer", "uid"))
+
+    async def list_events(self) -> list[StoredEvent]:
+        return await self._run(self._list)
+
+    def _list(self) -> list[StoredEvent]:
+        return [_from_row(row) for row in self._open()["events"].rows_where(order_by="updated_at desc")]
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._open().execute("select 1").fetchone())
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await self._run(db.conn.close)
+        self._executor.shutdown(wait=True)
+
+
+def _to_row(event: StoredEvent) -> dict[str, Any]:
+    row = dataclasses.asdict(event)
+    row["state"] = str(event.state)
+    row["spec"] = json.dumps(dataclasses.asdict(event.spec)) if event.spec else ""
+    row["attendees"] = json.dumps(list(event.attendees))
+    return row
+
+
+def _from_row(row: dict[str, Any]) -> StoredEvent:
+    return StoredEvent(
+        organizer=row["organizer"],
+        uid=row["uid"],
+        state=EventState(row["state"]),
+        tag=row["tag"],
+        conference_id=row["conference_id"] or "",
+        url=row["url"] or "",
+        spec=_spec_from_json(row["spec"]),
+        attendees=tuple(json.loads(row["attendees"] or "[]")),
+        sequence=row["sequence"] or 0,
+        calendar=row["calendar"] or "",
+        first_seen=row["first_seen"] or 0.0,
+        updated_at=row["updated_at"] or 0.0,
+    )
+
+
+def _spec_from_json(text: str | None) -> ConferenceSpec | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    data["invitees"] = tuple(Invitee(**item) for item in data["invitees"])
+    return ConferenceSpec(**data)
