@@ -34,7 +34,7 @@ class SmtpSettings(_Section):
     """The listening side: where the MTA hands mail to mailhook."""
 
     listen_host: str = "127.0.0.1"
-    listen_port: int = Field(10025, ge=1, le=65535)
+    listen_port: int = Field(10025, ge=0, le=65535)  # 0: any free port
     hostname: str = ""  # the name in the greeting; "" means this machine's FQDN
     max_message_size: int = Field(64 * 1024 * 1024, ge=1024)
     timeout: float = Field(300.0, gt=0)  # seconds of silence before a client is dropped

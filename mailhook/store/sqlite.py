@@ -92,7 +92,7 @@ class SqliteStore:
 
     def _get(self, organizer: str, uid: str) -> StoredEvent | None:
         rows = list(self._open()["events"].rows_where("organizer = ? and uid = ?", [organizer, uid]))
-        return _from_row(rows[0]) if rows else None
+        return event_from_row(rows[0]) if rows else None
 
     async def put(self, event: StoredEvent) -> None:
         await self._run(self._put, event)
@@ -104,7 +104,7 @@ class SqliteStore:
         return await self._run(self._list)
 
     def _list(self) -> list[StoredEvent]:
-        return [_from_row(row) for row in self._open()["events"].rows_where(order_by="updated_at desc")]
+        return [event_from_row(row) for row in self._open()["events"].rows_where(order_by="updated_at desc")]
 
     async def ping(self) -> None:
         await self._run(lambda: self._open().execute("select 1").fetchone())
@@ -124,7 +124,7 @@ def _to_row(event: StoredEvent) -> dict[str, Any]:
     return row
 
 
-def _from_row(row: dict[str, Any]) -> StoredEvent:
+def event_from_row(row: dict[str, Any]) -> StoredEvent:
     return StoredEvent(
         organizer=row["organizer"],
         uid=row["uid"],

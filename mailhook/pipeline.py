@@ -1,0 +1,354 @@
+"""The invitation pipeline: bytes in → parse → stored state → decide → TrueConf → store →
+rewrite → bytes out.
+
+This is the one module that uses both the pure core and the adapters. It returns what to
+relay (or the refusal to give the client); the SMTP side does the relaying.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+from mailhook.core.blocks import is_safe_url
+from mailhook.core.decide import (
+    Action,
+    Decision,
+    Invitation,
+    Policy,
+    build_spec,
+    classify,
+    decide,
+    event_tag,
+    participant_addresses,
+)
+from mailhook.core.mime import may_contain_calendar, parse_message
+from mailhook.core.model import (
+    Conference,
+    ConferenceSpec,
+    EventComponent,
+    EventState,
+    Invitee,
+    LinkInsertion,
+    ParsedMessage,
+    StoredEvent,
+)
+from mailhook.core.notice import NoticeFacts, build_notice
+from mailhook.core.rewrite import rewrite_message
+from mailhook.errors import InvitationError, PermanentError, TemporaryError, TrueConfRejected
+from mailhook.locks import KeyedLocks
+from mailhook.store.base import Store
+from mailhook.trueconf.directory import Account, Directory
+
+log = logging.getLogger("mailhook.pipeline")
+
+TEMPORARY_REPLY = "451 4.3.0 TrueConf Server is not available, please try again later"
+FALLBACK_TOPIC = {"en": "Video conference", "ru": "Видеоконференция"}
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message as the client handed it over."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a message: the bytes to relay, or the refusal for the client."""
+
+    decision: Decision
+    content: bytes | None = None  # relay these bytes; None means refuse with ``reply``
+    reply: str = ""
+    method: str = ""
+    uid: str = ""
+    message_id: str = ""
+    conference_id: str = ""
+    url: str = ""
+    notice: bytes | None = None  # to send to the organizer once the message is delivered
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class ConferenceService(Protocol):
+    """The TrueConf operations the pipeline needs (the API client implements these)."""
+
+    async def create_conference(self, spec: ConferenceSpec) -> Conference: ...
+    async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference: ...
+    async def delete_conference(self, conference_id: str) -> None: ...
+    async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """The settings the pipeline uses."""
+
+    policy: Policy
+    language: str = "en"
+    notices: bool = True
+    notice_sender: str = "noreply@localhost"
+
+
+class Pipeline:
+    """Turns one inbound message into an outcome."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: Store,
+        trueconf: ConferenceService,
+        directory: Directory,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._trueconf = trueconf
+        self._directory = directory
+        self._clock = clock
+        self._locks = KeyedLocks()
+
+    async def process(self, inbound: Inbound) -> Outcome:
+        """Decide and apply; never raises for a message's own sake."""
+        parsed = _parse(inbound.content)
+        found = classify(parsed, inbound.mail_from, self._config.policy)
+        if isinstance(found, Decision):
+            return self._passed(inbound, parsed, found)
+        async with self._locks.hold((found.organizer, found.uid)):
+            return await self._process_invitation(inbound, parsed, found)
+
+    async def _process_invitation(
+        self, inbound: Inbound, parsed: ParsedMessage, invitation: Invitation
+    ) -> Outcome:
+        stored = await self._store.get(invitation.organizer, invitation.uid)
+        decision = decide(invitation, stored, self._config.policy, self._clock())
+        outcome = self._passed(inbound, parsed, decision)
+        try:
+            await self._apply(outcome, parsed, invitation, stored)
+        except TemporaryError as exc:
+            log.warning("temporary failure for uid=%s: %s", invitation.uid, exc)
+            outcome.content, outcome.reply = None, TEMPORARY_REPLY
+        except (PermanentError, InvitationError) as exc:
+            # The invitation still goes out; only the conference part failed.
+            log.error("cannot handle uid=%s, forwarding unchanged: %s", invitation.uid, exc)
+            outcome.content = inbound.content
+            outcome.fields["error"] = type(exc).__name__
+        except Exception:
+            # A fault of mailhook's own must not hold mail back: forward it as it came.
+            log.exception("unexpected failure for uid=%s, forwarding unchanged", invitation.uid)
+            outcome.content = inbound.content
+            outcome.fields["error"] = "internal"
+        return outcome
+
+    def _passed(self, inbound: Inbound, parsed: ParsedMessage, decision: Decision) -> Outcome:
+        invitation = decision.invitation
+        return Outcome(
+            decision=decision,
+            content=inbound.content,
+            method=parsed.method,
+            uid=invitation.uid if invitation else _first_uid(parsed),
+            message_id=parsed.message_id,
+        )
+
+    async def _apply(
+        self,
+        outcome: Outcome,
+        parsed: ParsedMessage,
+        invitation: Invitation,
+        stored: StoredEvent | None,
+    ) -> None:
+        action = outcome.decision.action
+        if action is Action.REWRITE and stored is not None:
+            self._rewrite(outcome, parsed, stored.url)
+            outcome.conference_id = stored.conference_id
+        elif action in (Action.CREATE, Action.SYNC):
+            await self._ensure_conference(outcome, parsed, invitation, stored)
+        elif action is Action.DELETE and stored is not None:
+            await self._delete(outcome, stored)
+        elif action is Action.UNINVITE and stored is not None:
+            await self._uninvite(outcome, invitation, stored)
+
+    async def _ensure_conference(
+        self,
+        outcome: Outcome,
+        parsed: ParsedMessage,
+        invitation: Invitation,
+        stored: StoredEvent | None,
+    ) -> None:
+        master = invitation.master
+        assert master is not None
+        plan = await self._plan(invitation, master)
+        if plan is None:
+            outcome.fields["note"] = "organizer has no TrueConf account"
+            return
+        spec, accounts = plan
+        now = time.time()
+        previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
+        conference = await self._create_or_update(invitation, stored, spec, now)
+        if not is_safe_url(conference.url):
+            raise TrueConfRejected("TrueConf returned a join link that is not http(s)")
+        await self._store.put(
+            StoredEvent(
+                organizer=invitation.organizer,
+                uid=invitation.uid,
+                state=EventState.ACTIVE,
+                tag=spec.tag,
+                conference_id=conference.id,
+                url=conference.url,
+                spec=spec,
+                attendees=tuple(a.address for a in master.attendees),
+                sequence=master.sequence,
+                calendar=parsed.calendar.text if parsed.calendar else "",
+                first_seen=stored.first_seen if stored and stored.first_seen else now,
+                updated_at=now,
+            )
+        )
+        outcome.conference_id = conference.id
+        self._rewrite(outcome, parsed, conference.url)
+        if self._needs_notice(previous, spec):
+            outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
+
+    async def _plan(
+        self, invitation: Invitation, master: EventComponent
+    ) -> tuple[ConferenceSpec, dict[str, Account]] | None:
+        addresses = participant_addresses(master)
+        accounts = await self._directory.lookup((invitation.organizer, *addresses))
+        owner = accounts.get(invitation.organizer)
+        if owner is None:
+            log.warning("organizer %s has no TrueConf account; invitation forwarded unchanged",
+                        invitation.organizer)
+            return None
+        names = {a.address: a.name for a in master.attendees}
+        invitees = _invitees(addresses, accounts, names, owner.id)
+        spec = build_spec(
+            master,
+            owner=owner.id,
+            invitees=invitees,
+            participants=1 + len(addresses),
+            policy=self._config.policy,
+            tag=event_tag(invitation.organizer, invitation.uid),
+            fallback_topic=FALLBACK_TOPIC.get(self._config.language, FALLBACK_TOPIC["en"]),
+        )
+        return spec, accounts
+
+    async def _create_or_update(
+        self,
+        invitation: Invitation,
+        stored: StoredEvent | None,
+        spec: ConferenceSpec,
+        now: float,
+    ) -> Conference:
+        if stored and stored.state is EventState.ACTIVE and stored.conference_id:
+            if stored.spec == spec:
+                return Conference(stored.conference_id, stored.url)
+            return await self._trueconf.update_conference(stored.conference_id, spec)
+        if stored and stored.state is EventState.CREATING:
+            # An earlier attempt may have created it before mailhook could record it.
+            found = await self._trueconf.find_conference_by_tag(spec.tag, spec.owner)
+            if found is not None:
+                return await self._trueconf.update_conference(found.id, spec)
+        await self._store.put(
+            StoredEvent(
+                organizer=invitation.organizer,
+                uid=invitation.uid,
+                state=EventState.CREATING,
+                tag=spec.tag,
+                spec=spec,
+                first_seen=stored.first_seen if stored and stored.first_seen else now,
+                updated_at=now,
+            )
+        )
+        return await self._trueconf.create_conference(spec)
+
+    async def _delete(self, outcome: Outcome, stored: StoredEvent) -> None:
+        if stored.conference_id:
+            await self._trueconf.delete_conference(stored.conference_id)
+        await self._store.put(
+            dataclasses.replace(stored, state=EventState.DELETED, updated_at=time.time())
+        )
+        outcome.conference_id = stored.conference_id
+
+    async def _uninvite(self, outcome: Outcome, invitation: Invitation, stored: StoredEvent) -> None:
+        assert invitation.master is not None and stored.spec is not None
+        removed = {a.address for a in invitation.master.attendees}
+        accounts = await self._directory.lookup(removed)
+        removed_ids = {account.id for account in accounts.values()}
+        spec = dataclasses.replace(
+            stored.spec,
+            invitees=tuple(i for i in stored.spec.invitees if i.id not in removed_ids),
+        )
+        if spec != stored.spec:
+            await self._trueconf.update_conference(stored.conference_id, spec)
+        await self._store.put(
+            dataclasses.replace(
+                stored,
+                spec=spec,
+                attendees=tuple(a for a in stored.attendees if a not in removed),
+                updated_at=time.time(),
+            )
+        )
+        outcome.conference_id = stored.conference_id
+
+    def _rewrite(self, outcome: Outcome, parsed: ParsedMessage, url: str) -> None:
+        insertion = LinkInsertion(
+            url=url, keywords=self._config.policy.keywords, language=self._config.language
+        )
+        outcome.content = rewrite_message(parsed, insertion)
+        outcome.url = url
+
+    def _needs_notice(self, previous: ConferenceSpec | None, spec: ConferenceSpec) -> bool:
+        if not self._config.notices:
+            return False
+        return previous is None or (previous.start, previous.duration) != (spec.start, spec.duration)
+
+    def _notice(
+        self,
+        invitation: Invitation,
+        master: EventComponent,
+        spec: ConferenceSpec,
+        url: str,
+        accounts: dict[str, Account],
+        previous: ConferenceSpec | None,
+    ) -> bytes:
+        names = {a.address: a.name or a.address for a in master.attendees}
+        addresses = participant_addresses(master)
+        facts = NoticeFacts(
+            organizer=invitation.organizer,
+            topic=spec.topic,
+            start=spec.start,
+            duration=spec.duration,
+            utc_offset_minutes=spec.utc_offset_minutes,
+            url=url,
+            in_accounts=tuple(names[a] for a in addresses if a in accounts),
+            by_link=tuple(names[a] for a in addresses if a not in accounts),
+            updated=previous is not None,
+        )
+        return build_notice(facts, self._config.notice_sender, self._config.language, self._clock())
+
+
+def _parse(content: bytes) -> ParsedMessage:
+    if not may_contain_calendar(content):
+        return ParsedMessage(raw=content, skip_reason="no calendar part")
+    return parse_message(content)
+
+
+def _first_uid(parsed: ParsedMessage) -> str:
+    if parsed.calendar and parsed.calendar.events:
+        return parsed.calendar.events[0].uid
+    return ""
+
+
+def _invitees(
+    addresses: tuple[str, ...], accounts: dict[str, Account], names: dict[str, str], owner: str
+) -> tuple[Invitee, ...]:
+    invitees: dict[str, Invitee] = {}
+    for address in addresses:
+        account = accounts.get(address)
+        if account is not None and account.id != owner and account.id not in invitees:
+            invitees[account.id] = Invitee(account.id, account.display_name or names.get(address, ""))
+    return tuple(invitees.values())

@@ -1,0 +1,347 @@
+"""The decision table end to end: the real daemon, the TrueConf stand-in and a sink, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from icalendar import Calendar
+
+from mailhook.testing.sink import Sink
+from mailhook.testing.standin import StandIn
+from tests.integration.conftest import send
+from tests.support.invites import FUTURE, Event, exchange, plain_mail, thunderbird
+
+EVENT = Event()
+
+
+def api_calls(standin: StandIn, method: str, part: str = "/conferences") -> list:
+    """Requests of one HTTP method to the conferences API."""
+    return [r for r in standin.requests if r.method == method and part in r.path and "/api/" in r.path]
+
+
+def calendars_in(raw: bytes) -> list[Calendar]:
+    """Every calendar object of a message, parsed by icalendar."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    found = []
+    for part in message.walk():
+        if part.get_content_type() in ("text/calendar", "application/ics"):
+            found.append(Calendar.from_ical(part.get_payload(decode=True)))
+    return found
+
+
+def text_bodies(raw: bytes) -> list[str]:
+    """Every text/plain and text/html body, decoded."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    return [
+        part.get_content()
+        for part in message.walk()
+        if part.get_content_type() in ("text/plain", "text/html") and not part.is_attachment()
+    ]
+
+
+def invitations(sink: Sink) -> list:
+    """Messages the sink got, other than organizer notices."""
+    return [m for m in sink.messages if b"Auto-Submitted: auto-generated" not in m.content]
+
+
+def notices(sink: Sink) -> list:
+    """Organizer notices the sink got."""
+    return [m for m in sink.messages if b"Auto-Submitted: auto-generated" in m.content]
+
+
+async def wait_notices(sink: Sink, count: int) -> list:
+    """Wait (briefly) for organizer notices, which are sent after the invitation."""
+    for _ in range(100):
+        if len(notices(sink)) >= count:
+            break
+        await asyncio.sleep(0.02)
+    return notices(sink)
+
+
+async def test_request_creates_conference_and_writes_link(daemon, standin, sink):
+    """A new invitation with TrueConf in LOCATION gets a conference and its link everywhere."""
+    code, text = await send(daemon, thunderbird(EVENT), rcpts=("bob@example.com", "carol@example.org"))
+    assert code == 250 and "SINK" in text  # the next hop's own reply is passed back
+    [created] = api_calls(standin, "POST")
+    body = created.json
+    assert body["owner"] == "alice"
+    assert body["topic"] == "Quarterly planning"
+    assert [i["id"] for i in body["invitations"]] == ["alice", "bob"]  # carol has no account
+    assert body["schedule"] == {"type": 1, "start_time": int(FUTURE.timestamp()), "duration": 3600}
+    assert body["type"] == 0
+    [conference] = standin.conferences.values()
+    url = conference["url"]
+    [delivered] = invitations(sink)
+    assert delivered.rcpt_tos == ("bob@example.com", "carol@example.org")
+    cals = calendars_in(delivered.content)
+    assert len(cals) == 2 and cals[0].to_ical() == cals[1].to_ical()
+    vevent = cals[0].walk("VEVENT")[0]
+    assert url in str(vevent["LOCATION"])
+    assert url in str(vevent["DESCRIPTION"])
+    assert str(vevent["CONFERENCE"]) == url
+    assert str(vevent["UID"]) == EVENT.uid and int(vevent["SEQUENCE"]) == 0
+    assert all(url in body for body in text_bodies(delivered.content))
+
+
+async def test_organizer_gets_a_notice_without_calendar(daemon, standin, sink):
+    """The organizer is mailed the link and who got it in TrueConf, with no calendar part."""
+    await send(daemon, thunderbird(EVENT))
+    [notice] = await wait_notices(sink, 1)
+    url = next(iter(standin.conferences.values()))["url"]
+    assert notice.rcpt_tos == ("alice@example.com",)
+    assert notice.mail_from == ""
+    message = email.message_from_bytes(notice.content, policy=email.policy.default)
+    assert not any(p.get_content_type() == "text/calendar" for p in message.walk())
+    text = message.get_content()
+    assert url in text and "Bob" in text and "Carol" in text
+    assert "Quarterly planning" in message["Subject"]
+
+
+async def test_retry_and_copies_make_no_api_call(daemon, standin, sink):
+    """An MTA retry, a per-attendee copy and a recipient split reuse the conference silently."""
+    raw = thunderbird(EVENT)
+    await send(daemon, raw, rcpts=("bob@example.com",))
+    await send(daemon, raw, rcpts=("bob@example.com",))
+    await send(daemon, raw, rcpts=("carol@example.org",))
+    assert len(api_calls(standin, "POST")) == 1
+    assert not api_calls(standin, "PUT")
+    delivered = invitations(sink)
+    assert len(delivered) == 3
+    assert delivered[0].content == delivered[1].content == delivered[2].content
+    assert len(await wait_notices(sink, 1)) == 1
+
+
+async def test_update_of_time_topic_participants_uses_put(daemon, standin, sink):
+    """Rescheduling, renaming and new attendees update the same conference with PUT on v3."""
+    await send(daemon, thunderbird(EVENT))
+    url = next(iter(standin.conferences.values()))["url"]
+    moved = replace(
+        EVENT,
+        start=FUTURE + timedelta(days=1),
+        duration=timedelta(minutes=30),
+        summary="Planning, moved",
+        attendees=(*EVENT.attendees, "dave.dawson@example.com"),
+        sequence=1,
+    )
+    code, _ = await send(daemon, thunderbird(moved))
+    assert code == 250
+    [put] = api_calls(standin, "PUT")
+    assert put.json["schedule"]["start_time"] == int((FUTURE + timedelta(days=1)).timestamp())
+    assert put.json["schedule"]["duration"] == 1800
+    assert put.json["topic"] == "Planning, moved"
+    assert [i["id"] for i in put.json["invitations"]] == ["alice", "bob", "dave"]
+    assert len(standin.conferences) == 1
+    last = invitations(sink)[-1]
+    assert url in str(calendars_in(last.content)[0].walk("VEVENT")[0]["DESCRIPTION"])
+    assert len(await wait_notices(sink, 2)) == 2  # the time changed: the organizer hears of it
+
+
+async def test_keyword_removed_deletes_conference(daemon, standin, sink):
+    """An update that no longer names TrueConf deletes the conference and passes unchanged."""
+    await send(daemon, thunderbird(EVENT))
+    plain = thunderbird(replace(EVENT, location="Room 4", sequence=1))
+    code, _ = await send(daemon, plain)
+    assert code == 250
+    assert len(api_calls(standin, "DELETE")) == 1
+    assert standin.conferences == {}
+    assert invitations(sink)[-1].content == plain
+
+
+async def test_organizer_cancel_deletes_and_forwards(daemon, standin, sink):
+    """The organizer's CANCEL deletes the conference; the cancel goes out byte-identical."""
+    await send(daemon, exchange(EVENT))
+    cancel = exchange(replace(EVENT, method="CANCEL", status="CANCELLED", sequence=1))
+    code, _ = await send(daemon, cancel)
+    assert code == 250
+    assert standin.conferences == {}
+    assert invitations(sink)[-1].content == cancel
+
+
+async def test_method_comes_from_the_calendar_object(daemon, standin, sink):
+    """A part labelled method=REQUEST whose object says CANCEL is handled as a cancel."""
+    await send(daemon, thunderbird(EVENT))
+    yahoo_like = thunderbird(replace(EVENT, method="CANCEL", header_method="REQUEST", sequence=1,
+                                     status="CANCELLED"))
+    await send(daemon, yahoo_like)
+    assert standin.conferences == {}
+
+
+async def test_request_without_header_method_is_served(daemon, standin, sink):
+    """A calendar part without method= (Apple Mail) is still recognised by its METHOD."""
+    code, _ = await send(daemon, thunderbird(replace(EVENT, header_method="")))
+    assert code == 250
+    assert len(standin.conferences) == 1
+
+
+async def test_reply_and_plain_mail_pass_byte_identical(daemon, standin, sink):
+    """An attendee's REPLY and ordinary mail go through untouched and call nothing."""
+    await send(daemon, thunderbird(EVENT))
+    reply = thunderbird(replace(EVENT, method="REPLY", attendees=("bob@example.com",)))
+    plain = plain_mail()
+    await send(daemon, reply, sender="bob@example.com", rcpts=("alice@example.com",))
+    await send(daemon, plain)
+    assert [m.content for m in invitations(sink)[1:]] == [reply, plain]
+    assert len(standin.conferences) == 1
+    assert not api_calls(standin, "DELETE") and not api_calls(standin, "PUT")
+
+
+async def test_cancel_of_unknown_event_passes(daemon, standin, sink):
+    """A CANCEL for an event without a conference is forwarded and calls nothing."""
+    cancel = thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED"))
+    await send(daemon, cancel)
+    assert invitations(sink)[0].content == cancel
+    assert not api_calls(standin, "DELETE")
+
+
+async def test_attendee_removal_cancel_keeps_conference(daemon, standin, sink):
+    """A CANCEL that only uninvites some attendees removes their invitations, keeps the conference."""
+    await send(daemon, thunderbird(EVENT))
+    uninvite = thunderbird(replace(EVENT, method="CANCEL", status="", attendees=("bob@example.com",)))
+    await send(daemon, uninvite)
+    assert len(standin.conferences) == 1
+    [put] = api_calls(standin, "PUT")
+    assert [i["id"] for i in put.json["invitations"]] == ["alice"]
+
+
+async def test_only_local_organizers_sending_as_themselves(daemon, standin, sink):
+    """Organizers outside local domains, or mail whose envelope sender is someone else, pass."""
+    foreign = thunderbird(replace(EVENT, organizer="zed@elsewhere.example"))
+    await send(daemon, foreign, sender="zed@elsewhere.example")
+    spoofed = thunderbird(EVENT)
+    await send(daemon, spoofed, sender="mallory@example.com")
+    assert standin.conferences == {}
+    assert [m.content for m in invitations(sink)] == [foreign, spoofed]
+
+
+async def test_past_event_and_no_keyword_pass(daemon, standin, sink):
+    """An event entirely in the past, or without the keyword, gets no conference."""
+    await send(daemon, thunderbird(replace(EVENT, start=FUTURE.replace(year=2001))))
+    await send(daemon, thunderbird(replace(EVENT, uid="other@example.com", location="Room 4")))
+    assert standin.conferences == {}
+    assert len(invitations(sink)) == 2
+
+
+async def test_keyword_variants_trigger(daemon, standin, sink):
+    """"@trueconf" and "Видеоконференция TrueConf" both ask for a conference."""
+    await send(daemon, thunderbird(replace(EVENT, uid="a@example.com", location="@trueconf")))
+    await send(daemon, thunderbird(replace(EVENT, uid="b@example.com",
+                                           location="Видеоконференция TrueConf")))
+    assert len(standin.conferences) == 2
+    for message in invitations(sink):
+        location = str(calendars_in(message.content)[0].walk("VEVENT")[0]["LOCATION"])
+        assert "/c/" in location and "trueconf" not in location.lower().replace(standin.url, "")
+
+
+async def test_twenty_parallel_copies_make_one_conference(daemon, standin, sink):
+    """Twenty copies of one invitation on parallel connections create exactly one conference."""
+    raw = thunderbird(EVENT)
+    replies = await asyncio.gather(*(send(daemon, raw) for _ in range(20)))
+    assert all(code == 250 for code, _ in replies)
+    assert len(api_calls(standin, "POST")) == 1
+    assert len(standin.conferences) == 1
+    contents = {m.content for m in invitations(sink)}
+    assert len(invitations(sink)) == 20 and len(contents) == 1
+
+
+async def test_api_v4_creates_and_patches(start_daemon, standin, sink):
+    """On API v4 the conference is created with the v4 shape and updated with PATCH."""
+    daemon = await start_daemon(trueconf={"api_version": "v4"})
+    await send(daemon, thunderbird(EVENT))
+    [created] = api_calls(standin, "POST")
+    assert created.path == "/api/v4/conferences"
+    assert created.json["mode"] == "PxP"
+    assert created.json["schedule"]["type"] == "once"
+    await send(daemon, thunderbird(replace(EVENT, summary="Renamed", sequence=1)))
+    [patch] = api_calls(standin, "PATCH")
+    assert patch.json["topic"] == "Renamed"
+    assert not api_calls(standin, "PUT")
+    url = next(iter(standin.conferences.values()))["url"]
+    assert url in invitations(sink)[-1].content.decode()
+
+
+async def test_large_meeting_uses_role_based_mode(daemon, standin, sink):
+    """More attendees than the all-on-screen limit gives a role-based conference."""
+    crowd = tuple(f"person{i}@example.org" for i in range(40))
+    await send(daemon, thunderbird(replace(EVENT, attendees=crowd)))
+    [created] = api_calls(standin, "POST")
+    assert created.json["type"] == 3
+    assert created.json["max_participants"] >= 41
+
+
+async def test_local_part_mapping(start_daemon, standin, sink):
+    """With user_mapping=local_part, local addresses map to TrueConf ids by their local part."""
+    daemon = await start_daemon(trueconf={"user_mapping": "local_part"})
+    await send(daemon, thunderbird(replace(EVENT, attendees=("bob@example.com", "x@example.org"))))
+    [created] = api_calls(standin, "POST")
+    assert [i["id"] for i in created.json["invitations"]] == ["alice", "bob"]
+    assert not api_calls(standin, "GET", "/users")
+
+
+async def test_trueconf_down_gives_451_then_retry_succeeds(daemon, standin, sink):
+    """TrueConf failing gets 451 and nothing is delivered; the MTA's retry then goes through."""
+    standin.fail_next(10, 503)
+    code, _ = await send(daemon, thunderbird(EVENT))
+    assert code == 451
+    assert invitations(sink) == []
+    standin.reset()
+    code, _ = await send(daemon, thunderbird(EVENT))
+    assert code == 250
+    assert len(standin.conferences) == 1
+
+
+async def test_next_hop_refusals_reach_the_client(daemon, standin, sink):
+    """A recipient the next hop refuses is refused to the client; a 4xx becomes 451."""
+    sink.handler.script.rcpt["nobody@example.com"] = "550 5.1.1 No such user"
+    sink.handler.script.rcpt["later@example.com"] = "452 4.2.2 Mailbox full"
+    code, text = await send(daemon, plain_mail(), rcpts=("nobody@example.com",))
+    assert code == 550 and "No such user" in text
+    code, _ = await send(daemon, plain_mail(), rcpts=("later@example.com",))
+    assert code == 451
+    sink.handler.script.data.append("554 5.6.0 Rejected content")
+    code, text = await send(daemon, plain_mail())
+    assert code == 554 and "Rejected content" in text
+    sink.handler.script.data.append("421 4.3.2 Busy")
+    code, _ = await send(daemon, plain_mail())
+    assert code == 451
+    assert invitations(sink) == []
+
+
+async def test_next_hop_down_gives_451(start_daemon, standin, sink):
+    """With nothing listening at the next hop, the client is told to retry."""
+    daemon = await start_daemon(relay={"port": 1})
+    code, _ = await send(daemon, plain_mail())
+    assert code == 451
+
+
+async def test_long_lines_pass_unchanged(daemon, standin, sink):
+    """Lines far over 1000 octets, as real MTAs send them, are accepted and kept."""
+    raw = plain_mail("x" * 5000 + "\r\n" + "y" * 70000 + "\r\n")
+    code, _ = await send(daemon, raw)
+    assert code == 250
+    assert invitations(sink)[0].content == raw
+
+
+async def test_oversized_message_gets_552(start_daemon, standin, sink):
+    """A message over smtp.max_message_size is refused with 552 and nothing is relayed."""
+    daemon = await start_daemon(smtp={"max_message_size": 4096})
+    code, _ = await send(daemon, plain_mail("z" * 10000 + "\r\n"))
+    assert code == 552
+    assert invitations(sink) == []
+
+
+@pytest.mark.parametrize("builder", [thunderbird, exchange])
+async def test_rewritten_message_keeps_other_parts(daemon, standin, sink, builder):
+    """Headers and MIME shape survive the rewrite; only bodies gain the link."""
+    raw = builder(EVENT)
+    await send(daemon, raw)
+    out = invitations(sink)[0].content
+    head_in, _, _ = raw.partition(b"\r\n\r\n")
+    head_out, _, _ = out.partition(b"\r\n\r\n")
+    assert head_in == head_out
+    shape = lambda m: [p.get_content_type() for p in email.message_from_bytes(m).walk()]  # noqa: E731
+    assert shape(raw) == shape(out)

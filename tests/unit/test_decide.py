@@ -1,0 +1,233 @@
+"""The decision table and the conference spec, as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from mailhook.core.decide import (
+    Action,
+    Decision,
+    Invitation,
+    Policy,
+    build_spec,
+    classify,
+    decide,
+    duration_of,
+    event_tag,
+    has_trigger,
+    participant_addresses,
+    topic_of,
+)
+from mailhook.core.model import (
+    Attendee,
+    CalendarObject,
+    CalendarPart,
+    ConferenceSpec,
+    EventComponent,
+    EventState,
+    Invitee,
+    ParsedMessage,
+    StoredEvent,
+)
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+START = NOW + timedelta(days=10)
+POLICY = Policy(local_domains=("example.com",))
+MASTER = EventComponent(
+    uid="uid-1",
+    summary="Sync",
+    location="TrueConf",
+    start=START,
+    end=START + timedelta(hours=1),
+    organizer="alice@example.com",
+    attendees=(Attendee("bob@example.com", "Bob"), Attendee("carol@example.org", "Carol")),
+)
+SPEC = ConferenceSpec("Sync", "alice", (Invitee("bob"),), 0, 3600, False, 36, "t")
+STORED = StoredEvent(
+    organizer="alice@example.com",
+    uid="uid-1",
+    state=EventState.ACTIVE,
+    tag="t",
+    conference_id="42",
+    url="https://video.example.com/c/42",
+    spec=SPEC,
+    attendees=("bob@example.com", "carol@example.org"),
+)
+
+
+def message(*events: EventComponent, method: str = "REQUEST", header: str | None = None) -> ParsedMessage:
+    """A parsed message holding one calendar object."""
+    return ParsedMessage(
+        raw=b"",
+        calendar=CalendarObject(method=method, events=events),
+        calendar_parts=(CalendarPart((0,), "text/calendar", header),),
+    )
+
+
+def invitation(master: EventComponent = MASTER, method: str = "REQUEST") -> Invitation:
+    """Classify a message with one VEVENT, asserting it is an invitation."""
+    found = classify(message(master, method=method), "alice@example.com", POLICY)
+    assert isinstance(found, Invitation)
+    return found
+
+
+def test_new_request_with_keyword_creates():
+    """A new REQUEST whose LOCATION names TrueConf creates a conference."""
+    assert decide(invitation(), None, POLICY, NOW).action is Action.CREATE
+
+
+def test_request_without_keyword_passes():
+    """Without the keyword there is nothing to do."""
+    decision = decide(invitation(replace(MASTER, location="Room 1")), None, POLICY, NOW)
+    assert decision.action is Action.PASS
+
+
+def test_always_trigger_needs_an_attendee():
+    """trigger=always serves any REQUEST with an attendee, none without."""
+    always = replace(POLICY, trigger="always")
+    assert has_trigger(replace(MASTER, location=""), always)
+    assert not has_trigger(replace(MASTER, location="", attendees=()), always)
+
+
+def test_keyword_match_is_case_insensitive_anywhere():
+    """"@trueconf" and "Видеоконференция TrueConf" both trigger."""
+    assert has_trigger(replace(MASTER, location="@trueconf"), POLICY)
+    assert has_trigger(replace(MASTER, location="Видеоконференция TRUECONF"), POLICY)
+    assert not has_trigger(replace(MASTER, location="Teams"), POLICY)
+
+
+def test_past_event_passes():
+    """An event that has already ended gets no conference."""
+    past = replace(MASTER, start=NOW - timedelta(days=2), end=NOW - timedelta(days=2, hours=-1))
+    assert decide(invitation(past), None, POLICY, NOW).action is Action.PASS
+
+
+def test_stored_event_syncs():
+    """An update of an event with a conference syncs it (the pipeline skips unchanged specs)."""
+    assert decide(invitation(), STORED, POLICY, NOW).action is Action.SYNC
+
+
+def test_link_keeps_conference_when_keyword_gone():
+    """The link alone in LOCATION keeps the conference."""
+    linked = replace(MASTER, location=STORED.url)
+    assert decide(invitation(linked), STORED, POLICY, NOW).action is Action.SYNC
+
+
+def test_keyword_and_link_gone_deletes():
+    """An update with neither keyword nor link deletes the conference."""
+    plain = replace(MASTER, location="Room 1")
+    assert decide(invitation(plain), STORED, POLICY, NOW).action is Action.DELETE
+
+
+def test_deleted_event_counts_as_new():
+    """After deletion, asking again creates a new conference."""
+    gone = replace(STORED, state=EventState.DELETED)
+    assert decide(invitation(), gone, POLICY, NOW).action is Action.CREATE
+
+
+def test_cancel_whole_event_deletes():
+    """An organizer CANCEL with STATUS:CANCELLED deletes the conference."""
+    cancel = invitation(replace(MASTER, status="CANCELLED"), method="CANCEL")
+    assert decide(cancel, STORED, POLICY, NOW).action is Action.DELETE
+
+
+def test_cancel_of_some_attendees_uninvites():
+    """A CANCEL naming only some attendees, without STATUS:CANCELLED, removes just them."""
+    partial = replace(MASTER, attendees=(Attendee("bob@example.com"),))
+    decision = decide(invitation(partial, method="CANCEL"), STORED, POLICY, NOW)
+    assert decision.action is Action.UNINVITE
+
+
+def test_cancel_without_conference_passes():
+    """A CANCEL for an unknown event passes."""
+    cancel = invitation(replace(MASTER, status="CANCELLED"), method="CANCEL")
+    assert decide(cancel, None, POLICY, NOW).action is Action.PASS
+
+
+def test_occurrence_update_rewrites_with_stored_link():
+    """A REQUEST for one occurrence of an event with a conference keeps its link."""
+    occurrence = replace(MASTER, recurrence_id="20300111T090000Z")
+    found = classify(message(occurrence), "alice@example.com", POLICY)
+    assert isinstance(found, Invitation)
+    assert decide(found, STORED, POLICY, NOW).action is Action.REWRITE
+
+
+def test_method_comes_from_object_not_header():
+    """The object's METHOD wins over the part's method= parameter."""
+    parsed = message(MASTER, method="CANCEL", header="REQUEST")
+    assert parsed.method == "CANCEL"
+    assert message(MASTER, method="", header="request").method == "REQUEST"
+
+
+def test_other_methods_pass():
+    """REPLY, PUBLISH, COUNTER and others are never acted on."""
+    for method in ("REPLY", "PUBLISH", "COUNTER", "REFRESH", "DECLINECOUNTER", ""):
+        found = classify(message(MASTER, method=method), "alice@example.com", POLICY)
+        assert isinstance(found, Decision) and found.action is Action.PASS
+
+
+def test_foreign_organizer_and_wrong_sender_pass():
+    """Only local organizers, sending as themselves or via their SENT-BY delegate, are served."""
+    foreign = replace(MASTER, organizer="zed@other.example")
+    assert isinstance(classify(message(foreign), "zed@other.example", POLICY), Decision)
+    assert isinstance(classify(message(MASTER), "mallory@example.com", POLICY), Decision)
+    delegated = replace(MASTER, organizer_sent_by="assistant@example.com")
+    assert isinstance(classify(message(delegated), "Assistant@example.com", POLICY), Invitation)
+
+
+def test_skip_reason_passes():
+    """A message the parser set aside passes with that reason."""
+    parsed = ParsedMessage(raw=b"", skip_reason="signed")
+    found = classify(parsed, "alice@example.com", POLICY)
+    assert isinstance(found, Decision) and found.reason == "signed"
+
+
+def test_several_uids_pass():
+    """A calendar object with more than one UID is not acted on."""
+    parsed = message(MASTER, replace(MASTER, uid="uid-2"))
+    assert isinstance(classify(parsed, "alice@example.com", POLICY), Decision)
+
+
+def test_topic_is_one_line_and_cut():
+    """SUMMARY becomes a one-line topic of at most 240 characters, never empty."""
+    assert topic_of(replace(MASTER, summary="a\r\nb\tc"), "x") == "a b c"
+    assert len(topic_of(replace(MASTER, summary="y" * 500), "x")) == 240
+    assert topic_of(replace(MASTER, summary="  "), "Video conference") == "Video conference"
+
+
+def test_duration_is_clamped():
+    """Duration is DTEND - DTSTART clamped to 60..86399 seconds."""
+    assert duration_of(replace(MASTER, end=START + timedelta(seconds=10))) == 60
+    assert duration_of(replace(MASTER, end=START + timedelta(days=3))) == 86399
+    assert duration_of(MASTER) == 3600
+
+
+def test_spec_mode_follows_participant_count():
+    """Up to the limit the conference is all on screen; above it, role-based."""
+    small = build_spec(MASTER, "alice", (), 36, POLICY, "t", "x")
+    large = build_spec(MASTER, "alice", (), 37, POLICY, "t", "x")
+    assert (small.role_based, small.max_participants) == (False, 36)
+    assert (large.role_based, large.max_participants) == (True, 250)
+    assert small.start == int(START.timestamp())
+
+
+def test_participants_exclude_organizer_and_non_participants():
+    """The organizer and NON-PARTICIPANT attendees are not counted; duplicates collapse."""
+    event = replace(
+        MASTER,
+        attendees=(
+            Attendee("alice@example.com"),
+            Attendee("bob@example.com"),
+            Attendee("bob@example.com"),
+            Attendee("info@example.com", role="NON-PARTICIPANT"),
+        ),
+    )
+    assert participant_addresses(event) == ("bob@example.com",)
+
+
+def test_event_tag_is_stable_and_distinct():
+    """The tag depends on organizer and UID only, and fits TrueConf's id alphabet."""
+    assert event_tag("a@x", "u") == event_tag("a@x", "u")
+    assert event_tag("a@x", "u") != event_tag("b@x", "u")
+    assert event_tag("a@x", "u").replace("_", "").isalnum()
