@@ -1,0 +1,128 @@
+"""Settings: the TOML file, environment overrides, clear errors and the example file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mailhook.config import ConfigError, Settings, load_settings, masked
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = """
+[trueconf]
+server_url = "https://video.example.com/"
+client_id = "mailhook"
+client_secret = "hunter2-secret"
+[policy]
+local_domains = ["Example.COM"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    """Write a config file and return its path."""
+    path = tmp_path / "mailhook.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_minimal_file_gets_defaults(tmp_path):
+    """Only the required keys are needed; everything else has its documented default."""
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.smtp.listen_port == 10025 and settings.relay.port == 10026
+    assert settings.trueconf.api_version == "v3.11"
+    assert settings.trueconf.server_url == "https://video.example.com"
+    assert settings.policy.local_domains == ("example.com",)
+    assert settings.policy.trigger == "keyword" and settings.policy.keywords == ("TrueConf",)
+
+
+def test_environment_overrides_file(tmp_path, monkeypatch):
+    """MAILHOOK_<SECTION>__<KEY> overrides the file, key by key."""
+    monkeypatch.setenv("MAILHOOK_SMTP__LISTEN_PORT", "2525")
+    monkeypatch.setenv("MAILHOOK_TRUECONF__API_VERSION", "v4")
+    monkeypatch.setenv("MAILHOOK_POLICY__LOCAL_DOMAINS", '["a.example", "b.example"]')
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.smtp.listen_port == 2525
+    assert settings.smtp.listen_host == "127.0.0.1"
+    assert settings.trueconf.api_version == "v4"
+    assert settings.trueconf.client_id == "mailhook"
+    assert settings.policy.local_domains == ("a.example", "b.example")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (MINIMAL.replace('server_url = "https://video.example.com/"', ""), "trueconf.server_url"),
+        (MINIMAL.replace('local_domains = ["Example.COM"]', ""), "policy.local_domains"),
+        (MINIMAL + '[smtp]\nlisten_port = "many"\n', "smtp.listen_port"),
+        (MINIMAL + "[smtp]\nlisten_prot = 1\n", "smtp.listen_prot"),
+        (MINIMAL.replace('"https://video.example.com/"', '"video.example.com"'), "trueconf.server_url"),
+        (MINIMAL + '\n[store]\npath = "x"\n[policy2]\n', "policy2"),
+        (MINIMAL.replace('client_secret = "hunter2-secret"', ""), "trueconf.client_secret"),
+    ],
+)
+def test_bad_setting_names_the_key(tmp_path, text, key):
+    """A missing, unknown or bad setting gives one line naming the key, without the secret."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    message = str(caught.value)
+    assert key in message and "\n" not in message
+    assert "hunter2" not in message
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    """Unreadable files are reported, not raised as tracebacks."""
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[trueconf\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_secret_from_file(tmp_path):
+    """client_secret_file supplies the secret (e.g. a systemd credential)."""
+    secret = tmp_path / "secret"
+    secret.write_text("from-file-secret\n")
+    text = MINIMAL.replace('client_secret = "hunter2-secret"', f'client_secret_file = "{secret}"')
+    assert load_settings(write(tmp_path, text)).trueconf.secret() == "from-file-secret"
+    missing = MINIMAL.replace('client_secret = "hunter2-secret"', 'client_secret_file = "/nonexistent"')
+    with pytest.raises(ConfigError, match="client_secret_file"):
+        load_settings(write(tmp_path, missing))
+
+
+def test_masked_hides_secret(tmp_path):
+    """The printable settings never contain the secret."""
+    data = masked(load_settings(write(tmp_path, MINIMAL)))
+    assert data["trueconf"]["client_secret"] == "********"
+    assert "hunter2" not in repr(data)
+
+
+def test_example_config_documents_every_setting():
+    """config/mailhook.toml names every setting, each under a comment, and loads as is."""
+    example = ROOT / "config" / "mailhook.toml"
+    data = tomllib.loads(example.read_text())
+    sections = dict(re.findall(r"^\[(\w+)\]\n(.*?)(?=^\[|\Z)", example.read_text(), re.M | re.S))
+    for section, model in Settings.model_fields.items():
+        fields = model.annotation.model_fields  # type: ignore[union-attr]
+        assert set(data[section]) == set(fields), section
+        for key in fields:
+            [paragraph] = [p for p in sections[section].split("\n\n") if re.search(rf"^{key} = ", p, re.M)]
+            assert paragraph.lstrip().startswith("#"), f"{section}.{key} has no comment"
+    load_settings(example)
+
+
+def test_example_defaults_match_code():
+    """Where the example states a value, it is the code's default, except the noted ones."""
+    data = tomllib.loads((ROOT / "config" / "mailhook.toml").read_text())
+    required_or_example = {("trueconf", "server_url"), ("trueconf", "client_id"),
+                           ("trueconf", "client_secret"), ("policy", "local_domains"),
+                           ("store", "path")}
+    for section, model in Settings.model_fields.items():
+        for key, field in model.annotation.model_fields.items():  # type: ignore[union-attr]
+            if (section, key) in required_or_example:
+                continue
+            default = field.default
+            default = getattr(default, "get_secret_value", lambda: default)()
+            value = data[section][key]
+            assert (list(default) if isinstance(default, tuple) else default) == value, f"{section}.{key}"

@@ -1,0 +1,131 @@
+"""Notices, keyed locks, dot-stuffing, reply mapping and the account directory."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from mailhook.core.notice import NoticeFacts, build_notice
+from mailhook.errors import TrueConfUnavailable
+from mailhook.locks import KeyedLocks
+from mailhook.relay import Reply, dot_stuff
+from mailhook.smtp import Handler, _is_trusted, client_reply, trusted_networks
+from mailhook.trueconf.directory import LocalPartDirectory, UserListDirectory
+
+FACTS = NoticeFacts(
+    organizer="alice@example.com",
+    topic="Quarterly planning",
+    start=1900000000,
+    duration=1800,
+    utc_offset_minutes=180,
+    url="https://video.example.com/c/42",
+    in_accounts=("Bob Baker",),
+    by_link=("carol@example.org",),
+)
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_notice_is_plain_mail_with_the_facts(language):
+    """The notice has the topic, local time, link and both attendee lists, and no calendar."""
+    raw = build_notice(FACTS, "noreply@example.com", language, NOW)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["To"] == "alice@example.com"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert [p.get_content_type() for p in message.walk()] == ["text/plain"]
+    body = message.get_content()
+    assert "https://video.example.com/c/42" in body
+    assert "Bob Baker" in body and "carol@example.org" in body
+    assert "2030-03-17 20:46" in body and "UTC+03:00" in body  # 1900000000 at UTC+3
+    assert b"\r\n" in raw and b"\n\n" not in raw.replace(b"\r\n", b"")
+    if language == "ru":
+        assert "Тема" in body
+
+
+async def test_keyed_locks_serialise_one_key_only():
+    """Holders of one key run one at a time; other keys run alongside; locks are dropped."""
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def hold(key: str, name: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{name}+")
+            await asyncio.sleep(0.01)
+            order.append(f"{name}-")
+
+    await asyncio.gather(hold("a", "1"), hold("a", "2"), hold("b", "3"))
+    assert order.index("1-") < order.index("2+")
+    assert order.index("3+") < order.index("1-")
+    assert len(locks) == 0
+
+
+def test_dot_stuffing_is_exact():
+    """Leading dots are doubled, bare LF is left alone, and the terminator is added."""
+    assert dot_stuff(b".a\r\n..b\r\nc.\r\n") == b"..a\r\n...b\r\nc.\r\n.\r\n"
+    assert dot_stuff(b"x\n.y\r\n") == b"x\n.y\r\n.\r\n"
+    assert dot_stuff(b"no end") == b"no end\r\n.\r\n"
+
+
+def test_next_hop_replies_map_for_the_client():
+    """A next-hop 4xx becomes 451; 2xx and 5xx pass as they are."""
+    assert client_reply(Reply(421, "4.3.2 busy")) == Reply(451, "4.3.2 busy")
+    assert client_reply(Reply(550, "5.1.1 no")) == Reply(550, "5.1.1 no")
+    assert client_reply(Reply(250, "ok")).ok
+
+
+async def test_unhandled_exception_is_temporary():
+    """aiosmtpd's permanent 500 for an unhandled exception is replaced by 451."""
+    handler = Handler(lambda inbound: None, None, None)  # type: ignore[arg-type]
+    assert (await handler.handle_exception(RuntimeError("boom"))).startswith("451 ")
+
+
+def test_trusted_networks():
+    """Only clients in smtp.trusted_networks are served; IPv4-mapped IPv6 counts as IPv4."""
+    nets = trusted_networks(("127.0.0.0/8", "10.1.0.0/16"))
+    assert _is_trusted(("127.0.0.1", 1), nets)
+    assert _is_trusted(("::ffff:10.1.2.3", 1, 0, 0), nets)
+    assert not _is_trusted(("192.0.2.1", 1), nets)
+
+
+async def test_local_part_directory():
+    """Local-domain addresses map to their local part; others have no account."""
+    directory = LocalPartDirectory(("example.com",))
+    found = await directory.lookup(["Bob@Example.com", "x@example.org"])
+    assert {k: v.id for k, v in found.items()} == {"bob@example.com": "bob"}
+
+
+class FakeUsers:
+    """A user source that counts calls and can fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+
+    async def list_users(self):
+        self.calls += 1
+        if self.fail:
+            raise TrueConfUnavailable("down")
+        return [SimpleNamespace(id="dave", email="Dave@Example.com", display_name="Dave")]
+
+
+async def test_user_list_directory_caches_and_tolerates_outage():
+    """The user list is matched case-insensitively, cached for the TTL, kept when a refresh fails."""
+    now = [0.0]
+    source = FakeUsers()
+    directory = UserListDirectory(source, ttl=60, clock=lambda: now[0])
+    assert (await directory.lookup(["dave@example.COM"]))["dave@example.com"].id == "dave"
+    await directory.lookup(["x@example.com"])
+    assert source.calls == 1
+    now[0] = 61
+    source.fail = True
+    assert "dave@example.com" in await directory.lookup(["dave@example.com"])
+    assert source.calls == 2
+    empty = UserListDirectory(FakeUsers(), ttl=60)
+    empty._source.fail = True  # type: ignore[attr-defined]
+    with pytest.raises(TrueConfUnavailable):
+        await empty.lookup(["a@example.com"])

@@ -1,0 +1,65 @@
+"""The SQLite store: round trips, migrations, WAL, parent folders."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+
+import sqlite_utils
+
+from mailhook.core.model import ConferenceSpec, EventState, Invitee, StoredEvent
+from mailhook.store.sqlite import MIGRATIONS, SqliteStore, migrate
+
+SPEC = ConferenceSpec("Sync", "alice", (Invitee("bob", "Bob B"),), 1900000000, 3600, False, 36, "tag1")
+EVENT = StoredEvent(
+    organizer="alice@example.com",
+    uid="uid-1",
+    state=EventState.ACTIVE,
+    tag="tag1",
+    conference_id="42",
+    url="https://video.example.com/c/42",
+    spec=SPEC,
+    attendees=("bob@example.com",),
+    sequence=3,
+    calendar="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+    first_seen=10.0,
+    updated_at=20.0,
+)
+
+
+async def test_round_trip_and_replace(tmp_path):
+    """What is put comes back equal; a second put replaces it; the folder is created."""
+    store = SqliteStore(str(tmp_path / "deep" / "dir" / "m.sqlite3"))
+    try:
+        assert await store.get("alice@example.com", "uid-1") is None
+        await store.put(EVENT)
+        assert await store.get("alice@example.com", "uid-1") == EVENT
+        await store.put(replace(EVENT, state=EventState.DELETED))
+        assert (await store.get("alice@example.com", "uid-1")).state is EventState.DELETED
+        assert len(await store.list_events()) == 1
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_state_survives_reopen_and_uses_wal(tmp_path):
+    """A reopened store has the same events, and the file is in WAL mode."""
+    path = str(tmp_path / "m.sqlite3")
+    store = SqliteStore(path)
+    await store.put(EVENT)
+    await store.close()
+    again = SqliteStore(path)
+    try:
+        assert await again.get("alice@example.com", "uid-1") == EVENT
+    finally:
+        await again.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_migrations_are_applied_once():
+    """migrate() brings a new database to the newest version and is idempotent."""
+    db = sqlite_utils.Database(memory=True)
+    assert migrate(db) == len(MIGRATIONS)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert migrate(db) == len(MIGRATIONS)
+    assert "events" in db.table_names()
