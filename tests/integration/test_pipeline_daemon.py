@@ -65,19 +65,19 @@ async def wait_notices(sink: Sink, count: int) -> list:
 
 async def test_request_creates_conference_and_writes_link(daemon, standin, sink):
     """A new invitation with TrueConf in LOCATION gets a conference and its link everywhere."""
-    code, text = await send(daemon, thunderbird(EVENT), rcpts=("bob@example.com", "carol@example.org"))
+    code, text = await send(daemon, thunderbird(EVENT), rcpts=("bob@example.com", "zoe@example.net"))
     assert code == 250 and "SINK" in text  # the next hop's own reply is passed back
     [created] = api_calls(standin, "POST")
     body = created.json
     assert body["owner"] == "alice"
     assert body["topic"] == "Quarterly planning"
-    assert [i["id"] for i in body["invitations"]] == ["alice", "bob"]  # carol has no account
+    assert [i["id"] for i in body["invitations"]] == ["alice", "bob"]  # zoe has no account
     assert body["schedule"] == {"type": 1, "start_time": int(FUTURE.timestamp()), "duration": 3600}
     assert body["type"] == 0
     [conference] = standin.conferences.values()
     url = conference["url"]
     [delivered] = invitations(sink)
-    assert delivered.rcpt_tos == ("bob@example.com", "carol@example.org")
+    assert delivered.rcpt_tos == ("bob@example.com", "zoe@example.net")
     cals = calendars_in(delivered.content)
     assert len(cals) == 2 and cals[0].to_ical() == cals[1].to_ical()
     vevent = cals[0].walk("VEVENT")[0]
@@ -94,11 +94,11 @@ async def test_organizer_gets_a_notice_without_calendar(daemon, standin, sink):
     [notice] = await wait_notices(sink, 1)
     url = next(iter(standin.conferences.values()))["url"]
     assert notice.rcpt_tos == ("alice@example.com",)
-    assert notice.mail_from == ""
+    assert notice.mail_from in ("", "<>")  # the null sender, as for any automatic notice
     message = email.message_from_bytes(notice.content, policy=email.policy.default)
     assert not any(p.get_content_type() == "text/calendar" for p in message.walk())
     text = message.get_content()
-    assert url in text and "Bob" in text and "Carol" in text
+    assert url in text and "Bob" in text and "Zoe" in text
     assert "Quarterly planning" in message["Subject"]
 
 
@@ -107,7 +107,7 @@ async def test_retry_and_copies_make_no_api_call(daemon, standin, sink):
     raw = thunderbird(EVENT)
     await send(daemon, raw, rcpts=("bob@example.com",))
     await send(daemon, raw, rcpts=("bob@example.com",))
-    await send(daemon, raw, rcpts=("carol@example.org",))
+    await send(daemon, raw, rcpts=("zoe@example.net",))
     assert len(api_calls(standin, "POST")) == 1
     assert not api_calls(standin, "PUT")
     delivered = invitations(sink)

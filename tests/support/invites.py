@@ -15,7 +15,7 @@ class Event:
 
     uid: str = "5f3c1d7e-1111-4a2b-9c3d-000000000001@example.com"
     organizer: str = "alice@example.com"
-    attendees: tuple[str, ...] = ("bob@example.com", "carol@example.org")
+    attendees: tuple[str, ...] = ("bob@example.com", "zoe@example.net")
     summary: str = "Quarterly planning"
     location: str = "TrueConf"
     start: datetime = FUTURE
