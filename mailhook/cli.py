@@ -20,7 +20,11 @@ EXIT_CONFIG = 2
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "standin":
+        args.args = [*extra, *args.args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG

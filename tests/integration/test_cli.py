@@ -1,0 +1,193 @@
+"""The ``mailhook`` command as an admin meets it: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mailhook.testing.sink import Sink
+from mailhook.testing.standin import StandIn
+from tests.integration.conftest import USERS
+from tests.support.invites import Event, thunderbird
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "s3cret-value-never-shown"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(tmp_path: Path, standin_url: str, relay_port: int, listen_port: int) -> Path:
+    """A complete config file for a daemon process."""
+    path = tmp_path / "mailhook.toml"
+    path.write_text(
+        f"""
+[smtp]
+listen_port = {listen_port}
+[relay]
+port = {relay_port}
+[trueconf]
+server_url = "{standin_url}"
+client_id = "mailhook"
+client_secret = "{SECRET}"
+[policy]
+local_domains = ["example.com"]
+[store]
+path = "{tmp_path / 'state.sqlite3'}"
+"""
+    )
+    return path
+
+
+def mailhook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the mailhook command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailhook", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **(env or {})},
+    )
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15) -> None:
+    """Wait until something listens on the port (or the process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path):
+    """A bad setting prints one line naming the key, exits 2, and shows no traceback."""
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[trueconf]\nserver_url = "x"\nclient_id = "a"\nclient_secret = "{SECRET}"\n'
+                      '[policy]\nlocal_domains = ["example.com"]\n')
+    for command in ("serve", "check-config"):
+        result = mailhook(command, "--config", str(config))
+        assert result.returncode == 2
+        assert "trueconf.server_url" in result.stderr
+        assert "Traceback" not in result.stderr and SECRET not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_from_environment_variable(tmp_path):
+    """MAILHOOK_CONFIG names the file when --config is not given."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
+    result = mailhook("check-config", env={"MAILHOOK_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_config_masks_the_secret(tmp_path):
+    """check-config prints the effective settings with the secret masked."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
+    result = mailhook("check-config", "--config", str(config),
+                      env={"MAILHOOK_RELAY__PORT": "2626"})
+    assert result.returncode == 0
+    assert SECRET not in result.stdout + result.stderr
+    assert 'client_secret = "********"' in result.stdout
+    assert "port = 2626" in result.stdout
+
+
+def test_example_config_checks():
+    """The shipped example config is valid as it is."""
+    result = mailhook("check-config", "--config", "config/mailhook.toml")
+    assert result.returncode == 0, result.stderr
+
+
+def test_version_and_help():
+    """version prints the version; every command has --help."""
+    assert mailhook("version").stdout.startswith("mailhook ")
+    for command in ("serve", "check-config", "explain", "version"):
+        result = mailhook(command, "--help")
+        assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_explain_says_what_would_happen(tmp_path):
+    """explain names method, UID, organizer, decision and participants, touching nothing."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
+    message = tmp_path / "invite.eml"
+    message.write_bytes(thunderbird(Event()))
+    result = mailhook("explain", "--config", str(config), str(message))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "method: REQUEST" in out and "organizer: alice@example.com" in out
+    assert "decision: create" in out and "participant: bob@example.com" in out
+    assert "mode: all on screen" in out
+    assert not (tmp_path / "state.sqlite3").exists()
+    spoofed = mailhook("explain", "--config", str(config), str(message), "--sender", "eve@example.com")
+    assert "decision: pass" in spoofed.stdout and "not the organizer" in spoofed.stdout
+
+
+def test_standin_command_serves(tmp_path):
+    """`mailhook standin` starts the API stand-in on the given port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailhook", "standin", "--port", str(port),
+         "--users", "config/standin-users.json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port(port, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def test_serve_finishes_message_in_flight_on_sigterm(tmp_path):
+    """SIGTERM during a slow TrueConf call lets the message finish with 250, then exits 0."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        port = free_port()
+        config = write_config(tmp_path, standin.url, sink.port, port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            wait_for_port(port, process)
+            standin.set_latency(1.0)
+            result: dict[str, object] = {}
+
+            def submit() -> None:
+                with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                    result["refused"] = client.sendmail("alice@example.com", ["bob@example.com"],
+                                                        thunderbird(Event()))
+
+            sender = threading.Thread(target=submit)
+            sender.start()
+            deadline = time.monotonic() + 10
+            while not standin.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            sender.join(timeout=30)
+            assert result.get("refused") == {}
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        stderr = process.stderr.read() if process.stderr else ""
+        assert SECRET not in stderr
+        assert "decision=create" in stderr
+        assert len(sink.messages) >= 1 and b"/c/" in sink.messages[0].content
+
+
+@pytest.mark.parametrize("entry", [["-m", "mailhook"], ["-m", "mailhook.cli"]])
+def test_module_entry_points(entry):
+    """python -m mailhook works like the console script."""
+    result = subprocess.run([sys.executable, *entry, "version"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=30)
+    assert result.returncode == 0 and "mailhook" in result.stdout
