@@ -1,0 +1,341 @@
+"""Async client for the TrueConf Server REST API, one interface over the v3.x and v4 generations.
+
+Every failure is translated here, once, into mailhook's error hierarchy:
+
+    httpx transport error or timeout, HTTP 5xx, HTTP 429   -> TrueConfUnavailable (retry later)
+    token endpoint answering 400 or 401                    -> TrueConfAuthError
+    any other non-2xx answer                               -> TrueConfRejected
+    a 2xx body that is not JSON                            -> TrueConfUnavailable
+    a 2xx JSON body missing what we need (e.g. no "url")   -> TrueConfRejected
+
+A body that is not JSON usually comes from a proxy or a cut-off answer and may be fine next time;
+JSON of the wrong shape means the server speaks another dialect, which retrying will not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mailhook.core.model import Conference, ConferenceSpec
+from mailhook.errors import TrueConfAuthError, TrueConfError, TrueConfRejected, TrueConfUnavailable
+from mailhook.trueconf.payload import (
+    TrueConfUser,
+    conference_body,
+    conference_page,
+    has_tag,
+    is_v4,
+    parse_conference,
+    parse_error,
+    user_page,
+)
+
+__all__ = ["TrueConfClient", "TrueConfUser"]
+
+TOKEN_PATH = "/oauth2/v1/token"
+PAGE_SIZE = 100
+# A server that never reports the last page must not keep a message waiting forever.
+MAX_PAGES = 1000
+# Used when the token answer has no usable "expires_in" (the official MCP server does the same).
+DEFAULT_TOKEN_LIFETIME = 3600.0
+# Renew a little early so a token does not expire between our check and the server's.
+TOKEN_MARGIN = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    value: str
+    expires_at: float  # on the injected clock
+
+
+class TrueConfClient:
+    """Creates, updates, finds and deletes conferences and lists users on one TrueConf Server."""
+
+    def __init__(
+        self,
+        server_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        api_version: str = "v3.11",
+        timeout: float = 10.0,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api_version = api_version
+        self._api = f"/api/{api_version}"
+        self._v4 = is_v4(api_version)
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._clock = clock
+        self._token: _Token | None = None
+        self._token_lock = asyncio.Lock()
+        self._http = httpx.AsyncClient(
+            base_url=server_url.rstrip("/"),
+            timeout=timeout,
+            verify=_tls_verify(verify),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> TrueConfClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- conferences ------------------------------------------------------------------------
+
+    async def create_conference(self, spec: ConferenceSpec) -> Conference:
+        """Create a scheduled conference and return its id and the join link TrueConf chose."""
+        body = conference_body(spec, v4=self._v4)
+        response = await self._call("POST", "/conferences", json=body)
+        return parse_conference(self._ok_json(response, "create the conference"))
+
+    async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference:
+        """Rewrite a conference: PUT on v3.x, PATCH on v4, always with the complete schedule."""
+        method = "PATCH" if self._v4 else "PUT"
+        body = conference_body(spec, v4=self._v4)
+        response = await self._call(method, _conference_path(conference_id), json=body)
+        if response.status_code == 204:
+            return await self._read_back(conference_id)
+        return parse_conference(self._ok_json(response, "update the conference"))
+
+    async def _read_back(self, conference_id: str) -> Conference:
+        # An update answered without a body still owes us the link: read the conference.
+        conference = await self.get_conference(conference_id)
+        if conference is None:
+            raise TrueConfRejected(
+                f"conference {conference_id} vanished during the update", status=404
+            )
+        return conference
+
+    async def delete_conference(self, conference_id: str) -> None:
+        """Delete a conference; one that is already gone counts as deleted."""
+        response = await self._call("DELETE", _conference_path(conference_id))
+        if not _conference_missing(response):
+            self._raise_for_status(response, "delete the conference")
+
+    async def get_conference(self, conference_id: str) -> Conference | None:
+        """Read a conference, or None when TrueConf does not know it."""
+        response = await self._call("GET", _conference_path(conference_id))
+        if _conference_missing(response):
+            return None
+        return parse_conference(self._ok_json(response, "read the conference"))
+
+    async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None:
+        """Find the conference carrying a tag: v3 lists by tag, v4 by owner, paging through both."""
+        seen = 0
+        for page in range(1, MAX_PAGES + 1):
+            items, total = await self._conference_page(tag, owner, page)
+            match = next((item for item in items if has_tag(item, tag)), None)
+            if match is not None:
+                return await self._listed_conference(match)
+            seen += len(items)
+            if not items or (total is not None and seen >= total):
+                return None
+        raise TrueConfRejected("TrueConf kept paging conferences past the limit", reason="paging")
+
+    async def _conference_page(
+        self, tag: str, owner: str, page: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        # v3 filters by tag itself; v4 has no tag filter, so narrow to the owner and match here.
+        if self._v4:
+            query = {"owner": owner, "page": page, "page_size": PAGE_SIZE}
+        else:
+            query = {"tag": tag, "page_id": page, "page_size": PAGE_SIZE}
+        response = await self._call("GET", "/conferences", params=query)
+        return conference_page(self._ok_json(response, "list conferences"))
+
+    async def _listed_conference(self, item: dict[str, Any]) -> Conference | None:
+        # Listings may be abridged; fall back to reading the conference for its join link.
+        if isinstance(item.get("url"), str) and item["url"]:
+            return parse_conference({"conference": item})
+        return await self.get_conference(str(item.get("id", "")))
+
+    # --- users and health -------------------------------------------------------------------
+
+    async def list_users(self) -> list[TrueConfUser]:
+        """List every TrueConf account, following ``next_page_id`` until the last page."""
+        users: list[TrueConfUser] = []
+        visited: set[int] = set()
+        page = 1
+        while page >= 1:  # the server ends the chain with next_page_id == -1
+            if page in visited or len(visited) >= MAX_PAGES:
+                raise TrueConfRejected("TrueConf user paging does not end", reason="paging")
+            visited.add(page)
+            query = {"page_id": page, "page_size": PAGE_SIZE}
+            response = await self._call("GET", "/users", params=query)
+            batch, page = user_page(self._ok_json(response, "list users"))
+            users.extend(batch)
+        return users
+
+    async def check(self) -> None:
+        """Fetch a fresh token, proving the server is reachable and accepts our credentials."""
+        async with self._token_lock:
+            self._token = await self._fetch_token()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # --- tokens -----------------------------------------------------------------------------
+
+    async def _token_value(self) -> str:
+        token = self._token
+        if token is not None and self._clock() < token.expires_at:
+            return token.value
+        async with self._token_lock:
+            # Another task may have fetched a token while this one waited for the lock.
+            token = self._token
+            if token is None or self._clock() >= token.expires_at:
+                token = self._token = await self._fetch_token()
+            return token.value
+
+    def _forget(self, value: str) -> None:
+        # Only drop the token the server refused, not a newer one another task already fetched.
+        if self._token is not None and self._token.value == value:
+            self._token = None
+
+    async def _fetch_token(self) -> _Token:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+        }
+        try:
+            response = await self._http.post(TOKEN_PATH, data=form)
+        except httpx.HTTPError as exc:
+            raise TrueConfUnavailable(
+                f"TrueConf token endpoint unreachable: {_describe(exc)}"
+            ) from exc
+        if response.status_code in (400, 401):
+            raise self._error(TrueConfAuthError, response, "accept the client credentials")
+        body = self._ok_json(response, "issue a token")
+        return self._token_from(body)
+
+    def _token_from(self, body: Any) -> _Token:
+        value = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value:
+            raise TrueConfRejected(
+                "TrueConf token answer has no access_token", reason="badResponse"
+            )
+        lifetime = body.get("expires_in")
+        if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        margin = min(TOKEN_MARGIN, lifetime / 10)
+        return _Token(value=value, expires_at=self._clock() + lifetime - margin)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def _call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> httpx.Response:
+        """Send an API request with a token, renewing the token and retrying once if refused."""
+        token = await self._token_value()
+        response = await self._send(method, path, token, params, json)
+        if not _token_refused(response):
+            return response
+        self._forget(token)
+        return await self._send(method, path, await self._token_value(), params, json)
+
+    async def _send(
+        self, method: str, path: str, token: str, params: dict[str, Any] | None, json: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        try:
+            return await self._http.request(
+                method, self._api + path, params=params, json=json, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise TrueConfUnavailable(
+                f"TrueConf unreachable on {method} {path}: {_describe(exc)}"
+            ) from exc
+
+    def _ok_json(self, response: httpx.Response, action: str) -> Any:
+        """Return the decoded body of a successful answer, or raise the mapped error."""
+        self._raise_for_status(response, action)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TrueConfUnavailable(
+                f"TrueConf could not {action}: the answer is not JSON",
+                status=response.status_code,
+                reason="badResponse",
+            ) from exc
+
+    def _raise_for_status(self, response: httpx.Response, action: str) -> None:
+        if response.is_success:
+            return
+        status = response.status_code
+        if status >= 500 or status == 429:
+            raise self._error(TrueConfUnavailable, response, action)
+        raise self._error(TrueConfRejected, response, action)
+
+    def _error(
+        self, kind: type[TrueConfError], response: httpx.Response, action: str
+    ) -> TrueConfError:
+        error = parse_error(_body(response))
+        parts = [f"TrueConf could not {action}: HTTP {response.status_code}"]
+        if error.reason:
+            parts.append(f" {error.reason}")
+        if error.message:
+            parts.append(f" ({error.message})")
+        message = self._scrub("".join(parts))
+        return kind(message, status=response.status_code, reason=error.reason)
+
+    def _scrub(self, text: str) -> str:
+        # A server echoing what it received must not carry the secret or a token into the logs.
+        secrets = [self._client_secret, self._token.value if self._token else ""]
+        for secret in filter(None, secrets):
+            text = text.replace(secret, "***")
+        return text
+
+
+def _conference_path(conference_id: str) -> str:
+    return f"/conferences/{quote(conference_id, safe='')}"
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _token_refused(response: httpx.Response) -> bool:
+    """Tell whether the server refused the token: v4 says 401, v3 says 403 accessTokenInvalid."""
+    if response.status_code == 401:
+        return True
+    return (
+        response.status_code == 403 and parse_error(_body(response)).reason == "accessTokenInvalid"
+    )
+
+
+def _conference_missing(response: httpx.Response) -> bool:
+    # A 404 for an unknown route means a wrong API version, not a deleted conference.
+    if response.status_code != 404:
+        return False
+    return parse_error(_body(response)).reason != "routeNotFound"
+
+
+def _describe(exc: Exception) -> str:
+    detail = str(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    """Turn a CA file or directory path into an SSL context (httpx 0.28 deprecates path strings)."""
+    if isinstance(verify, bool):
+        return verify
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    return ssl.create_default_context(cafile=verify)
