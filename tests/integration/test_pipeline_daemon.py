@@ -345,3 +345,17 @@ async def test_rewritten_message_keeps_other_parts(daemon, standin, sink, builde
     assert head_in == head_out
     shape = lambda m: [p.get_content_type() for p in email.message_from_bytes(m).walk()]  # noqa: E731
     assert shape(raw) == shape(out)
+
+
+async def test_expired_token_is_renewed_once(daemon, standin, sink):
+    """When TrueConf forgets the token, mailhook gets a new one and the update goes through."""
+    await send(daemon, thunderbird(EVENT))
+    standin.expire_tokens()
+    code, _ = await send(daemon, thunderbird(replace(EVENT, summary="Renamed", sequence=1)))
+    assert code == 250
+    assert len(api_calls(standin, "PUT")) == 2  # refused once, then accepted with a new token
+    tokens = [r for r in standin.requests if r.path == "/oauth2/v1/token"]
+    assert len(tokens) == 2
+    assert next(iter(standin.conferences.values()))["topic"] == "Renamed"
+    assert all(r.headers.get("Authorization", r.headers.get("authorization", "")).startswith("Bearer ")
+               for r in standin.requests if r.path.startswith("/api/"))
