@@ -1,0 +1,402 @@
+"""Writing the conference link into an invitation by editing lines and splicing bytes.
+
+Nothing is re-serialised: calendar objects are edited line by line and the message is rebuilt
+from its original bytes with only the changed parts' bodies (and a few of their headers) replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from mailhook.core import blocks
+from mailhook.core.calendar import (
+    ContentLine,
+    escape_text,
+    split_content_line,
+    unescape_text,
+    unfold,
+)
+from mailhook.core.mime import (
+    BodyDecodeError,
+    MimePart,
+    decode_body,
+    decode_text,
+    find_part,
+    readable_leaves,
+    scan_message,
+    valid_charset,
+)
+from mailhook.core.model import LinkInsertion, ParsedMessage
+from mailhook.errors import InvitationError
+
+FOLD_OCTETS = 75
+MAX_LINE_OCTETS = 998
+_PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
+_IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
+
+# --- calendar text ----------------------------------------------------------------------------
+
+
+def fold_line(logical: str) -> list[str]:
+    """Fold one content line at 75 octets without splitting a UTF-8 sequence."""
+    lines: list[str] = []
+    current: list[str] = []
+    size = 0
+    limit = FOLD_OCTETS
+    for char in logical:
+        width = len(char.encode("utf-8", "surrogatepass"))
+        if size + width > limit:
+            lines.append("".join(current))
+            current, size, limit = [" "], 1, FOLD_OCTETS
+        current.append(char)
+        size += width
+    lines.append("".join(current))
+    return lines
+
+
+def _params(params: str) -> dict[str, str]:
+    return {key.strip().upper(): value.strip('"') for key, value in _PARAM.findall(params)}
+
+
+def conference_line(url: str) -> str:
+    """The RFC 7986 CONFERENCE property for the link."""
+    return f"CONFERENCE;VALUE=URI;FEATURE=AUDIO,VIDEO;LABEL=TrueConf:{url}"
+
+
+def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
+    words = sorted({word for word in keywords if word}, key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile("@?(?:" + "|".join(re.escape(word) for word in words) + ")", re.IGNORECASE)
+
+
+@dataclass
+class _EventEditor:
+    """Edits the properties that sit directly in one VEVENT (never inside its VALARMs)."""
+
+    insertion: LinkInsertion
+    seen_location: bool = False
+    seen_description: bool = False
+
+    def edit(self, lines: list[ContentLine]) -> list[str]:
+        out: list[str] = []
+        insert_at: int | None = None
+        depth = 0
+        for index, line in enumerate(lines):
+            name, params, value = split_content_line(line.logical)
+            name = name.upper()
+            if index and name == "BEGIN":
+                depth += 1
+                insert_at = len(out) if insert_at is None and depth == 1 else insert_at
+            elif name == "END":
+                depth -= 1
+                insert_at = len(out) if insert_at is None and depth < 0 else insert_at
+            if depth == 0 and index and name not in ("BEGIN", "END"):
+                out.extend(self.property(line, name, params, value))
+            else:
+                out.extend(line.physical)
+        at = len(out) if insert_at is None else insert_at
+        out[at:at] = self.additions()
+        return out
+
+    def property(self, line: ContentLine, name: str, params: str, value: str) -> list[str]:
+        url = self.insertion.url
+        if name == "CONFERENCE":
+            label = _params(params).get("LABEL", "")
+            return (
+                [] if label.lower() == "trueconf" or value.strip() == url else list(line.physical)
+            )
+        if name == "LOCATION" and not self.seen_location:
+            self.seen_location = True
+            new = self.location(unescape_text(value))
+        elif name == "DESCRIPTION" and not self.seen_description:
+            self.seen_description = True
+            new = blocks.insert_plain_block(unescape_text(value), url, self.insertion.language)
+        elif name == "X-ALT-DESC" and _params(params).get("FMTTYPE", "").lower() == "text/html":
+            new = blocks.insert_html_block(unescape_text(value), url, self.insertion.language)
+        else:
+            return list(line.physical)
+        if new is None or new == unescape_text(value):
+            return list(line.physical)
+        return fold_line(f"{name}{params}:{escape_text(new)}")
+
+    def location(self, current: str) -> str | None:
+        url = self.insertion.url
+        if url in current:
+            return None
+        if not current.strip():
+            return url
+        pattern = _keyword_pattern(self.insertion.keywords)
+        return pattern.sub(lambda _m: url, current) if pattern else None
+
+    def additions(self) -> list[str]:
+        url = self.insertion.url
+        added: list[str] = []
+        if not self.seen_location:
+            added += fold_line(f"LOCATION:{escape_text(url)}")
+        if not self.seen_description:
+            block = blocks.plain_block(url, self.insertion.language)
+            added += fold_line(f"DESCRIPTION:{escape_text(block)}")
+        return added + fold_line(conference_line(url))
+
+
+def rewrite_calendar_text(text: str, insertion: LinkInsertion) -> str:
+    """Write the conference link into every VEVENT; every other line stays as it was (CRLF)."""
+    if not blocks.is_safe_url(insertion.url):
+        raise InvitationError("the conference URL is not a safe http(s) URL")
+    out: list[str] = []
+    event: list[ContentLine] | None = None
+    depth = 0
+    for line in unfold(text):
+        name, _params, value = split_content_line(line.logical)
+        name = name.upper()
+        if event is None and name == "BEGIN" and value.strip().upper() == "VEVENT":
+            event, depth = [], 0
+        if event is None:
+            out.extend(line.physical)
+            continue
+        event.append(line)
+        depth += (name == "BEGIN") - (name == "END")
+        if depth == 0:
+            out.extend(_EventEditor(insertion).edit(event))
+            event = None
+    if event is not None:
+        out.extend(physical for line in event for physical in line.physical)  # unterminated
+    return "\r\n".join(out) + "\r\n"
+
+
+# --- message bytes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Edit:
+    """A replacement for part of the original bytes."""
+
+    start: int
+    end: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A new body and the header changes it needs."""
+
+    body: bytes
+    cte: str | None = None  # new Content-Transfer-Encoding, None = unchanged
+    charset: str | None = None  # new charset parameter, None = unchanged
+
+
+def rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
+    """Splice the link into every calendar copy and the readable bodies of the original bytes."""
+    if parsed.skip_reason or parsed.calendar is None:
+        raise InvitationError(
+            f"not an invitation to rewrite: {parsed.skip_reason or 'no calendar'}"
+        )
+    if not blocks.is_safe_url(insertion.url):
+        raise InvitationError("the conference URL is not a safe http(s) URL")
+    try:
+        return _rewrite_message(parsed, insertion)
+    except InvitationError:
+        raise
+    except Exception as exc:
+        raise InvitationError(f"rewrite failed: {exc}") from exc
+
+
+def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
+    assert parsed.calendar is not None
+    raw = parsed.raw
+    root = scan_message(raw).root
+    text = rewrite_calendar_text(parsed.calendar.text, insertion)
+    changed: dict[tuple[int, ...], tuple[MimePart, _Encoded]] = {}
+    for calendar_part in parsed.calendar_parts:
+        part = find_part(root, calendar_part.path)
+        if part is None or part.children:
+            raise InvitationError("calendar part not found where parse_message saw it")
+        changed[part.path] = (part, _encode_calendar(raw, part, text))
+    for part in readable_leaves(raw, root):
+        if part.path not in changed:
+            encoded = _encode_readable(raw, part, insertion)
+            if encoded is not None:
+                changed[part.path] = (part, encoded)
+    return _splice(raw, _edits(raw, root, changed))
+
+
+def _edits(
+    raw: bytes, root: MimePart, changed: dict[tuple[int, ...], tuple[MimePart, _Encoded]]
+) -> list[_Edit]:
+    edits: list[_Edit] = []
+    ancestors = {path[:depth] for path in changed for depth in range(len(path))}
+    for part in root.walk():
+        if part.path in changed:
+            encoded = changed[part.path][1]
+            header = _edit_header(raw, part, encoded)
+            edits.append(_Edit(part.header_start, part.header_end, header))
+            edits.append(_Edit(part.body_start, part.body_end, encoded.body))
+        elif part.path in ancestors and "content-length" in part.headers:
+            header = _edit_header(raw, part, _Encoded(b""))
+            edits.append(_Edit(part.header_start, part.header_end, header))
+    return edits
+
+
+def _splice(raw: bytes, edits: list[_Edit]) -> bytes:
+    pieces: list[bytes] = []
+    position = 0
+    for edit in sorted(edits, key=lambda item: (item.start, item.end)):
+        if edit.start < position:
+            raise InvitationError("overlapping edits")
+        pieces += [raw[position : edit.start], edit.data]
+        position = edit.end
+    pieces.append(raw[position:])
+    return b"".join(pieces)
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+def _encode_calendar(raw: bytes, part: MimePart, text: str) -> _Encoded:
+    declared = valid_charset(part.param("charset"))
+    try:
+        codec = decode_text(decode_body(raw, part), part.param("charset"))[1]
+    except BodyDecodeError as exc:
+        raise InvitationError("calendar part cannot be decoded") from exc
+    charset = None
+    if declared and codec != declared:
+        codec, charset = "utf-8", "utf-8"  # the label was wrong; make it true
+    try:
+        payload = text.encode(codec)
+    except UnicodeEncodeError:
+        payload, charset = text.encode("utf-8"), "utf-8"
+    return _encode_payload(raw, part, payload, charset)
+
+
+def _encode_readable(raw: bytes, part: MimePart, insertion: LinkInsertion) -> _Encoded | None:
+    label = part.param("charset")
+    codec = valid_charset(label) if label else "utf-8"
+    if codec is None:
+        return None  # an unknown charset: leave the body alone rather than guess
+    try:
+        data = decode_body(raw, part)
+    except BodyDecodeError:
+        return None
+    text = data.decode(codec, "surrogateescape")
+    is_html = part.content_type == "text/html"
+    if is_html:
+        new = blocks.insert_html_block(text, insertion.url, insertion.language)
+        new = _charrefs_in_block(new, codec)
+    else:
+        new = blocks.insert_plain_block(text, insertion.url, insertion.language)
+    if new == text:
+        return None
+    # Without a label the body is us-ascii by default: non-ASCII needs a declared charset.
+    charset = None if label or new.isascii() else "utf-8"
+    try:
+        return _encode_payload(raw, part, new.encode(codec, "surrogateescape"), charset)
+    except UnicodeEncodeError:
+        return _encode_payload(raw, part, new.encode("utf-8", "surrogateescape"), "utf-8")
+
+
+def _charrefs_in_block(markup: str, codec: str) -> str:
+    """Write block characters the body's charset lacks as HTML character references."""
+    start = markup.find(blocks.HTML_START)
+    end = markup.find(blocks.HTML_END, start)
+    if start < 0 or end < 0:
+        return markup
+    block = markup[start:end].encode(codec, "xmlcharrefreplace").decode(codec)
+    return markup[:start] + block + markup[end:]
+
+
+def _encode_payload(raw: bytes, part: MimePart, payload: bytes, charset: str | None) -> _Encoded:
+    original = raw[part.body_start : part.body_end]
+    trailing = original.endswith(b"\n")
+    if part.cte == "base64":
+        return _Encoded(_base64(payload, part.eol, trailing), charset=charset)
+    if part.cte == "quoted-printable":
+        return _Encoded(_quoted_printable(payload, part.eol), charset=charset)
+    if part.cte not in _IDENTITY_CTES:
+        raise InvitationError(f"cannot re-encode transfer encoding {part.cte!r}")
+    body = _with_eol(payload, part.eol)
+    if _needs_quoting(body, part.cte):
+        return _Encoded(
+            _quoted_printable(payload, part.eol), cte="quoted-printable", charset=charset
+        )
+    return _Encoded(body, charset=charset)
+
+
+def _with_eol(payload: bytes, eol: bytes) -> bytes:
+    return re.sub(rb"\r?\n", eol, payload)
+
+
+def _needs_quoting(body: bytes, cte: str) -> bool:
+    long_lines = any(len(line) > MAX_LINE_OCTETS for line in body.split(b"\n"))
+    if cte in ("8bit", "binary"):
+        return long_lines and cte == "8bit"
+    return long_lines or not body.isascii()
+
+
+def _base64(payload: bytes, eol: bytes, trailing: bool) -> bytes:
+    encoded = base64.b64encode(payload)
+    lines = [encoded[index : index + 76] for index in range(0, len(encoded), 76)]
+    return eol.join(lines) + (eol if trailing else b"")
+
+
+def _quoted_printable(payload: bytes, eol: bytes) -> bytes:
+    return binascii.b2a_qp(_with_eol(payload, eol), istext=True)
+
+
+# --- headers ----------------------------------------------------------------------------------
+
+_CHARSET_PARAM = re.compile(rb'(?<![\w*-])(charset\s*=\s*)("[^"]*"|[^;\s]*)', re.IGNORECASE)
+
+
+def _header_fields(block: bytes) -> list[bytes]:
+    """Split a raw header block into fields, each with its continuation lines and line ends."""
+    fields: list[bytes] = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _field_name(field: bytes) -> bytes:
+    return field.split(b":", 1)[0].strip().lower()
+
+
+def _edit_header(raw: bytes, part: MimePart, encoded: _Encoded) -> bytes:
+    """The part's header block without Content-Length and with the encoding changes applied."""
+    fields = _header_fields(raw[part.header_start : part.header_end])
+    fields = [field for field in fields if _field_name(field) != b"content-length"]
+    if encoded.cte is not None:
+        line = b"Content-Transfer-Encoding: " + encoded.cte.encode("ascii") + part.eol
+        fields = _set_field(fields, b"content-transfer-encoding", line)
+    if encoded.charset is not None:
+        fields = _set_charset(fields, encoded.charset.encode("ascii"), part.eol)
+    return b"".join(fields)
+
+
+def _set_field(fields: list[bytes], name: bytes, line: bytes) -> list[bytes]:
+    replaced = [line if _field_name(field) == name else field for field in fields]
+    return replaced if any(_field_name(field) == name for field in fields) else fields + [line]
+
+
+def _set_charset(fields: list[bytes], charset: bytes, eol: bytes) -> list[bytes]:
+    for index, field in enumerate(fields):
+        if _field_name(field) != b"content-type":
+            continue
+        if _CHARSET_PARAM.search(field):
+            fields[index] = _CHARSET_PARAM.sub(
+                lambda m: (
+                    m.group(1) + (b'"%s"' % charset if m.group(2).startswith(b'"') else charset)
+                ),
+                field,
+                count=1,
+            )
+        else:
+            body = field.rstrip(b"\r\n")
+            fields[index] = body + b"; charset=" + charset + field[len(body) :]
+        return fields
+    return fields + [b"Content-Type: text/plain; charset=" + charset + eol]

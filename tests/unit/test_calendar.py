@@ -1,0 +1,140 @@
+"""Tests for lenient iCalendar reading: unfolding, escaping and time zones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailhook.core.calendar import (
+    CalendarError,
+    escape_text,
+    parse_calendar,
+    split_content_line,
+    unescape_text,
+    unfold,
+)
+
+
+def _calendar(event: str, extra: str = "", eol: str = "\r\n") -> str:
+    text = f"BEGIN:VCALENDAR\nVERSION:2.0\nMETHOD:request\n{extra}BEGIN:VEVENT\nUID:u@example.com\n{event}END:VEVENT\nEND:VCALENDAR\n"
+    return text.replace("\n", eol)
+
+
+def test_unfold_accepts_tab_and_space_folding_and_lf():
+    """Space and TAB continuations join into one logical line; LF endings are accepted."""
+    lines = unfold("SUMMARY:Hel\n lo\n\tworld\nUID:x\n")
+    assert [line.logical for line in lines] == ["SUMMARY:Hello" + "world", "UID:x"]
+    assert lines[0].physical == ("SUMMARY:Hel", " lo", "\tworld")
+
+
+def test_split_content_line_respects_quoted_parameters():
+    """A colon inside a quoted parameter does not end the parameters."""
+    assert split_content_line('ATTENDEE;CN="a:b";X=1:mailto:x@example.org') == (
+        "ATTENDEE",
+        ';CN="a:b";X=1',
+        "mailto:x@example.org",
+    )
+
+
+@given(st.text())
+def test_escape_roundtrip(value):
+    """Unescaping an escaped TEXT value gives back the value (newlines normalised)."""
+    expected = value.replace("\r\n", "\n").replace("\r", "\n")
+    assert unescape_text(escape_text(value)) == expected
+
+
+def test_method_is_upper_cased_and_missing_method_is_empty():
+    """METHOD is upper-cased; an object without METHOD has method ""."""
+    assert parse_calendar(_calendar("DTSTART:20260101T000000Z\n")).method == "REQUEST"
+    no_method = _calendar("DTSTART:20260101T000000Z\n").replace("METHOD:request\r\n", "")
+    assert parse_calendar(no_method).method == ""
+
+
+def test_escaped_comma_tzid_uses_its_vtimezone():
+    """An escaped comma in the VTIMEZONE TZID matches the quoted DTSTART TZID."""
+    zone = (
+        "BEGIN:VTIMEZONE\nTZID:Pacific Time (US & Canada)\\, Tijuana\nBEGIN:STANDARD\n"
+        "DTSTART:16010101T020000\nTZOFFSETFROM:-0700\nTZOFFSETTO:-0800\n"
+        "RRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=1SU\nEND:STANDARD\nBEGIN:DAYLIGHT\n"
+        "DTSTART:16010101T020000\nTZOFFSETFROM:-0800\nTZOFFSETTO:-0700\n"
+        "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=2SU\nEND:DAYLIGHT\nEND:VTIMEZONE\n"
+    )
+    event = 'DTSTART;TZID="Pacific Time (US & Canada), Tijuana":20260115T100000\n'
+    parsed = parse_calendar(_calendar(event, zone)).events[0]
+    assert parsed.start == datetime(2026, 1, 15, 18, 0, tzinfo=UTC)
+    assert parsed.utc_offset_minutes == -480
+
+
+def test_same_custom_tzid_is_not_shared_between_objects():
+    """Two objects defining one custom TZID differently each get their own definition."""
+
+    def zone(offset: str) -> str:
+        return (
+            f"BEGIN:VTIMEZONE\nTZID:Custom Zone\nBEGIN:STANDARD\nDTSTART:19700101T000000\n"
+            f"TZOFFSETFROM:{offset}\nTZOFFSETTO:{offset}\nEND:STANDARD\nEND:VTIMEZONE\n"
+        )
+
+    event = "DTSTART;TZID=Custom Zone:20260101T120000\n"
+    first = parse_calendar(_calendar(event, zone("+0200"))).events[0]
+    second = parse_calendar(_calendar(event, zone("+0500"))).events[0]
+    assert first.start.hour == 10 and second.start.hour == 7
+
+
+def test_unknown_tzid_falls_back_to_utc():
+    """A TZID nobody can resolve is treated as UTC rather than failing."""
+    event = parse_calendar(_calendar("DTSTART;TZID=BRT:20260101T120000\n")).events[0]
+    assert event.start == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_floating_time_is_read_as_utc():
+    """A floating DTSTART is read as UTC for now."""
+    event = parse_calendar(_calendar("DTSTART:20260101T120000\nDTEND:20260101T130000\n")).events[0]
+    assert (event.start.hour, event.end.hour, event.start.tzinfo) == (12, 13, UTC)
+
+
+def test_all_day_without_end_lasts_one_day():
+    """A DATE start without DTEND or DURATION ends one day later."""
+    event = parse_calendar(_calendar("DTSTART;VALUE=DATE:20260301\n")).events[0]
+    assert event.all_day
+    assert event.end == datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def test_date_time_without_end_is_instant():
+    """A DATE-TIME start without DTEND or DURATION ends when it starts."""
+    event = parse_calendar(_calendar("DTSTART:20260301T100000Z\n")).events[0]
+    assert event.end == event.start
+
+
+def test_recurrence_id_forms_and_range():
+    """RECURRENCE-ID is normalised to UTC or a date, and RANGE is kept."""
+    dated = parse_calendar(_calendar("RECURRENCE-ID;VALUE=DATE:20260301\n")).events[0]
+    assert dated.recurrence_id == "20260301"
+    ranged = "RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Berlin:20260301T100000\n"
+    event = parse_calendar(_calendar(ranged)).events[0]
+    assert (event.recurrence_id, event.recurrence_range) == ("20260301T090000Z", "THISANDFUTURE")
+
+
+def test_valarm_properties_do_not_leak_into_event():
+    """A DESCRIPTION inside VALARM is not the event's description."""
+    event = parse_calendar(
+        _calendar("DESCRIPTION:Event\nBEGIN:VALARM\nDESCRIPTION:Alarm\nEND:VALARM\n")
+    ).events[0]
+    assert event.description == "Event"
+
+
+def test_conference_urls_and_text_unescaping():
+    """CONFERENCE values and unescaped TEXT values are reported."""
+    event = parse_calendar(
+        _calendar("SUMMARY:a\\, b\\; c\\nd\nCONFERENCE;VALUE=URI:https://c.example.com/1\n")
+    ).events[0]
+    assert event.summary == "a, b; c\nd"
+    assert event.conference_urls == ("https://c.example.com/1",)
+
+
+def test_text_without_vcalendar_is_an_error():
+    """Text that is no VCALENDAR raises CalendarError."""
+    with pytest.raises(CalendarError):
+        parse_calendar("BEGIN:VEVENT\nUID:x\nEND:VEVENT\n")

@@ -1,0 +1,297 @@
+"""Tests for the MIME scanner and parse_message on hand-written fixture messages."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailhook.core.calendar import MAX_ATTENDEES
+from mailhook.core.mime import (
+    calendar_leaves,
+    may_contain_calendar,
+    parse_message,
+    readable_leaves,
+    scan_message,
+)
+
+FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "messages").glob("*.eml"))
+
+
+def _cal_message(body: str, *, eol: str = "\r\n", header: str = "") -> bytes:
+    head = (
+        "From: Organizer <org@example.com>\nTo: a@example.org\nSubject: t\nMessage-ID: <t@example.com>\n"
+        f"MIME-Version: 1.0\nContent-Type: text/calendar; charset=utf-8; method=REQUEST\n{header}\n"
+    )
+    return (head + body).replace("\r\n", "\n").replace("\n", eol).encode("utf-8")
+
+
+def _event(extra: str = "", start: str = "DTSTART:20260701T100000Z") -> str:
+    return (
+        "BEGIN:VCALENDAR\nVERSION:2.0\nMETHOD:REQUEST\nBEGIN:VEVENT\nUID:u1@example.com\n"
+        f"{start}\nDTSTAMP:20260601T000000Z\nORGANIZER:mailto:org@example.com\n{extra}"
+        "END:VEVENT\nEND:VCALENDAR\n"
+    )
+
+
+# --- scanner ----------------------------------------------------------------------------------
+
+
+def test_scanner_spans_cover_original_bytes_with_crlf(message_bytes):
+    """Every leaf's header and body spans slice the original bytes at the right places."""
+    raw = message_bytes("google.eml")
+    root = scan_message(raw).root
+    calendar = root.children[0].children[2]
+    assert calendar.content_type == "text/calendar"
+    assert raw[calendar.header_start : calendar.header_end].startswith(
+        b"Content-Type: text/calendar"
+    )
+    assert raw[calendar.body_start : calendar.body_end].startswith(b"BEGIN:VCALENDAR")
+    assert raw[calendar.body_end : calendar.body_end + 4] == b"\r\n--"
+    assert calendar.eol == b"\r\n"
+
+
+def test_scanner_handles_bare_lf_messages(message_bytes):
+    """A bare-LF single-part message is one leaf whose body starts after the blank line."""
+    raw = message_bytes("bare_calendar.eml")
+    root = scan_message(raw).root
+    assert root.children == () and root.eol == b"\n"
+    assert raw[root.body_start :].startswith(b"BEGIN:VCALENDAR\n")
+
+
+def test_scanner_keeps_preamble_and_epilogue_outside_parts():
+    """Preamble and epilogue bytes belong to no child part."""
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\n"
+        b"Content-Type: text/plain\r\n\r\nhello\r\n--b--\r\nepilogue\r\n"
+    )
+    root = scan_message(raw).root
+    (child,) = root.children
+    assert raw[child.body_start : child.body_end] == b"hello"
+    assert b"preamble" not in raw[child.header_start : child.body_end]
+
+
+def test_scanner_accepts_missing_closing_boundary():
+    """Without a closing delimiter the last part runs to the end of the message."""
+    raw = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\none\n--b\nContent-Type: text/html\n\ntwo\n"
+    root = scan_message(raw).root
+    assert [raw[c.body_start : c.body_end] for c in root.children] == [b"one", b"two\n"]
+
+
+def test_scanner_bounds_nesting_depth():
+    """Hostile nesting stops at the depth limit instead of recursing without end."""
+    raw = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(300)
+    )
+    scanned = scan_message(raw)
+    assert scanned.truncated
+    assert parse_message(raw + b"text/calendar").skip_reason
+
+
+def test_readable_leaves_skip_attachments_and_calendar(message_bytes):
+    """Readable bodies are the inline text/plain and text/html parts only."""
+    raw = message_bytes("google.eml")
+    root = scan_message(raw).root
+    assert [p.content_type for p in readable_leaves(raw, root)] == ["text/plain", "text/html"]
+    assert [p.path for p in calendar_leaves(raw, root)] == [(0, 2), (1,)]
+
+
+# --- parse_message ----------------------------------------------------------------------------
+
+
+def test_exchange_online_windows_zone_with_vtimezone(message_bytes):
+    """A Windows TZID with a VTIMEZONE is read as its real UTC instant and offset."""
+    parsed = parse_message(message_bytes("exchange_online.eml"))
+    assert parsed.skip_reason == ""
+    event = parsed.calendar.events[0]
+    assert event.start == datetime(2026, 7, 14, 8, 0, tzinfo=UTC)
+    assert event.end == datetime(2026, 7, 14, 9, 0, tzinfo=UTC)
+    assert event.utc_offset_minutes == 120
+    assert event.uid.startswith("040000008200E00074C5B7101A82E008") and event.uid.endswith("ABCDEF")
+    assert event.attendees[0].name == "Berger, Bruno"
+    assert event.attendees[1].cutype == "ROOM"
+    assert parsed.from_address == "anna@example.com"
+    assert parsed.message_id == "<exo-0001@example.com>"
+
+
+def test_google_iana_zone_and_two_copies(message_bytes):
+    """Google's inline calendar and invite.ics attachment both become calendar parts."""
+    parsed = parse_message(message_bytes("google.eml"))
+    assert parsed.skip_reason == ""
+    assert [(p.content_type, p.header_method) for p in parsed.calendar_parts] == [
+        ("text/calendar", "REQUEST"),
+        ("application/ics", None),
+    ]
+    event = parsed.calendar.events[0]
+    assert event.start == datetime(2026, 7, 15, 12, 0, tzinfo=UTC)
+    assert event.utc_offset_minutes == 180
+    assert event.location == "@trueconf"
+
+
+def test_thunderbird_organizer_sent_by_lower_case(message_bytes):
+    """ORGANIZER and its SENT-BY delegate are lower-cased and lose mailto:."""
+    parsed = parse_message(message_bytes("thunderbird.eml"))
+    event = parsed.calendar.events[0]
+    assert (event.organizer, event.organizer_sent_by) == ("eva@example.com", "frank@example.com")
+    assert event.sequence == 3
+    assert event.summary == "Встреча команды"
+    assert parsed.subject == "Приглашение: Встреча команды"
+
+
+def test_apple_attachment_without_method_all_day(message_bytes):
+    """Apple's calendar attachment has no method= and an all-day DATE start."""
+    parsed = parse_message(message_bytes("apple_mail.eml"))
+    assert parsed.calendar_parts[0].header_method is None
+    assert parsed.method == "REQUEST"
+    event = parsed.calendar.events[0]
+    assert event.all_day
+    assert event.start == datetime(2026, 7, 18, tzinfo=UTC)
+    assert event.end == datetime(2026, 7, 20, tzinfo=UTC)
+
+
+def test_exchange_cdo_latin1_without_charset(message_bytes):
+    """An 8bit calendar with Latin-1 bytes and no charset is decoded as cp1252."""
+    parsed = parse_message(message_bytes("exchange_cdo.eml"))
+    event = parsed.calendar.events[0]
+    assert event.location == "Besprechungsraum Köln / TrueConf"
+    assert event.attendees[0].name == "Jürgen"
+    assert event.start == datetime(2026, 1, 21, 8, 0, tzinfo=UTC)
+    assert event.utc_offset_minutes == 60
+
+
+def test_outlook_windows_zone_without_vtimezone(message_bytes):
+    """'Russian Standard Time' without a VTIMEZONE resolves through icalendar's Windows map."""
+    event = parse_message(message_bytes("outlook2007.eml")).calendar.events[0]
+    assert event.start == datetime(2026, 7, 22, 9, 0, tzinfo=UTC)
+    assert event.utc_offset_minutes == 180
+    assert event.uid.endswith("010000000ABCDEF0123456789")
+
+
+def test_bare_calendar_iana_zone_duration_and_rrule(message_bytes):
+    """An IANA TZID without VTIMEZONE, DURATION and RRULE are read from an LF-only object."""
+    parsed = parse_message(message_bytes("bare_calendar.eml"))
+    assert parsed.calendar_parts[0].path == ()
+    event = parsed.calendar.events[0]
+    assert event.start == datetime(2026, 7, 6, 13, 0, tzinfo=UTC)
+    assert event.end == datetime(2026, 7, 6, 13, 45, tzinfo=UTC)
+    assert event.rrule == ("FREQ=WEEKLY;BYDAY=MO;COUNT=10",)
+
+
+def test_method_comes_from_object_not_header(message_bytes):
+    """Yahoo's header says REQUEST but the object's METHOD:CANCEL wins."""
+    parsed = parse_message(message_bytes("yahoo_cancel.eml"))
+    assert parsed.calendar.method == "CANCEL"
+    assert parsed.method == "CANCEL"
+    assert [p.header_method for p in parsed.calendar_parts] == [None, "REQUEST"]
+    assert parsed.calendar.events[0].recurrence_id == "20260710T073000Z"
+
+
+def test_reply_is_parsed_not_skipped(message_bytes):
+    """A REPLY is parsed; the caller decides what to do with its method."""
+    parsed = parse_message(message_bytes("reply.eml"))
+    assert parsed.skip_reason == "" and parsed.method == "REPLY"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("signed.eml", "signed"),
+        ("dsn.eml", "report"),
+        ("tnef.eml", "tnef"),
+        ("forwarded.eml", "no calendar"),
+        ("plain.eml", "no calendar"),
+    ],
+)
+def test_skip_reasons(message_bytes, name, reason):
+    """Signed, report, TNEF, forwarded and plain messages are skipped with a reason."""
+    assert parse_message(message_bytes(name)).skip_reason == reason
+
+
+def test_plain_message_still_reports_identity(message_bytes):
+    """The fast path still fills Message-ID, Subject and From for logging."""
+    parsed = parse_message(message_bytes("plain.eml"))
+    assert (parsed.message_id, parsed.subject, parsed.from_address) == (
+        "<plain-0013@example.com>",
+        "Report",
+        "uma@example.com",
+    )
+
+
+def test_broken_base64_calendar_is_unparsable():
+    """A calendar part with broken base64 is skipped, not a crash."""
+    raw = _cal_message("QkVHSU46VkNBTEVOREFS=====x", header="Content-Transfer-Encoding: BASE64\n")
+    assert parse_message(raw).skip_reason == "unparsable calendar"
+
+
+def test_calendar_without_uid_is_skipped():
+    """An object whose VEVENTs have no UID is not an invitation to consider."""
+    raw = _cal_message(_event().replace("UID:u1@example.com\n", ""))
+    assert parse_message(raw).skip_reason == "no event"
+
+
+def test_octet_stream_ics_with_encoded_name_is_found():
+    """An application/octet-stream .ics whose name is RFC 2047-encoded is still a candidate."""
+    raw = (
+        "From: o@example.com\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+        'Content-Type: application/octet-stream; name="=?utf-8?B?aW52aXRlLmljcw==?="\n\n'
+        + _event()
+        + "--b--\n"
+    ).encode()
+    assert may_contain_calendar(raw)
+    assert parse_message(raw).skip_reason == ""
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_fast_path_agrees_with_parse(path):
+    """may_contain_calendar is never False for a message parse_message treats as an invitation."""
+    raw = path.read_bytes()
+    if parse_message(raw).skip_reason == "":
+        assert may_contain_calendar(raw)
+
+
+def test_fast_path_rejects_plain_text():
+    """A message without any calendar marker takes the cheap path."""
+    assert not may_contain_calendar(b"Subject: hi\r\n\r\nJust text, see attached.pdf\r\n")
+
+
+def test_many_events_are_bounded():
+    """An object with 100 000 VEVENTs is refused quickly instead of read in full."""
+    events = "".join(
+        f"BEGIN:VEVENT\nUID:{i}\nDTSTART:20260701T100000Z\nEND:VEVENT\n" for i in range(100_000)
+    )
+    raw = _cal_message(f"BEGIN:VCALENDAR\nMETHOD:REQUEST\n{events}END:VCALENDAR\n")
+    started = time.perf_counter()
+    parsed = parse_message(raw)
+    assert parsed.skip_reason == "calendar too large"
+    assert time.perf_counter() - started < 10
+
+
+def test_many_attendees_are_capped():
+    """10 000 attendees are read only up to the cap, quickly."""
+    attendees = "".join(f"ATTENDEE:mailto:a{i}@example.org\n" for i in range(10_000))
+    started = time.perf_counter()
+    parsed = parse_message(_cal_message(_event(attendees)))
+    assert len(parsed.calendar.events[0].attendees) == MAX_ATTENDEES
+    assert time.perf_counter() - started < 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_parse_message_never_raises_on_random_bytes(data):
+    """Arbitrary bytes produce a ParsedMessage, never an exception."""
+    parsed = parse_message(b"Content-Type: text/calendar\r\n\r\n" + data)
+    assert isinstance(parsed.skip_reason, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(FIXTURES), st.integers(min_value=0), st.integers(min_value=1, max_value=50))
+def test_parse_message_never_raises_on_truncated_fixtures(path, cut, length):
+    """Fixtures with a slice cut out still parse without raising."""
+    raw = path.read_bytes()
+    cut %= max(1, len(raw))
+    parsed = parse_message(raw[:cut] + raw[cut + length :])
+    assert isinstance(parsed.skip_reason, str)
