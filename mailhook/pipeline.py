@@ -7,12 +7,13 @@ relay (or the refusal to give the client); the SMTP side does the relaying.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Protocol
 
 from mailhook.core.blocks import is_safe_url
@@ -25,6 +26,7 @@ from mailhook.core.decide import (
     classify,
     decide,
     event_tag,
+    follow,
     participant_addresses,
 )
 from mailhook.core.mime import may_contain_calendar, parse_message
@@ -40,6 +42,7 @@ from mailhook.core.model import (
 )
 from mailhook.core.notice import NoticeFacts, build_notice
 from mailhook.core.rewrite import rewrite_message
+from mailhook.core.series import Occurrence, SeriesError, merge_series, next_occurrence
 from mailhook.errors import InvitationError, PermanentError, TemporaryError, TrueConfRejected
 from mailhook.locks import KeyedLocks
 from mailhook.store.base import Store
@@ -93,6 +96,17 @@ class PipelineConfig:
     language: str = "en"
     notices: bool = True
     notice_sender: str = "noreply@localhost"
+    default_zone: tzinfo = timezone.utc  # for floating times and all-day events
+    delete_after_series_end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesState:
+    """The event's series after this message, and the occurrence its conference follows."""
+
+    text: str
+    occurrence: Occurrence | None
+    problem: str = ""  # why no occurrence could be computed, if that is the reason
 
 
 class Pipeline:
@@ -126,10 +140,13 @@ class Pipeline:
         self, inbound: Inbound, parsed: ParsedMessage, invitation: Invitation
     ) -> Outcome:
         stored = await self._store.get(invitation.organizer, invitation.uid)
-        decision = decide(invitation, stored, self._config.policy, self._clock())
+        series = await asyncio.to_thread(self._series, stored, parsed, invitation)
+        decision = decide(invitation, stored, self._config.policy, series.occurrence)
+        if decision.action is Action.PASS and series.problem:
+            decision = dataclasses.replace(decision, reason=series.problem)
         outcome = self._passed(inbound, parsed, decision)
         try:
-            await self._apply(outcome, parsed, invitation, stored)
+            await self._apply(outcome, parsed, invitation, stored, series)
         except TemporaryError as exc:
             log.warning("temporary failure for uid=%s: %s", invitation.uid, exc)
             outcome.content, outcome.reply = None, TEMPORARY_REPLY
@@ -155,19 +172,34 @@ class Pipeline:
             message_id=parsed.message_id,
         )
 
+    def _series(
+        self, stored: StoredEvent | None, parsed: ParsedMessage, invitation: Invitation
+    ) -> SeriesState:
+        """Merge the message into the stored series; find the occurrence to follow."""
+        known = stored.calendar if stored and stored.state is not EventState.DELETED else ""
+        text = parsed.calendar.text if parsed.calendar else ""
+        try:
+            merged = merge_series(known, text, invitation.uid, invitation.method)
+            return SeriesState(merged, next_occurrence(merged, self._clock(), self._config.default_zone))
+        except SeriesError as exc:
+            log.warning("uid=%s: %s", invitation.uid, exc)
+            return SeriesState(known, None, f"the series cannot be scheduled: {exc}")
+
     async def _apply(
         self,
         outcome: Outcome,
         parsed: ParsedMessage,
         invitation: Invitation,
         stored: StoredEvent | None,
+        series: SeriesState,
     ) -> None:
         action = outcome.decision.action
-        if action is Action.REWRITE and stored is not None:
-            self._rewrite(outcome, parsed, stored.url)
-            outcome.conference_id = stored.conference_id
-        elif action in (Action.CREATE, Action.SYNC):
-            await self._ensure_conference(outcome, parsed, invitation, stored)
+        if action is Action.CREATE or (action is Action.SYNC and invitation.master is not None):
+            await self._ensure_conference(outcome, parsed, invitation, stored, series)
+        elif action in (Action.SYNC, Action.RESCHEDULE) and stored is not None:
+            await self._follow_series(outcome, stored, series)
+            if action is Action.SYNC:
+                self._rewrite(outcome, parsed, stored.url)
         elif action is Action.DELETE and stored is not None:
             await self._delete(outcome, stored)
         elif action is Action.UNINVITE and stored is not None:
@@ -179,10 +211,14 @@ class Pipeline:
         parsed: ParsedMessage,
         invitation: Invitation,
         stored: StoredEvent | None,
+        series: SeriesState,
     ) -> None:
         master = invitation.master
         assert master is not None
-        plan = await self._plan(invitation, master)
+        occurrence = series.occurrence or _stored_occurrence(stored)
+        if occurrence is None:
+            return
+        plan = await self._plan(invitation, master, occurrence)
         if plan is None:
             outcome.fields["note"] = "organizer has no TrueConf account"
             return
@@ -203,9 +239,10 @@ class Pipeline:
                 spec=spec,
                 attendees=tuple(a.address for a in master.attendees),
                 sequence=master.sequence,
-                calendar=parsed.calendar.text if parsed.calendar else "",
+                calendar=series.text,
                 first_seen=stored.first_seen if stored and stored.first_seen else now,
                 updated_at=now,
+                occurrence_end=_due_at(series.occurrence),
             )
         )
         outcome.conference_id = conference.id
@@ -213,8 +250,58 @@ class Pipeline:
         if self._needs_notice(previous, spec):
             outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
 
+    async def _follow_series(self, outcome: Outcome, stored: StoredEvent, series: SeriesState) -> None:
+        """Move the conference to the series' nearest occurrence after an instance changed."""
+        outcome.conference_id = stored.conference_id
+        if series.problem:
+            return
+        await self._move(stored, series.text, series.occurrence)
+
+    async def _move(self, stored: StoredEvent, series_text: str, occurrence: Occurrence | None) -> bool:
+        """Schedule the conference for ``occurrence`` (None: the series is over); True if moved."""
+        assert stored.spec is not None
+        now = time.time()
+        if occurrence is None:
+            if self._config.delete_after_series_end:
+                await self._delete(Outcome(Decision(Action.DELETE, "series over")), stored)
+                return True
+            await self._store.put(
+                dataclasses.replace(stored, calendar=series_text, occurrence_end=0.0, updated_at=now)
+            )
+            return False
+        spec = follow(stored.spec, occurrence)
+        if spec != stored.spec:
+            await self._trueconf.update_conference(stored.conference_id, spec)
+        await self._store.put(
+            dataclasses.replace(
+                stored, spec=spec, calendar=series_text, occurrence_end=_due_at(occurrence), updated_at=now
+            )
+        )
+        return spec != stored.spec
+
+    async def reschedule_due(self) -> int:
+        """Move every conference whose occurrence is over to the next one; the number moved."""
+        now = self._clock()
+        moved = 0
+        for due in await self._store.due(now.timestamp()):
+            async with self._locks.hold((due.organizer, due.uid)):
+                stored = await self._store.get(due.organizer, due.uid)
+                if stored is None or stored != due:
+                    continue  # changed by a message meanwhile; that message rescheduled it
+                try:
+                    occurrence = await asyncio.to_thread(
+                        next_occurrence, stored.calendar, now, self._config.default_zone
+                    )
+                    moved += await self._move(stored, stored.calendar, occurrence)
+                except SeriesError as exc:
+                    log.warning("uid=%s: cannot reschedule: %s", stored.uid, exc)
+                    await self._store.put(dataclasses.replace(stored, occurrence_end=0.0))
+                except TemporaryError as exc:
+                    log.warning("uid=%s: reschedule postponed: %s", stored.uid, exc)
+        return moved
+
     async def _plan(
-        self, invitation: Invitation, master: EventComponent
+        self, invitation: Invitation, master: EventComponent, occurrence: Occurrence
     ) -> tuple[ConferenceSpec, dict[str, Account]] | None:
         addresses = participant_addresses(master)
         accounts = await self._directory.lookup((invitation.organizer, *addresses))
@@ -227,6 +314,7 @@ class Pipeline:
         invitees = _invitees(addresses, accounts, names, owner.id)
         spec = build_spec(
             master,
+            occurrence,
             owner=owner.id,
             invitees=invitees,
             participants=1 + len(addresses),
@@ -335,6 +423,20 @@ def _parse(content: bytes) -> ParsedMessage:
     if not may_contain_calendar(content):
         return ParsedMessage(raw=content, skip_reason="no calendar part")
     return parse_message(content)
+
+
+def _stored_occurrence(stored: StoredEvent | None) -> Occurrence | None:
+    """The occurrence the stored conference is scheduled for, if any."""
+    if stored is None or stored.spec is None:
+        return None
+    start = datetime.fromtimestamp(stored.spec.start, timezone.utc)
+    end = start + timedelta(seconds=stored.spec.duration)
+    return Occurrence(start, end, stored.spec.utc_offset_minutes)
+
+
+def _due_at(occurrence: Occurrence | None) -> float:
+    """When the rescheduler should look at the event again (0: never)."""
+    return occurrence.end.timestamp() if occurrence is not None else 0.0
 
 
 def _first_uid(parsed: ParsedMessage) -> str:

@@ -5,10 +5,10 @@ Pure functions over immutable values; the clock is passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from mailhook.core.model import (
@@ -19,6 +19,7 @@ from mailhook.core.model import (
     ParsedMessage,
     StoredEvent,
 )
+from mailhook.core.series import Occurrence
 
 TOPIC_LIMIT = 240
 MIN_DURATION = 60
@@ -32,7 +33,7 @@ class Action(StrEnum):
     PASS = "pass"  # forward byte-identical, change nothing
     CREATE = "create"  # create the conference, rewrite
     SYNC = "sync"  # the conference exists: update it if needed, rewrite with the same link
-    REWRITE = "rewrite"  # rewrite with the stored link, no API call
+    RESCHEDULE = "reschedule"  # an occurrence was cancelled: move the conference, forward unchanged
     DELETE = "delete"  # delete the conference, forward unchanged
     UNINVITE = "uninvite"  # remove cancelled attendees from the conference, forward unchanged
 
@@ -97,30 +98,40 @@ def classify(parsed: ParsedMessage, mail_from: str, policy: Policy) -> Invitatio
     return Invitation(method, organizer, events[0].uid, master, events)
 
 
-def decide(invitation: Invitation, stored: StoredEvent | None, policy: Policy, now: datetime) -> Decision:
-    """Apply the decision table (DESIGN section 4) to one invitation."""
+def decide(
+    invitation: Invitation,
+    stored: StoredEvent | None,
+    policy: Policy,
+    occurrence: Occurrence | None,
+) -> Decision:
+    """Apply the decision table (DESIGN section 4) to one invitation.
+
+    ``occurrence`` is the nearest occurrence of the event that has not ended, computed from the
+    series as it stands after this message (None when there is none).
+    """
     live = stored if stored and stored.state is not EventState.DELETED else None
     if invitation.method == "CANCEL":
         return _decide_cancel(invitation, live)
-    return _decide_request(invitation, live, policy, now)
+    return _decide_request(invitation, live, policy, occurrence)
 
 
 def _decide_request(
-    invitation: Invitation, stored: StoredEvent | None, policy: Policy, now: datetime
+    invitation: Invitation,
+    stored: StoredEvent | None,
+    policy: Policy,
+    occurrence: Occurrence | None,
 ) -> Decision:
     master = invitation.master
     if master is None:
-        if stored and stored.url:
-            return Decision(Action.REWRITE, "occurrence update of an event with a conference", invitation)
-        return Decision(Action.PASS, "occurrence update of an event without a conference")
+        if stored is not None:
+            return Decision(Action.SYNC, "occurrence update of an event with a conference", invitation)
+        return passes("occurrence update of an event without a conference")
     triggered = has_trigger(master, policy)
     if stored is None:
         if not triggered:
             return passes("the event does not ask for a TrueConf conference")
-        if master.end is not None and master.end <= now:
-            return passes("the event is entirely in the past")
-        if master.start is None:
-            return passes("the event has no start time")
+        if occurrence is None:
+            return passes("the event has no upcoming occurrence")
         return Decision(Action.CREATE, "new event asks for a conference", invitation)
     if not triggered and not mentions_link(master, stored.url):
         return Decision(Action.DELETE, "the update no longer asks for a conference", invitation)
@@ -132,7 +143,7 @@ def _decide_cancel(invitation: Invitation, stored: StoredEvent | None) -> Decisi
         return passes("cancel of an event without a conference")
     master = invitation.master
     if master is None:
-        return passes("cancel of single occurrences keeps the series conference")
+        return Decision(Action.RESCHEDULE, "the organizer cancelled occurrences", invitation)
     if master.status == "CANCELLED":
         return Decision(Action.DELETE, "the organizer cancelled the event", invitation)
     removed = {attendee.address for attendee in master.attendees}
@@ -179,11 +190,8 @@ def topic_of(event: EventComponent, fallback: str) -> str:
     return (topic or fallback)[:TOPIC_LIMIT].rstrip() or fallback
 
 
-def duration_of(event: EventComponent) -> int:
-    """DTEND - DTSTART in seconds, clamped to what TrueConf accepts."""
-    if event.start is None or event.end is None:
-        return 3600
-    seconds = int((event.end - event.start).total_seconds())
+def clamp_duration(seconds: int) -> int:
+    """An occurrence's length in seconds, clamped to what TrueConf accepts."""
     return min(max(seconds, MIN_DURATION), MAX_DURATION)
 
 
@@ -198,6 +206,7 @@ def participant_addresses(event: EventComponent) -> tuple[str, ...]:
 
 def build_spec(
     event: EventComponent,
+    occurrence: Occurrence,
     owner: str,
     invitees: tuple[Invitee, ...],
     participants: int,
@@ -206,17 +215,26 @@ def build_spec(
     fallback_topic: str,
 ) -> ConferenceSpec:
     """The conference an event asks for; ``participants`` counts everyone who may join."""
-    assert event.start is not None
     role_based = participants > policy.all_on_screen_limit
     limit = policy.max_participants if role_based else policy.all_on_screen_limit
     return ConferenceSpec(
         topic=topic_of(event, fallback_topic),
         owner=owner,
         invitees=invitees,
-        start=int(event.start.timestamp()),
-        duration=duration_of(event),
+        start=int(occurrence.start.timestamp()),
+        duration=clamp_duration(occurrence.duration),
         role_based=role_based,
         max_participants=limit,
         tag=tag,
-        utc_offset_minutes=event.utc_offset_minutes,
+        utc_offset_minutes=occurrence.utc_offset_minutes,
+    )
+
+
+def follow(spec: ConferenceSpec, occurrence: Occurrence) -> ConferenceSpec:
+    """The same conference, moved to another occurrence."""
+    return dataclasses.replace(
+        spec,
+        start=int(occurrence.start.timestamp()),
+        duration=clamp_duration(occurrence.duration),
+        utc_offset_minutes=occurrence.utc_offset_minutes,
     )

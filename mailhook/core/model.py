@@ -144,6 +144,7 @@ class StoredEvent:
     spec: ConferenceSpec | None = None
     attendees: tuple[str, ...] = ()  # every attendee address of the last REQUEST
     sequence: int = 0
-    calendar: str = ""  # the last calendar object seen for the event
+    calendar: str = ""  # the series: time zones, master and every overridden instance seen
     first_seen: float = 0.0  # epoch seconds of the first message for this event
     updated_at: float = 0.0
+    occurrence_end: float = 0.0  # epoch seconds when the scheduled occurrence ends; 0: nothing due

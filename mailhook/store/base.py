@@ -21,6 +21,9 @@ class Store(Protocol):
     async def list_events(self) -> list[StoredEvent]:
         """Every stored event, newest first."""
 
+    async def due(self, now: float) -> list[StoredEvent]:
+        """Active events whose scheduled occurrence has ended by ``now`` (epoch seconds)."""
+
     async def ping(self) -> None:
         """Raise when the store cannot be used."""
 

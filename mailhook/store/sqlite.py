@@ -44,8 +44,16 @@ def _create_events(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["conference_id"])
 
 
+def _add_occurrence_end(db: sqlite_utils.Database) -> None:
+    db["events"].add_column("occurrence_end", float)
+    db["events"].create_index(["state", "occurrence_end"])
+
+
 # Each entry moves the schema one version up; never edit an entry once released.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_create_events,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _create_events,
+    _add_occurrence_end,
+)
 
 
 def migrate(db: sqlite_utils.Database) -> int:
@@ -106,6 +114,17 @@ class SqliteStore:
     def _list(self) -> list[StoredEvent]:
         return [event_from_row(row) for row in self._open()["events"].rows_where(order_by="updated_at desc")]
 
+    async def due(self, now: float) -> list[StoredEvent]:
+        return await self._run(self._due, now)
+
+    def _due(self, now: float) -> list[StoredEvent]:
+        rows = self._open()["events"].rows_where(
+            "state = ? and occurrence_end > 0 and occurrence_end <= ?",
+            [str(EventState.ACTIVE), now],
+            order_by="occurrence_end",
+        )
+        return [event_from_row(row) for row in rows]
+
     async def ping(self) -> None:
         await self._run(lambda: self._open().execute("select 1").fetchone())
 
@@ -138,6 +157,7 @@ def event_from_row(row: dict[str, Any]) -> StoredEvent:
         calendar=row["calendar"] or "",
         first_seen=row["first_seen"] or 0.0,
         updated_at=row["updated_at"] or 0.0,
+        occurrence_end=row.get("occurrence_end") or 0.0,
     )
 
 

@@ -13,7 +13,8 @@ from mailhook.core.decide import (
     build_spec,
     classify,
     decide,
-    duration_of,
+    clamp_duration,
+    follow,
     event_tag,
     has_trigger,
     participant_addresses,
@@ -30,6 +31,7 @@ from mailhook.core.model import (
     ParsedMessage,
     StoredEvent,
 )
+from mailhook.core.series import Occurrence
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 START = NOW + timedelta(days=10)
@@ -43,6 +45,7 @@ MASTER = EventComponent(
     organizer="alice@example.com",
     attendees=(Attendee("bob@example.com", "Bob"), Attendee("carol@example.org", "Carol")),
 )
+OCCURRENCE = Occurrence(START, START + timedelta(hours=1), 180)
 SPEC = ConferenceSpec("Sync", "alice", (Invitee("bob"),), 0, 3600, False, 36, "t")
 STORED = StoredEvent(
     organizer="alice@example.com",
@@ -74,12 +77,12 @@ def invitation(master: EventComponent = MASTER, method: str = "REQUEST") -> Invi
 
 def test_new_request_with_keyword_creates():
     """A new REQUEST whose LOCATION names TrueConf creates a conference."""
-    assert decide(invitation(), None, POLICY, NOW).action is Action.CREATE
+    assert decide(invitation(), None, POLICY, OCCURRENCE).action is Action.CREATE
 
 
 def test_request_without_keyword_passes():
     """Without the keyword there is nothing to do."""
-    decision = decide(invitation(replace(MASTER, location="Room 1")), None, POLICY, NOW)
+    decision = decide(invitation(replace(MASTER, location="Room 1")), None, POLICY, OCCURRENCE)
     assert decision.action is Action.PASS
 
 
@@ -97,60 +100,68 @@ def test_keyword_match_is_case_insensitive_anywhere():
     assert not has_trigger(replace(MASTER, location="Teams"), POLICY)
 
 
-def test_past_event_passes():
-    """An event that has already ended gets no conference."""
-    past = replace(MASTER, start=NOW - timedelta(days=2), end=NOW - timedelta(days=2, hours=-1))
-    assert decide(invitation(past), None, POLICY, NOW).action is Action.PASS
+def test_event_without_upcoming_occurrence_passes():
+    """An event with no occurrence left (entirely in the past) gets no conference."""
+    assert decide(invitation(), None, POLICY, None).action is Action.PASS
 
 
 def test_stored_event_syncs():
     """An update of an event with a conference syncs it (the pipeline skips unchanged specs)."""
-    assert decide(invitation(), STORED, POLICY, NOW).action is Action.SYNC
+    assert decide(invitation(), STORED, POLICY, OCCURRENCE).action is Action.SYNC
 
 
 def test_link_keeps_conference_when_keyword_gone():
     """The link alone in LOCATION keeps the conference."""
     linked = replace(MASTER, location=STORED.url)
-    assert decide(invitation(linked), STORED, POLICY, NOW).action is Action.SYNC
+    assert decide(invitation(linked), STORED, POLICY, OCCURRENCE).action is Action.SYNC
 
 
 def test_keyword_and_link_gone_deletes():
     """An update with neither keyword nor link deletes the conference."""
     plain = replace(MASTER, location="Room 1")
-    assert decide(invitation(plain), STORED, POLICY, NOW).action is Action.DELETE
+    assert decide(invitation(plain), STORED, POLICY, OCCURRENCE).action is Action.DELETE
 
 
 def test_deleted_event_counts_as_new():
     """After deletion, asking again creates a new conference."""
     gone = replace(STORED, state=EventState.DELETED)
-    assert decide(invitation(), gone, POLICY, NOW).action is Action.CREATE
+    assert decide(invitation(), gone, POLICY, OCCURRENCE).action is Action.CREATE
 
 
 def test_cancel_whole_event_deletes():
     """An organizer CANCEL with STATUS:CANCELLED deletes the conference."""
     cancel = invitation(replace(MASTER, status="CANCELLED"), method="CANCEL")
-    assert decide(cancel, STORED, POLICY, NOW).action is Action.DELETE
+    assert decide(cancel, STORED, POLICY, OCCURRENCE).action is Action.DELETE
 
 
 def test_cancel_of_some_attendees_uninvites():
     """A CANCEL naming only some attendees, without STATUS:CANCELLED, removes just them."""
     partial = replace(MASTER, attendees=(Attendee("bob@example.com"),))
-    decision = decide(invitation(partial, method="CANCEL"), STORED, POLICY, NOW)
+    decision = decide(invitation(partial, method="CANCEL"), STORED, POLICY, OCCURRENCE)
     assert decision.action is Action.UNINVITE
 
 
 def test_cancel_without_conference_passes():
     """A CANCEL for an unknown event passes."""
     cancel = invitation(replace(MASTER, status="CANCELLED"), method="CANCEL")
-    assert decide(cancel, None, POLICY, NOW).action is Action.PASS
+    assert decide(cancel, None, POLICY, OCCURRENCE).action is Action.PASS
 
 
-def test_occurrence_update_rewrites_with_stored_link():
-    """A REQUEST for one occurrence of an event with a conference keeps its link."""
+def test_occurrence_update_follows_the_series():
+    """A REQUEST for one occurrence of an event with a conference syncs the series conference."""
     occurrence = replace(MASTER, recurrence_id="20300111T090000Z")
     found = classify(message(occurrence), "alice@example.com", POLICY)
+    assert isinstance(found, Invitation) and found.master is None
+    assert decide(found, STORED, POLICY, OCCURRENCE).action is Action.SYNC
+    assert decide(found, None, POLICY, OCCURRENCE).action is Action.PASS
+
+
+def test_occurrence_cancel_reschedules():
+    """A CANCEL of single occurrences moves the series conference instead of deleting it."""
+    occurrence = replace(MASTER, recurrence_id="20300111T090000Z", status="CANCELLED")
+    found = classify(message(occurrence, method="CANCEL"), "alice@example.com", POLICY)
     assert isinstance(found, Invitation)
-    assert decide(found, STORED, POLICY, NOW).action is Action.REWRITE
+    assert decide(found, STORED, POLICY, OCCURRENCE).action is Action.RESCHEDULE
 
 
 def test_method_comes_from_object_not_header():
@@ -197,19 +208,28 @@ def test_topic_is_one_line_and_cut():
 
 
 def test_duration_is_clamped():
-    """Duration is DTEND - DTSTART clamped to 60..86399 seconds."""
-    assert duration_of(replace(MASTER, end=START + timedelta(seconds=10))) == 60
-    assert duration_of(replace(MASTER, end=START + timedelta(days=3))) == 86399
-    assert duration_of(MASTER) == 3600
+    """Duration is the occurrence's length clamped to 60..86399 seconds."""
+    assert clamp_duration(10) == 60
+    assert clamp_duration(3 * 86400) == 86399
+    assert clamp_duration(3600) == 3600
+
+
+def test_follow_moves_only_the_time():
+    """Following another occurrence changes start, duration and offset, nothing else."""
+    later = Occurrence(START + timedelta(days=7), START + timedelta(days=7, minutes=30), 120)
+    moved = follow(SPEC, later)
+    assert (moved.start, moved.duration, moved.utc_offset_minutes) == (
+        int(later.start.timestamp()), 1800, 120)
+    assert replace(moved, start=SPEC.start, duration=SPEC.duration, utc_offset_minutes=0) == SPEC
 
 
 def test_spec_mode_follows_participant_count():
     """Up to the limit the conference is all on screen; above it, role-based."""
-    small = build_spec(MASTER, "alice", (), 36, POLICY, "t", "x")
-    large = build_spec(MASTER, "alice", (), 37, POLICY, "t", "x")
+    small = build_spec(MASTER, OCCURRENCE, "alice", (), 36, POLICY, "t", "x")
+    large = build_spec(MASTER, OCCURRENCE, "alice", (), 37, POLICY, "t", "x")
     assert (small.role_based, small.max_participants) == (False, 36)
     assert (large.role_based, large.max_participants) == (True, 250)
-    assert small.start == int(START.timestamp())
+    assert small.start == int(START.timestamp()) and small.utc_offset_minutes == 180
 
 
 def test_participants_exclude_organizer_and_non_participants():

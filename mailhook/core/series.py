@@ -1,0 +1,232 @@
+"""An event's series as mailhook remembers it, and the occurrence its conference follows.
+
+The series is kept as one calendar object: the time zones, the master VEVENT and every
+overridden or cancelled instance seen so far. Messages are merged into it as they arrive, and
+the nearest occurrence that has not ended is found with recurring-ical-events. All work is
+bounded: a hostile rule is refused before it is expanded.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone, tzinfo
+
+import recurring_ical_events
+from icalendar import Calendar, Event
+
+# Refuse rules whose expansion up to the search horizon would take more steps than this.
+MAX_EXPANSION = 200_000
+MAX_RDATES = 5_000
+MAX_OVERRIDES = 1_000
+MAX_SKIPPED = 2_000  # cancelled occurrences stepped over while looking for the next one
+# The occurrence is looked for in growing windows; nothing further than the last is scheduled.
+WINDOWS = (timedelta(days=8), timedelta(days=100), timedelta(days=800), timedelta(days=3700))
+_FREQ_SECONDS = {
+    "SECONDLY": 1,
+    "MINUTELY": 60,
+    "HOURLY": 3600,
+    "DAILY": 86400,
+    "WEEKLY": 7 * 86400,
+    "MONTHLY": 28 * 86400,
+    "YEARLY": 365 * 86400,
+}
+# BYxxx parts that multiply the occurrences of a coarser FREQ.
+_UNITS = {"BYSECOND": "SECONDLY", "BYMINUTE": "MINUTELY", "BYHOUR": "HOURLY", "BYDAY": "DAILY",
+          "BYMONTHDAY": "DAILY", "BYYEARDAY": "DAILY", "BYMONTH": "MONTHLY"}
+# Exchange's time zones start in 1601; expanding their rules from then costs for nothing.
+_OLD_ONSET = re.compile(r"(?m)^(DTSTART(?:;[^:\r\n]*)?:)(0\d{3}|1[0-8]\d\d|19[0-6]\d)(?=\d{4})")
+
+
+class SeriesError(ValueError):
+    """The series cannot be used: unreadable, or too costly to expand."""
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One occurrence of an event, in UTC."""
+
+    start: datetime
+    end: datetime
+    utc_offset_minutes: int = 0
+
+    @property
+    def duration(self) -> int:
+        return int((self.end - self.start).total_seconds())
+
+
+def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
+    """The series after one organizer message (REQUEST or CANCEL) about it."""
+    new = _read(incoming)
+    old = _read(stored) if stored else None
+    events = [e for e in new.walk("VEVENT") if str(e.get("UID", "")) == uid]
+    master = next((e for e in events if "RECURRENCE-ID" not in e), None)
+    old_master = _master(old) if old is not None else None
+    overrides = _overrides(old) if old is not None else {}
+    if method == "REQUEST" and master is not None and not _same_timing(master, old_master):
+        # A re-timed series makes the old instances' RECURRENCE-IDs meaningless.
+        overrides = {}
+    for event in events:
+        if "RECURRENCE-ID" not in event:
+            continue
+        instance = copy.deepcopy(event)
+        if method == "CANCEL":
+            instance["STATUS"] = "CANCELLED"
+        overrides[_instance_key(instance)] = instance
+    if len(overrides) > MAX_OVERRIDES:
+        raise SeriesError("too many overridden instances")
+    chosen = master if method == "REQUEST" and master is not None else old_master
+    return _compose(new, old, chosen, overrides)
+
+
+def has_master(series: str) -> bool:
+    """Does the series know its master (or single) event?"""
+    return _master(_read(series)) is not None
+
+
+def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
+    """The nearest occurrence that has not ended at ``now`` (one in progress counts)."""
+    calendar = _read(series)
+    master = _master(calendar)
+    if master is None:
+        return None
+    _check_cost(master, now)
+    floating = _is_floating(master)
+    query_from = now.astimezone(default_zone).replace(tzinfo=None) if floating else now
+    query = recurring_ical_events.of(calendar)
+    try:
+        for window in WINDOWS:
+            found = _first_live(query.between(query_from, query_from + window), now, default_zone)
+            if found is not None:
+                return found
+    except (ValueError, TypeError, OverflowError, recurring_ical_events.InvalidCalendar) as exc:
+        raise SeriesError(f"cannot expand the series: {exc}") from exc
+    return None
+
+
+def _first_live(components: list[Event], now: datetime, default_zone: tzinfo) -> Occurrence | None:
+    live = [
+        _occurrence(c, default_zone)
+        for c in components[:MAX_SKIPPED]
+        if str(c.get("STATUS", "")).upper() != "CANCELLED"
+    ]
+    live = [o for o in live if o.end > now]
+    return min(live, key=lambda o: o.start) if live else None
+
+
+def _read(text: str) -> Calendar:
+    try:
+        return Calendar.from_ical(_OLD_ONSET.sub(r"\g<1>1970", text))
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise SeriesError(f"unreadable calendar: {exc}") from exc
+
+
+def _master(calendar: Calendar) -> Event | None:
+    return next((e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e), None)
+
+
+def _overrides(calendar: Calendar) -> dict[str, Event]:
+    return {_instance_key(e): e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" in e}
+
+
+def _instance_key(event: Event) -> str:
+    value = event.decoded("RECURRENCE-ID")
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y%m%dT%H%M%S")
+    return value.strftime("%Y%m%d")
+
+
+def _same_timing(new: Event, old: Event | None) -> bool:
+    if old is None:
+        return True
+    return all(new.get(name) == old.get(name) for name in ("DTSTART", "RRULE", "RDATE", "EXDATE"))
+
+
+def _compose(new: Calendar, old: Calendar | None, master: Event | None, overrides: dict[str, Event]) -> str:
+    out = Calendar()
+    out.add("PRODID", "-//mailhook//series//EN")
+    out.add("VERSION", "2.0")
+    zones: dict[str, object] = {}
+    for source in (old, new):
+        for zone in source.walk("VTIMEZONE") if source is not None else ():
+            zones[str(zone.get("TZID", ""))] = zone
+    for zone in zones.values():
+        out.add_component(zone)
+    if master is not None:
+        out.add_component(master)
+    for instance in overrides.values():
+        out.add_component(instance)
+    return out.to_ical().decode("utf-8")
+
+
+def _check_cost(master: Event, now: datetime) -> None:
+    rdates = master.get("RDATE", [])
+    count = sum(len(r.dts) for r in (rdates if isinstance(rdates, list) else [rdates]))
+    if count > MAX_RDATES:
+        raise SeriesError(f"{count} RDATE values")
+    rules = master.get("RRULE")
+    for rule in rules if isinstance(rules, list) else [rules] if rules else []:
+        _check_rule(rule, master, now)
+
+
+def _check_rule(rule: dict, master: Event, now: datetime) -> None:
+    """Estimate the steps expanding the rule up to the search horizon takes; refuse huge ones."""
+    counts = rule.get("COUNT")
+    if counts and int(counts[0]) <= MAX_EXPANSION:
+        return
+    freq = str(rule.get("FREQ", ["DAILY"])[0]).upper()
+    interval = max(int(rule.get("INTERVAL", [1])[0]), 1)
+    period = _FREQ_SECONDS.get(freq, 86400) * interval
+    factor = 1
+    for part, unit in _UNITS.items():
+        if part in rule and _FREQ_SECONDS.get(freq, 0) > _FREQ_SECONDS[unit]:
+            factor *= max(len(rule[part]), 1)
+    start = _as_utc(master.decoded("DTSTART"))
+    end = now + WINDOWS[-1]
+    until = rule.get("UNTIL")
+    if until:
+        end = min(end, _as_utc(until[0]))
+    steps = max((end - start).total_seconds(), 0) / period * factor
+    if steps > MAX_EXPANSION:
+        raise SeriesError(f"the rule FREQ={freq} would take about {int(steps)} steps to expand")
+
+
+def _as_utc(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+
+
+def _is_floating(master: Event) -> bool:
+    start = master.decoded("DTSTART")
+    return not isinstance(start, datetime) or start.tzinfo is None
+
+
+def _occurrence(component: Event, default_zone: tzinfo) -> Occurrence:
+    start = _localised(component.decoded("DTSTART"), default_zone)
+    if "DTEND" in component:
+        end = _localised(component.decoded("DTEND"), default_zone)
+    elif "DURATION" in component:
+        end = start + component.decoded("DURATION")
+    elif not isinstance(component.decoded("DTSTART"), datetime):
+        end = start + timedelta(days=1)
+    else:
+        end = start
+    offset = start.utcoffset() or timedelta(0)
+    return Occurrence(
+        start.astimezone(timezone.utc),
+        max(end, start).astimezone(timezone.utc),
+        int(offset.total_seconds() // 60),
+    )
+
+
+def _localised(value: date | datetime, default_zone: tzinfo) -> datetime:
+    """An aware datetime; floating times and dates are read in the default zone."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=default_zone)
+    return value
