@@ -153,3 +153,25 @@ def plain_mail(body: str = "Hello.\r\n", sender: str = "alice@example.com") -> b
         "Message-ID: <plain-1@example.com>\r\nMIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
     ).encode("utf-8")
+
+
+def vcalendar(method: str, *vevents: str, timezones: str = "") -> str:
+    """A calendar object around the given VEVENT bodies (lines without BEGIN/END:VEVENT)."""
+    blocks = "".join(f"BEGIN:VEVENT\r\n{body.strip()}\r\nEND:VEVENT\r\n" for body in vevents)
+    blocks = blocks.replace("\r\n", "\n").replace("\n", "\r\n")
+    return (
+        "BEGIN:VCALENDAR\r\nPRODID:-//Example Corp.//Calendar 1.0//EN\r\nVERSION:2.0\r\n"
+        f"METHOD:{method}\r\n{timezones}{blocks}END:VCALENDAR\r\n"
+    )
+
+
+def single_part(ics: str, method: str, organizer: str = "alice@example.com",
+                message_id: str = "<single@example.com>") -> bytes:
+    """A bare text/calendar message, as Evolution and CalDAV servers send them."""
+    head = (
+        f"From: {organizer}\r\nTo: bob@example.com\r\nSubject: Meeting\r\n"
+        f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/calendar; charset=UTF-8; method={method}\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    return (head + ics).encode("utf-8")
