@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Timezone
 from icalendar.parser import Contentline
 from icalendar.prop import vDDDTypes, vDuration
 from icalendar.timezone import tzp
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mailhook.core.model import Attendee, CalendarObject, EventComponent
 
@@ -199,7 +202,8 @@ def _normalise_tzid(tzid: str) -> str:
 
 
 class _Zones:
-    """Resolves TZIDs for one object: known IANA/Windows names, then its own VTIMEZONEs, then UTC."""
+    """Resolves TZIDs for one object: known IANA/Windows names, then its own VTIMEZONEs, then
+    Notes-style short Windows names, then UTC."""
 
     def __init__(self, blocks: list[list[str]]) -> None:
         self.blocks: dict[str, list[str]] = {}
@@ -221,7 +225,11 @@ class _Zones:
             return known
         block = self.blocks.get(key)
         built = _zone_from_block(block) if block else None
-        return built if built is not None else UTC
+        if built is not None:
+            return built
+        # Lotus Notes writes Windows zone names without " Standard Time" ("FLE", "W. Europe").
+        guessed = _known_zone(f"{key} Standard Time") if key else None
+        return guessed if guessed is not None else UTC
 
 
 def _block_tzid(block: list[str]) -> str:
@@ -233,14 +241,30 @@ def _block_tzid(block: list[str]) -> str:
 
 
 def _known_zone(key: str) -> tzinfo | None:
+    """An IANA zone for a TZID: an IANA or Windows name, or libical's "/vendor/Area/City".
+
+    Looked up in the zone database itself, never in icalendar's process-wide cache, which also
+    holds whatever VTIMEZONE some other sender once defined under that name.
+    """
     if not key or len(key) > 200:
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return tzp.timezone(key)
-    except Exception:  # noqa: BLE001 - a zone lookup must never fail the parse
-        return None
+    for name in _zone_names(key):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+    return None
+
+
+def _zone_names(key: str) -> Iterator[str]:
+    cleaned = key.strip("/")
+    yield cleaned
+    if cleaned in WINDOWS_TO_OLSON:
+        yield WINDOWS_TO_OLSON[cleaned]
+    if key.startswith("/"):
+        parts = cleaned.split("/")
+        for start in range(1, len(parts)):
+            yield "/".join(parts[start:])
 
 
 def _zone_from_block(block: list[str]) -> tzinfo | None:
@@ -337,7 +361,7 @@ def _read_event(lines: list[str], zones: _Zones) -> EventComponent:
         end=_read_end(props, start, all_day, zones),
         all_day=all_day,
         status=text("STATUS").strip().upper(),
-        organizer=_address(organizer.value) if organizer else "",
+        organizer=_calendar_address(organizer) if organizer else "",
         organizer_sent_by=_address(organizer.params.get("SENT-BY", "")) if organizer else "",
         attendees=tuple(_attendee(prop) for prop in props.get("ATTENDEE", [])),
         conference_urls=tuple(prop.value.strip() for prop in props.get("CONFERENCE", [])),
@@ -418,10 +442,23 @@ def _address(value: str) -> str:
     return value.strip().lower()
 
 
+def _calendar_address(prop: _Property) -> str:
+    """The e-mail address of an ORGANIZER or ATTENDEE.
+
+    CalDAV servers may write a principal path or urn:uuid as the value and the address in the
+    EMAIL parameter (RFC 7986); the mailto: value wins when there is one.
+    """
+    value = prop.value.strip().strip('"').strip()
+    email = _address(prop.params.get("EMAIL", ""))
+    if value[:7].lower() != "mailto:" and "@" in email:
+        return email
+    return _address(value)
+
+
 def _attendee(prop: _Property) -> Attendee:
     params = prop.params
     return Attendee(
-        address=_address(prop.value),
+        address=_calendar_address(prop),
         name=params.get("CN", "").strip(),
         role=params.get("ROLE", "").strip().upper(),
         cutype=params.get("CUTYPE", "").strip().upper(),

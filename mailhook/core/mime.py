@@ -49,6 +49,9 @@ _OCTET_STREAM = re.compile(rb"application/octet-stream", re.IGNORECASE)
 _ENCODED_NAME = re.compile(rb"=\?|\*=")
 _HEADER_END = re.compile(rb"\n\r?\n")
 _BOM = b"\xef\xbb\xbf"
+# Microsoft's labels name the older standard but mean its own superset; decoding with the
+# standard codec would fail on (and so leave undecoded) characters the superset adds.
+_SUPERSETS = {"ks_c_5601-1987": "cp949", "ks_c_5601": "cp949", "gb2312": "gbk"}
 
 
 class BodyDecodeError(ValueError):
@@ -269,8 +272,10 @@ def valid_charset(name: str | None) -> str | None:
     """The Python codec name for a MIME charset, or None when unknown."""
     if not name:
         return None
+    name = name.strip().strip('"').strip()
+    name = _SUPERSETS.get(name.lower(), name)
     try:
-        return codecs.lookup(name.strip().strip('"')).name
+        return codecs.lookup(name).name
     except (LookupError, ValueError):
         return None
 
@@ -413,9 +418,18 @@ def _calendar_reason(objects: list[CalendarObject]) -> str:
     if not any(event.uid for event in first.events):
         return "no event"
     for other in objects[1:]:
-        if (other.method, other.events) != (first.method, first.events):
+        if (other.method, _identities(other)) != (first.method, _identities(first)):
             return "calendar copies differ"
     return ""
+
+
+def _identities(calendar: CalendarObject) -> tuple[tuple[str, str | None], ...]:
+    """What makes two copies the same invitation: the (UID, RECURRENCE-ID) of each VEVENT.
+
+    Copies that agree on these but differ elsewhere (a sender's slip) are each rewritten on
+    their own, so neither loses what it said.
+    """
+    return tuple((event.uid, event.recurrence_id) for event in calendar.events)
 
 
 def _calendar_part(part: MimePart) -> CalendarPart:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
 
 from mailhook.core import blocks
 from mailhook.core.calendar import (
@@ -25,6 +26,7 @@ from mailhook.core.mime import (
     decode_body,
     decode_text,
     find_part,
+    read_calendar,
     readable_leaves,
     scan_message,
     valid_charset,
@@ -36,6 +38,9 @@ FOLD_OCTETS = 75
 MAX_LINE_OCTETS = 998
 _PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
 _IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
+# HTML renditions of DESCRIPTION: Outlook's and Zimbra's X-ALT-DESC, RFC 9073's STYLED-DESCRIPTION.
+_HTML_DESCRIPTIONS = frozenset({"X-ALT-DESC", "STYLED-DESCRIPTION"})
+_DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORECASE | re.DOTALL)
 
 # --- calendar text ----------------------------------------------------------------------------
 
@@ -59,6 +64,49 @@ def fold_line(logical: str) -> list[str]:
 
 def _params(params: str) -> dict[str, str]:
     return {key.strip().upper(): value.strip('"') for key, value in _PARAM.findall(params)}
+
+
+def _is_html_text(params: str) -> bool:
+    found = _params(params)
+    return found.get("FMTTYPE", "").lower() == "text/html" and found.get("VALUE", "TEXT") == "TEXT"
+
+
+def _altrep_with_block(params: str, insertion: LinkInsertion) -> str:
+    """Parameters whose ALTREP data:text/html description (Thunderbird's) carries the block.
+
+    Any other ALTREP (cid:, http:) or an undecodable one is left as it is.
+    """
+    for match in _PARAM.finditer(params):
+        if match.group(1).strip().upper() != "ALTREP":
+            continue
+        uri = _DATA_HTML.fullmatch(match.group(2).strip('"'))
+        if uri is None:
+            return params
+        new_uri = _data_uri_with_block(uri, insertion)
+        if new_uri is None:
+            return params
+        return params[: match.start(2)] + f'"{new_uri}"' + params[match.end(2) :]
+    return params
+
+
+def _data_uri_with_block(uri: re.Match[str], insertion: LinkInsertion) -> str | None:
+    meta = uri.group("meta")
+    is_base64 = bool(re.search(r";\s*base64\s*$", meta, re.IGNORECASE))
+    charset_match = re.search(r"charset=([^;]+)", meta, re.IGNORECASE)
+    codec = valid_charset(charset_match.group(1)) if charset_match else "utf-8"
+    if codec is None:
+        return None
+    try:
+        data = unquote_to_bytes(uri.group("data"))
+        markup = (base64.b64decode(data, validate=True) if is_base64 else data).decode(codec)
+    except (binascii.Error, ValueError):
+        return None
+    new = blocks.insert_html_block(markup, insertion.url, insertion.language)
+    if new == markup:
+        return None
+    payload = new.encode(codec, "xmlcharrefreplace")
+    encoded = base64.b64encode(payload).decode("ascii") if is_base64 else quote(payload, "!*'()")
+    return f"data:text/html{meta},{encoded}"
 
 
 def conference_line(url: str) -> str:
@@ -109,19 +157,23 @@ class _EventEditor:
             return (
                 [] if label.lower() == "trueconf" or value.strip() == url else list(line.physical)
             )
+        new_params = params
         if name == "LOCATION" and not self.seen_location:
             self.seen_location = True
             new = self.location(unescape_text(value))
         elif name == "DESCRIPTION" and not self.seen_description:
             self.seen_description = True
             new = blocks.insert_plain_block(unescape_text(value), url, self.insertion.language)
-        elif name == "X-ALT-DESC" and _params(params).get("FMTTYPE", "").lower() == "text/html":
+            new_params = _altrep_with_block(params, self.insertion)
+        elif name in _HTML_DESCRIPTIONS and _is_html_text(params):
             new = blocks.insert_html_block(unescape_text(value), url, self.insertion.language)
         else:
             return list(line.physical)
-        if new is None or new == unescape_text(value):
+        if new is None:
+            new = unescape_text(value)
+        if new == unescape_text(value) and new_params == params:
             return list(line.physical)
-        return fold_line(f"{name}{params}:{escape_text(new)}")
+        return fold_line(f"{name}{new_params}:{escape_text(new)}")
 
     def location(self, current: str) -> str | None:
         url = self.insertion.url
@@ -144,13 +196,18 @@ class _EventEditor:
 
 
 def rewrite_calendar_text(text: str, insertion: LinkInsertion) -> str:
-    """Write the conference link into every VEVENT; every other line stays as it was (CRLF)."""
+    """Write the conference link into every VEVENT; every other line stays as it was.
+
+    The object is written with CRLF line ends and without blank lines.
+    """
     if not blocks.is_safe_url(insertion.url):
         raise InvitationError("the conference URL is not a safe http(s) URL")
     out: list[str] = []
     event: list[ContentLine] | None = None
     depth = 0
     for line in unfold(text):
+        if not line.logical.strip():
+            continue  # blank lines are no content lines (a part's trailing newline, mostly)
         name, _params, value = split_content_line(line.logical)
         name = name.upper()
         if event is None and name == "BEGIN" and value.strip().upper() == "VEVENT":
@@ -209,12 +266,13 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
     assert parsed.calendar is not None
     raw = parsed.raw
     root = scan_message(raw).root
-    text = rewrite_calendar_text(parsed.calendar.text, insertion)
+    rewritten: dict[str, str] = {}
     changed: dict[tuple[int, ...], tuple[MimePart, _Encoded]] = {}
     for calendar_part in parsed.calendar_parts:
         part = find_part(root, calendar_part.path)
         if part is None or part.children:
             raise InvitationError("calendar part not found where parse_message saw it")
+        text = _rewritten_copy(raw, part, insertion, rewritten)
         changed[part.path] = (part, _encode_calendar(raw, part, text))
     for part in readable_leaves(raw, root):
         if part.path not in changed:
@@ -222,6 +280,19 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
             if encoded is not None:
                 changed[part.path] = (part, encoded)
     return _splice(raw, _edits(raw, root, changed))
+
+
+def _rewritten_copy(
+    raw: bytes, part: MimePart, insertion: LinkInsertion, done: dict[str, str]
+) -> str:
+    """One calendar copy with the link; equal copies give equal text (``done`` caches by text)."""
+    try:
+        text = read_calendar(raw, part)[0]
+    except ValueError as exc:
+        raise InvitationError("calendar part cannot be decoded") from exc
+    if text not in done:
+        done[text] = rewrite_calendar_text(text, insertion)
+    return done[text]
 
 
 def _edits(

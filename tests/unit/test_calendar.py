@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from icalendar import Calendar
 
 from mailhook.core.calendar import (
     CalendarError,
@@ -138,3 +139,45 @@ def test_text_without_vcalendar_is_an_error():
     """Text that is no VCALENDAR raises CalendarError."""
     with pytest.raises(CalendarError):
         parse_calendar("BEGIN:VEVENT\nUID:x\nEND:VEVENT\n")
+
+
+def test_organizer_address_from_email_parameter():
+    """A CalDAV principal ORGANIZER is read from its EMAIL parameter; a mailto: value wins."""
+    principal = (
+        'ORGANIZER;CN=Adam;EMAIL="Adam@Example.com":urn:x-uid:1\n'
+        "ATTENDEE;EMAIL=z@example.org:/p/2/\n"
+    )
+    event = parse_calendar(_calendar(principal)).events[0]
+    assert event.organizer == "adam@example.com"
+    assert event.attendees[0].address == "z@example.org"
+    both = "ORGANIZER;EMAIL=other@example.com:mailto:real@example.com\n"
+    assert parse_calendar(_calendar(both)).events[0].organizer == "real@example.com"
+
+
+def test_notes_short_windows_zone_name_without_vtimezone():
+    """Notes' TZID "FLE" (no VTIMEZONE) is read as the Windows zone FLE Standard Time."""
+    event = parse_calendar(_calendar('DTSTART;TZID="FLE":20310321T100000\n')).events[0]
+    assert event.start == datetime(2031, 3, 21, 8, 0, tzinfo=UTC)
+    assert event.utc_offset_minutes == 120
+
+
+def test_own_vtimezone_wins_over_short_name_guess():
+    """A VTIMEZONE named like a short Windows name is used as the sender defined it."""
+    zone = (
+        "BEGIN:VTIMEZONE\nTZID:Eastern\nBEGIN:STANDARD\nDTSTART:19700101T000000\n"
+        "TZOFFSETFROM:+0500\nTZOFFSETTO:+0500\nEND:STANDARD\nEND:VTIMEZONE\n"
+    )
+    event = parse_calendar(_calendar("DTSTART;TZID=Eastern:20310101T120000\n", zone)).events[0]
+    assert event.utc_offset_minutes == 300
+
+
+def test_zone_names_ignore_definitions_other_senders_registered():
+    """A VTIMEZONE icalendar cached for one sender never decides another object's TZID."""
+    Calendar.from_ical(
+        "BEGIN:VCALENDAR\r\nBEGIN:VTIMEZONE\r\nTZID:FLE\r\nBEGIN:STANDARD\r\n"
+        "DTSTART:19700101T000000\r\nTZOFFSETFROM:+0900\r\nTZOFFSETTO:+0900\r\nEND:STANDARD\r\n"
+        "END:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:x\r\nDTSTART;TZID=FLE:20310101T120000\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).walk("VEVENT")[0].decoded("DTSTART")
+    event = parse_calendar(_calendar('DTSTART;TZID="FLE":20310321T100000\n')).events[0]
+    assert event.utc_offset_minutes == 120

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from mailhook.core.calendar import MAX_ATTENDEES
 from mailhook.core.mime import (
     calendar_leaves,
+    decode_text,
     may_contain_calendar,
     parse_message,
     readable_leaves,
     scan_message,
+    valid_charset,
 )
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "messages").glob("*.eml"))
@@ -295,3 +297,107 @@ def test_parse_message_never_raises_on_truncated_fixtures(path, cut, length):
     cut %= max(1, len(raw))
     parsed = parse_message(raw[:cut] + raw[cut + length :])
     assert isinstance(parsed.skip_reason, str)
+
+
+# --- lenient reading of producer shapes -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "start", "summary"),
+    [
+        # LF-only lines, IANA TZID without VTIMEZONE
+        ("bare_calendar.eml", "REQUEST", datetime(2026, 7, 6, 13, 0, tzinfo=UTC), None),
+        # TAB folding, a UTF-8 BOM before BEGIN:VCALENDAR, windows-1251 bodies
+        ("outlook_ru.eml", "REQUEST", datetime(2031, 3, 25, 8, 0, tzinfo=UTC), "План на квартал"),
+        # 86-octet and 1000+ octet unfolded lines
+        ("zimbra.eml", "REQUEST", datetime(2031, 3, 20, 8, 0, tzinfo=UTC), "Regional review"),
+        # escaped comma in the VTIMEZONE TZID, Latin-1 bytes in an 8bit part without charset,
+        # Content-Transfer-Encoding written "8Bit" and "Base64"
+        (
+            "exchange2003_tijuana.eml", "REQUEST",
+            datetime(2031, 3, 22, 15, 30, tzinfo=UTC), "Revisión trimestral",
+        ),  # fmt: skip
+        # CTE "Quoted-Printable" on the calendar part
+        ("ios.eml", "REQUEST", datetime(2031, 3, 17, 14, 30, tzinfo=UTC), "Design review"),
+        # ks_c_5601-1987 bodies, CTE "BASE64"
+        ("exchange_korean.eml", "REQUEST", datetime(2031, 3, 24, 1, 0, tzinfo=UTC), "주간 회의"),
+        # method=request in lower case, ORGANIZER as a principal with EMAIL
+        ("calendarserver.eml", "REQUEST", datetime(2031, 3, 26, 13, 0, tzinfo=UTC), "Interview"),
+        # METHOD missing inside (the header's method= counts), TZID="FLE" without VTIMEZONE
+        ("notes.eml", "REQUEST", datetime(2031, 3, 21, 8, 0, tzinfo=UTC), "Vuosisuunnittelu"),
+        # KOI8-R text body, calendar as an attachment inside multipart/alternative
+        ("roundcube.eml", "REQUEST", datetime(2031, 3, 13, 12, 0, tzinfo=UTC), "Планёрка"),
+        # libical's "/freeassociation.sourceforge.net/..." TZID with its VTIMEZONE, single part
+        ("evolution.eml", "REQUEST", datetime(2031, 3, 15, 9, 0, tzinfo=UTC), "Совещание"),
+    ],
+)
+def test_producer_quirks_are_read(message_bytes, name, method, start, summary):
+    """Each producer quirk is read: the method, the true UTC start and the decoded summary."""
+    parsed = parse_message(message_bytes(name))
+    assert parsed.skip_reason == ""
+    assert parsed.method == method
+    event = parsed.calendar.events[0]
+    assert event.start == start
+    if summary is not None:
+        assert event.summary == summary
+
+
+def test_lower_case_method_parameter_and_principal_organizer(message_bytes):
+    """CalendarServer's method=request is kept as found; its organizer is the EMAIL address."""
+    parsed = parse_message(message_bytes("calendarserver.eml"))
+    assert [p.header_method for p in parsed.calendar_parts] == ["request"]
+    assert parsed.calendar.events[0].organizer == "adam@example.com"
+
+
+def test_notes_copies_in_calendar_part_and_text_plain_attachment(message_bytes):
+    """Notes' text/calendar and its .ics sent as text/plain attachment are both calendar copies."""
+    parsed = parse_message(message_bytes("notes.eml"))
+    assert parsed.calendar.method == ""
+    assert [p.content_type for p in parsed.calendar_parts] == ["text/calendar", "text/plain"]
+
+
+def test_zoom_calendar_without_any_method_is_not_itip(message_bytes):
+    """Zoom's attachment has neither method= nor METHOD: it is no iTIP message."""
+    parsed = parse_message(message_bytes("zoom.eml"))
+    assert parsed.skip_reason == "" and parsed.method == ""
+
+
+def test_double_semicolon_method_parameter():
+    """Zoom webinar mail's 'method=REQUEST;; charset=UTF-8' still yields the method."""
+    raw = _cal_message(_event()).replace(
+        b"charset=utf-8; method=REQUEST", b"method=REQUEST;; charset=UTF-8"
+    )
+    parsed = parse_message(raw)
+    assert parsed.calendar_parts[0].header_method == "REQUEST"
+
+
+def test_ks_c_5601_label_decodes_microsofts_superset():
+    """ks_c_5601-1987 is read as cp949, so syllables outside EUC-KR decode too."""
+    text, codec = decode_text("주간 똥".encode("cp949"), "ks_c_5601-1987")
+    assert (text, codec) == ("주간 똥", "cp949")
+    assert valid_charset('"KS_C_5601-1987"') == "cp949"
+
+
+def test_copies_differing_only_in_properties_are_an_invitation():
+    """Two copies with one UID but different attendees are read (each is rewritten on its own)."""
+    first = _event("ATTENDEE:mailto:a@example.org\n")
+    second = _event("ATTENDEE:mailto:b@example.org\n")
+    parsed = parse_message(_two_copies(first, second))
+    assert parsed.skip_reason == ""
+    assert parsed.calendar.events[0].attendees[0].address == "a@example.org"
+
+
+def test_copies_with_different_uids_are_skipped():
+    """Copies that are different invitations (another UID or METHOD) are not acted on."""
+    other = _event().replace("UID:u1@example.com", "UID:u2@example.com")
+    assert parse_message(_two_copies(_event(), other)).skip_reason == "calendar copies differ"
+    cancel = _event().replace("METHOD:REQUEST", "METHOD:CANCEL")
+    assert parse_message(_two_copies(_event(), cancel)).skip_reason == "calendar copies differ"
+
+
+def _two_copies(first: str, second: str) -> bytes:
+    return (
+        "From: o@example.com\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+        f"--b\nContent-Type: text/calendar; method=REQUEST\n\n{first}--b\n"
+        f"Content-Type: application/ics; name=invite.ics\n\n{second}--b--\n"
+    ).encode()

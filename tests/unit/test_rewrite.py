@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import re
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
@@ -24,6 +26,7 @@ from mailhook.core.mime import (
 from mailhook.core.model import LinkInsertion
 from mailhook.core.rewrite import fold_line, rewrite_calendar_text, rewrite_message
 from mailhook.errors import InvitationError
+from tests.fixtures.checks import link_places
 
 URL = "https://video.example.com/c/0123456789?lang=en&x=1"
 OTHER_URL = "https://video.example.com/c/9999"
@@ -429,3 +432,106 @@ def test_unlabelled_text_part_gets_utf8_charset():
     plain = scan_message(out).root.children[0]
     assert (plain.param("charset"), plain.cte) == ("utf-8", "quoted-printable")
     assert "Видеоконференция" in decode_body(out, plain).decode("utf-8")
+
+
+# --- producer shapes: where the link must show ------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["percent", "base64"])
+def test_thunderbird_altrep_html_description_gets_the_block(encoding):
+    """Thunderbird's DESCRIPTION;ALTREP="data:text/html,..." gains the HTML block too."""
+    markup = "<p>Agenda: <b>release</b></p>"
+    if encoding == "base64":
+        uri = "data:text/html;base64," + base64.b64encode(markup.encode()).decode()
+    else:
+        uri = "data:text/html," + quote(markup)
+    altrep = f'DESCRIPTION;ALTREP="{uri}";LANGUAGE=en-US:'
+    text = CALENDAR.replace("DESCRIPTION;LANGUAGE=en-US:", altrep)
+    out = rewrite_calendar_text(text, EN)
+    params = Calendar.from_ical(out).walk("VEVENT")[0]["DESCRIPTION"].params
+    altrep = params["ALTREP"]
+    data = altrep.split(",", 1)[1]
+    html = base64.b64decode(data).decode() if encoding == "base64" else unquote(data)
+    assert html.startswith(markup) and blocks.HTML_START in html
+    assert URL.replace("&", "&amp;") in html
+    assert params["LANGUAGE"] == "en-US"
+    assert rewrite_calendar_text(out, EN) == out
+
+
+def test_non_data_altrep_is_left_alone():
+    """An ALTREP pointing elsewhere (cid:) is kept as it was."""
+    cid = 'DESCRIPTION;ALTREP="cid:part1@example.com":'
+    text = CALENDAR.replace("DESCRIPTION;LANGUAGE=en-US:", cid)
+    (line,) = _logical(rewrite_calendar_text(text, EN), "DESCRIPTION")[:1]
+    assert line.startswith('DESCRIPTION;ALTREP="cid:part1@example.com":Agenda')
+
+
+def test_styled_description_html_gets_the_block():
+    """RFC 9073 STYLED-DESCRIPTION in text/html gains the HTML block, like X-ALT-DESC."""
+    text = CALENDAR.replace("X-ALT-DESC;", "STYLED-DESCRIPTION;VALUE=TEXT;")
+    (line,) = _logical(rewrite_calendar_text(text, EN), "STYLED-DESCRIPTION")
+    assert blocks.HTML_START in line
+
+
+def test_blank_lines_are_not_written():
+    """Blank lines (a part's trailing newline) are dropped, so copies compare equal."""
+    out = rewrite_calendar_text(CALENDAR + "\r\n\r\n", EN)
+    assert "\r\n\r\n" not in out and out.endswith("END:VCALENDAR\r\n")
+
+
+def test_text_values_are_escaped_when_written():
+    """A location with comma, semicolon and backslash is written with TEXT escaping."""
+    text = CALENDAR.replace("Room 5 @TrueConf", "A\\, B\\; C\\\\ @TrueConf")
+    assert _logical(rewrite_calendar_text(text, EN), "LOCATION") == [
+        f"LOCATION;LANGUAGE=en-US:A\\, B\\; C\\\\ {URL}"
+    ]
+
+
+def test_copies_that_differ_are_each_rewritten_keeping_their_own_lines():
+    """Two copies of one invitation with different attendees each keep theirs and get the link."""
+    second = CALENDAR.replace("mailto:bob@example.org", "mailto:carol@example.org")
+    raw = (
+        "From: o@example.com\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        f"--b\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n{CALENDAR}--b\r\n"
+        f"Content-Type: application/ics; name=invite.ics\r\n\r\n{second}--b--\r\n"
+    ).encode()
+    out = rewrite_message(parse_message(raw), EN)
+    first_out, second_out = (
+        read_calendar(out, leaf)[0] for leaf in calendar_leaves(out, scan_message(out).root)
+    )
+    assert "bob@example.org" in first_out and "carol@example.org" in second_out
+    assert _logical(first_out, "CONFERENCE") == _logical(second_out, "CONFERENCE")
+
+
+def test_kept_line_over_998_octets_makes_7bit_part_quoted_printable():
+    """An untouched 1000+ octet line keeps the part SMTP-safe by switching to quoted-printable."""
+    long_line = "X-LONG:" + "x" * 1200
+    calendar = CALENDAR.replace("X-VENDOR;X-P=1:keep", long_line)
+    raw = (
+        "From: o@example.com\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/calendar; method=REQUEST\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        + calendar
+    ).encode()
+    out = rewrite_message(parse_message(raw), EN)
+    root = scan_message(out).root
+    assert root.cte == "quoted-printable"
+    assert max(len(line) for line in out.split(b"\r\n")) <= 76
+    assert long_line in read_calendar(out, root)[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "places"),
+    [
+        ("thunderbird128.eml", ["ALTREP", "DESCRIPTION", "text/plain"]),
+        ("zimbra.eml", ["X-ALT-DESC", "DESCRIPTION", "text/plain", "text/html"]),
+        ("outlook_ru.eml", ["X-ALT-DESC", "LOCATION", "text/plain", "text/html"]),
+        ("sogo.eml", ["LOCATION", "DESCRIPTION", "text/html"]),
+        ("evolution.eml", ["LOCATION", "DESCRIPTION"]),
+        ("notes.eml", ["LOCATION", "DESCRIPTION", "text/plain", "text/html"]),
+    ],
+)
+def test_link_is_where_each_producers_users_look(name, places):
+    """The link lands in the places each producer's users see (see docs/compatibility.md)."""
+    out = rewrite_message(parse_message(_load(name)), EN)
+    assert link_places(out, URL) >= set(places)
