@@ -1,20 +1,21 @@
-"""The ``mailhook`` command: serve, check-config, explain, standin, version."""
+"""The ``mailhook`` command: serve, check-config, check, explain, conferences, reschedule,
+standin, version."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
 import sqlite3
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mailhook import __version__
+from mailhook import __version__, logfmt
 from mailhook.config import ConfigError, Settings, config_path, load_settings, masked
 
 EXIT_CONFIG = 2
+EXIT_FAILED = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level or "info")
     return int(args.func(args))
 
 
@@ -37,13 +38,44 @@ def _parser() -> argparse.ArgumentParser:
         prog="mailhook",
         description="SMTP content filter that adds TrueConf video conferences to invitations.",
     )
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"], help="log verbosity")
+    parser.add_argument("--log-level", default=None, choices=logfmt.LEVELS,
+                        help="log verbosity (default: [log] level from the config, else info)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the SMTP filter in the foreground")
     _config_option(serve)
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=logfmt.LEVELS,
+                       help="log verbosity (overrides [log] level, also across reloads)")
     serve.set_defaults(func=_serve)
+
+    health = commands.add_parser(
+        "check", help="check config, store, TrueConf credentials and the next hop; exit 1 on failure"
+    )
+    _config_option(health)
+    health.set_defaults(func=_check)
+
+    conferences = commands.add_parser("conferences", help="list, show or delete stored conferences")
+    actions = conferences.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="a table of stored events and their conferences")
+    _config_option(listing)
+    listing.add_argument("--all", action="store_true", help="include deleted conferences")
+    listing.set_defaults(func=_conferences_list)
+    for name, func, text in (
+        ("show", _conferences_show, "everything stored about one event"),
+        ("delete", _conferences_delete, "delete the conference on TrueConf and in the store"),
+    ):
+        action = actions.add_parser(name, help=text)
+        _config_option(action)
+        action.add_argument("uid", metavar="UID", help="the event's iCalendar UID")
+        action.add_argument("--organizer", default="",
+                            help="the organizer, when several organizers use the same UID")
+        action.set_defaults(func=func)
+
+    reschedule = commands.add_parser(
+        "reschedule", help="move conferences of recurring events whose occurrence is over (one pass)"
+    )
+    _config_option(reschedule)
+    reschedule.set_defaults(func=_reschedule)
 
     check = commands.add_parser("check-config", help="validate the config and print it, secrets masked")
     _config_option(check)
@@ -76,14 +108,7 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The libraries' own INFO lines (every connection, every HTTP request) drown the summary.
-    for noisy in ("mail.log", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logfmt.setup(level)
 
 
 def _load(args: argparse.Namespace) -> Settings | None:
@@ -100,7 +125,77 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from mailhook.daemon import run
 
-    return asyncio.run(run(settings))
+    if args.log_level is None:
+        logfmt.set_level(settings.log.level)
+    path = config_path(args.config)
+    return asyncio.run(run(settings, config_file=path, log_level_fixed=args.log_level is not None))
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        print(f"FAIL  config  {exc}")
+        return EXIT_CONFIG
+    from mailhook.admin import check
+
+    return asyncio.run(check(settings, path, print))
+
+
+def _conferences_list(args: argparse.Namespace) -> int:
+    from mailhook.admin import list_conferences, stored_events
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    return list_conferences(stored_events(settings), args.all, print)
+
+
+def _conferences_show(args: argparse.Namespace) -> int:
+    from mailhook.admin import select, show_conference, stored_events
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    event = select(stored_events(settings), args.uid, args.organizer, _error)
+    return EXIT_FAILED if event is None else show_conference(event, print)
+
+
+def _conferences_delete(args: argparse.Namespace) -> int:
+    from mailhook.admin import delete_conference, select, stored_events
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    event = select(stored_events(settings), args.uid, args.organizer, _error)
+    if event is None:
+        return EXIT_FAILED
+    return asyncio.run(delete_conference(settings, event, print, _error))
+
+
+def _reschedule(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    try:
+        from mailhook.reschedule import reschedule_once
+    except ImportError:
+        _error("mailhook: reschedule is not available in this version")
+        return EXIT_FAILED
+    from mailhook.errors import MailhookError
+
+    try:
+        moved = asyncio.run(reschedule_once(settings))
+    except MailhookError as exc:
+        _error(f"mailhook: reschedule failed: {exc}")
+        return EXIT_FAILED
+    print(f"moved {moved} conference(s) to their next occurrence")
+    return 0
+
+
+def _error(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -56,18 +56,28 @@ class NextHop:
     def __init__(self, settings: RelaySettings) -> None:
         self._settings = settings
 
-    async def begin(self, mail_from: str, mail_options: list[str]) -> Transaction | Reply:
-        """Connect and send MAIL FROM; a Reply means the next hop did not accept it."""
-        client = aiosmtplib.SMTP(
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
             hostname=self._settings.host,
             port=self._settings.port,
             timeout=self._settings.timeout,
             local_hostname=self._settings.helo_name or None,
             start_tls=False,
         )
+
+    async def begin(
+        self, mail_from: str, mail_options: list[str], xforward: dict[str, str] | None = None
+    ) -> Transaction | Reply:
+        """Connect and send MAIL FROM; a Reply means the next hop did not accept it.
+
+        ``xforward`` (attribute -> xtext value, as the client gave them) is passed on before
+        MAIL FROM when the next hop announces XFORWARD, so its log names the original client.
+        """
+        client = self._client()
         try:
             await client.connect()
             await client.ehlo()
+            await _send_xforward(client, xforward or {})
             options = _supported(mail_options, _MAIL_PARAMETER_EXTENSIONS, client)
             await client.mail(mail_from, options=options)
         except aiosmtplib.SMTPResponseException as exc:
@@ -78,6 +88,21 @@ class NextHop:
             log.warning("next hop %s:%s unreachable: %s", self._settings.host, self._settings.port, exc)
             return UNREACHABLE
         return Transaction(client)
+
+    async def probe(self) -> Reply:
+        """Connect, EHLO and QUIT: the next hop's EHLO reply, or why it could not be had."""
+        client = self._client()
+        try:
+            await client.connect()
+            response = await client.ehlo()
+            await client.quit()
+        except aiosmtplib.SMTPResponseException as exc:
+            return Reply(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return Reply(UNREACHABLE.code, f"{UNREACHABLE.text}: {exc}")
+        finally:
+            client.close()
+        return Reply(response.code, response.message.splitlines()[0] if response.message else "")
 
     async def send(self, mail_from: str, recipients: list[str], content: bytes) -> Reply:
         """Send one whole message (used for mailhook's own notices)."""
@@ -149,6 +174,30 @@ def dot_stuff(content: bytes) -> bytes:
     if payload and not payload.endswith(b"\r\n"):
         payload += b"\r\n"
     return payload + b".\r\n"
+
+
+async def _send_xforward(client: aiosmtplib.SMTP, xforward: dict[str, str]) -> None:
+    """Send the XFORWARD attributes the next hop announces; a refusal is logged, not fatal."""
+    if not xforward or not client.supports_extension("xforward"):
+        return
+    offered = set(client.esmtp_extensions.get("xforward", "").upper().split())
+    attributes = [f"{name}={value}" for name, value in xforward.items() if name in offered]
+    for command in _xforward_commands(attributes):
+        response = await client.execute_command(b"XFORWARD", command.encode("ascii", "replace"))
+        if response.code != 250:
+            log.warning("next hop refused XFORWARD: %s %s", response.code, response.message)
+            return
+
+
+def _xforward_commands(attributes: list[str], limit: int = 400) -> list[str]:
+    """Attributes grouped into commands that stay under the 512-octet command line limit."""
+    commands: list[str] = []
+    for attribute in attributes:
+        if commands and len(commands[-1]) + 1 + len(attribute) <= limit:
+            commands[-1] += " " + attribute
+        else:
+            commands.append(attribute)
+    return commands
 
 
 def _supported(options: list[str], extensions: dict[str, str], client: aiosmtplib.SMTP) -> list[str]:

@@ -1,0 +1,114 @@
+"""Log lines for the journal: key=value fields, the message's context on warnings, no secrets.
+
+The SMTP side binds what it knows about the message being handled (upstream queue id, client,
+Message-ID) for the task that handles it; every record logged while it is bound, by any module,
+carries those keys (``record.mailhook_context``), and warnings and errors end with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+LEVELS = ("debug", "info", "warning", "error")
+# The libraries' own INFO lines (every connection, every HTTP request) drown the summary.
+NOISY_LOGGERS = ("mail.log", "httpx", "httpcore")
+REDACTED = "***"
+
+_context: ContextVar[Mapping[str, str]] = ContextVar("mailhook_log_context", default={})
+_secrets: set[str] = set()
+
+
+def fields(values: Mapping[str, str]) -> str:
+    """``key=value`` pairs, values quoted when they hold spaces, quotes or '='."""
+    return " ".join(f"{key}={quote(value)}" for key, value in values.items())
+
+
+def quote(value: str) -> str:
+    """One value, on one line, quoted when needed."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if not value or any(ch in value for ch in ' "='):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+@contextmanager
+def message_context(**values: str) -> Iterator[None]:
+    """Attach these keys to warnings and errors logged by the current task until the block ends."""
+    token = _context.set({**_context.get(), **{k: v for k, v in values.items() if v}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def context() -> Mapping[str, str]:
+    """The keys bound for the current task."""
+    return _context.get()
+
+
+def redact(secret: str) -> None:
+    """Never let this value reach a log line (a last line of defence behind each adapter)."""
+    if len(secret) >= 4:
+        _secrets.add(secret)
+
+
+class Formatter(logging.Formatter):
+    """``LEVEL logger: message``, warnings and errors followed by the message's keys."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        bound = getattr(record, "mailhook_context", None) or {}
+        if record.levelno >= logging.WARNING and bound:
+            extra = {key: value for key, value in bound.items() if f"{key}=" not in line}
+            if extra:
+                line = f"{line} {fields(extra)}"
+        for secret in _secrets:
+            line = line.replace(secret, REDACTED)
+        return line
+
+
+def _install_record_factory() -> None:
+    # Stamped when the record is made, in the task that logs it: a handler formatting later
+    # (or elsewhere) still sees the message's keys.
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_mailhook", False):
+        return
+
+    def make(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.mailhook_context = _context.get()
+        return record
+
+    make._mailhook = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)
+
+
+_install_record_factory()
+
+
+def setup(level: str) -> None:
+    """Send every log line to stderr (the journal under systemd) at the given level."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_mailhook", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Formatter())
+    handler._mailhook = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Change the level (also on reload), keeping the libraries' chatter at warning or above."""
+    numeric = getattr(logging, level.upper())
+    logging.getLogger().setLevel(numeric)
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, numeric))

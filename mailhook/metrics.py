@@ -1,0 +1,147 @@
+"""Prometheus metrics: messages by method, decision and outcome; TrueConf API latency and
+errors by kind; events in the store by state (pending retries, conferences tracked).
+
+Each daemon has its own registry, so several daemons in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from mailhook.errors import TrueConfAuthError, TrueConfRejected, TrueConfUnavailable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# States in which a conference exists (or should) on TrueConf; every other state except
+# "deleted" is work mailhook still owes TrueConf (a create to confirm, a delete to retry).
+TRACKED_STATES = frozenset({"active"})
+SETTLED_STATES = frozenset({"active", "deleted"})
+
+# The *_created series double the output and no dashboard of ours reads them.
+disable_created_metrics()
+
+
+class Metrics:
+    """The daemon's metrics and the registry they are exported from."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.messages = Counter(
+            "mailhook_messages", "Messages handled, by iTIP method, decision and outcome",
+            ["method", "decision", "outcome"], registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "mailhook_messages_in_flight", "Messages being handled now", registry=self.registry
+        )
+        self.trueconf_latency = Histogram(
+            "mailhook_trueconf_request_seconds", "TrueConf API calls, by operation",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.trueconf_errors = Counter(
+            "mailhook_trueconf_errors", "Failed TrueConf API calls, by operation and kind",
+            ["operation", "kind"], registry=self.registry,
+        )
+        self.pending = Gauge(
+            "mailhook_pending_retries",
+            "Events whose TrueConf change is not confirmed yet (a create or delete to retry)",
+            registry=self.registry,
+        )
+        self.tracked = Gauge(
+            "mailhook_conferences_tracked", "Conferences mailhook keeps in step with their events",
+            registry=self.registry,
+        )
+        self.events = Gauge(
+            "mailhook_events", "Stored events, by state", ["state"], registry=self.registry
+        )
+        self.reloads = Counter(
+            "mailhook_config_reloads", "Configuration reloads, by result", ["result"],
+            registry=self.registry,
+        )
+
+    tracked_count = 0  # conferences tracked at the last count, for the STATUS line
+
+    def message(self, method: str, decision: str, code: int) -> None:
+        """Count one message by the reply its client got."""
+        self.messages.labels(method or "none", decision, outcome_of(code)).inc()
+
+    def store_states(self, states: Iterable[str]) -> None:
+        """Set the store gauges from the states of every stored event."""
+        tally = Tally(states)
+        self.events.clear()
+        for state, count in tally.items():
+            self.events.labels(state).set(count)
+        self.tracked_count = sum(n for s, n in tally.items() if s in TRACKED_STATES)
+        self.tracked.set(self.tracked_count)
+        self.pending.set(sum(n for s, n in tally.items() if s not in SETTLED_STATES))
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+def outcome_of(code: int) -> str:
+    """relayed (2xx), deferred (4xx: the MTA retries) or rejected (5xx)."""
+    if 200 <= code < 300:
+        return "relayed"
+    return "deferred" if 400 <= code < 500 else "rejected"
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind of a TrueConf failure, as a metric label."""
+    if isinstance(exc, TrueConfAuthError):
+        return "auth"
+    if isinstance(exc, TrueConfUnavailable):
+        return "unavailable"
+    if isinstance(exc, TrueConfRejected):
+        return "rejected"
+    return "other"
+
+
+class InstrumentedTrueConf:
+    """The TrueConf client with every API call timed and every failure counted.
+
+    Everything else is passed through. The client behind it can be replaced (on reload) while
+    the pipeline keeps holding this object.
+    """
+
+    def __init__(self, client: Any, metrics: Metrics) -> None:
+        self.client = client
+        self._metrics = metrics
+
+    def replace(self, client: Any) -> Any:
+        """Use another client from now on; return the previous one."""
+        previous, self.client = self.client, client
+        return previous
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if name.startswith("_") or name == "aclose" or not inspect.iscoroutinefunction(attribute):
+            return attribute
+        return self._timed(name, attribute)
+
+    def _timed(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await call(*args, **kwargs)
+            except Exception as exc:
+                self._metrics.trueconf_errors.labels(operation, error_kind(exc)).inc()
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                self._metrics.trueconf_latency.labels(operation).observe(elapsed)
+
+        return timed

@@ -1,0 +1,164 @@
+"""The admin commands as a mail admin runs them: check, conferences, reschedule, reload."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from mailhook.testing.sink import Sink
+from mailhook.testing.standin import StandIn
+from tests.integration.conftest import USERS
+from tests.integration.test_cli import ROOT, SECRET, free_port, mailhook, wait_for_port, write_config
+from tests.support.invites import Event, thunderbird
+
+
+def serve(config, env=None) -> subprocess.Popen[str]:
+    """`mailhook serve` as a child process."""
+    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def submit(port: int, raw: bytes) -> None:
+    """Hand one message to the daemon."""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.sendmail("alice@example.com", ["bob@example.com"], raw)
+
+
+def state_change(manager: socket.socket) -> bytes:
+    """The next notification other than a STATUS update or a watchdog ping."""
+    while True:
+        datagram = manager.recv(4096)
+        if not datagram.startswith((b"STATUS=", b"WATCHDOG=")):
+            return datagram
+
+
+def test_check_passes_with_a_verdict_per_line(tmp_path):
+    """`mailhook check` says ok for config, store, TrueConf and next hop, and exits 0."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        result = mailhook("check", "--config", str(write_config(tmp_path, standin.url, sink.port, 0)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for name in ("config", "store", "trueconf", "trueconf api", "next hop"):
+        assert any(line.startswith("ok") and f"  {name}  " in line for line in lines), name
+    assert lines[-1] == "mailhook check: all 5 checks passed"
+
+
+def test_check_fails_on_bad_credentials_and_dead_next_hop(tmp_path):
+    """Wrong credentials and an unreachable next hop are FAIL lines and exit 1, secret unshown."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret="another-secret") as standin:
+        config = write_config(tmp_path, standin.url, free_port(), 0)
+        result = mailhook("check", "--config", str(config))
+    assert result.returncode == 1
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert any(" trueconf " in line for line in failed) and any(" next hop " in line for line in failed)
+    assert "2 of 4 checks FAILED" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_check_reports_a_bad_config(tmp_path):
+    """A config that does not load is a FAIL line and exit status 2."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[policy]\n")
+    result = mailhook("check", "--config", str(config))
+    assert result.returncode == 2 and result.stdout.startswith("FAIL  config")
+
+
+def test_conferences_list_show_delete(tmp_path):
+    """list shows a table, show the details, delete removes it on TrueConf and in the store."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        port = free_port()
+        config = write_config(tmp_path, standin.url, sink.port, port)
+        process = serve(config)
+        try:
+            wait_for_port(port, process)
+            submit(port, thunderbird(Event(uid="weekly@example.com", summary="Weekly sync")))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        [conference_id] = standin.conferences
+        listing = mailhook("conferences", "list", "--config", str(config))
+        shown = mailhook("conferences", "show", "weekly@example.com", "--config", str(config))
+        deleted = mailhook("conferences", "delete", "weekly@example.com", "--config", str(config))
+        assert standin.conferences == {}
+        after = mailhook("conferences", "list", "--config", str(config))
+        everything = mailhook("conferences", "list", "--all", "--config", str(config))
+        missing = mailhook("conferences", "show", "nope@example.com", "--config", str(config))
+    header, row = listing.stdout.splitlines()
+    assert header.split()[:3] == ["UID", "ORGANIZER", "STATE"]
+    assert row.split()[:4] == ["weekly@example.com", "alice@example.com", "active", conference_id]
+    assert "topic:" in shown.stdout and "Weekly sync" in shown.stdout and "/c/" in shown.stdout
+    assert deleted.returncode == 0 and conference_id in deleted.stdout
+    assert "no conferences stored" in after.stdout
+    assert "deleted" in everything.stdout.splitlines()[1]
+    assert missing.returncode == 1 and "no stored event" in missing.stderr
+
+
+def test_reschedule_command_runs_one_pass(tmp_path):
+    """`mailhook reschedule` runs one pass and says how many conferences moved."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin:
+        config = write_config(tmp_path, standin.url, free_port(), 0)
+        result = mailhook("reschedule", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "moved 0 conference(s)" in result.stdout
+
+
+def test_every_command_has_help():
+    """--help works on every command and sub-command."""
+    for command in (["serve"], ["check"], ["check-config"], ["explain"], ["conferences"],
+                    ["conferences", "list"], ["conferences", "show"], ["conferences", "delete"],
+                    ["reschedule"], ["version"]):
+        result = mailhook(*command, "--help")
+        assert result.returncode == 0 and "usage:" in result.stdout, command
+
+
+def test_log_level_option_quiets_info(tmp_path):
+    """`serve --log-level warning` leaves out the INFO summary lines."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        port = free_port()
+        config = write_config(tmp_path, standin.url, sink.port, port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailhook", "serve", "--config", str(config), "--log-level",
+             "warning"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_port(port, process)
+            submit(port, thunderbird(Event()))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        assert len(sink.messages) >= 1
+    assert "INFO" not in process.stderr.read()
+
+
+def test_sighup_reloads_and_systemd_hears_of_it(tmp_path):
+    """SIGHUP re-reads the config; the service manager gets READY, RELOADING, READY, STOPPING."""
+    import os
+
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(tmp_path / "notify"))
+        manager.settimeout(15)
+        port = free_port()
+        config = write_config(tmp_path, standin.url, sink.port, port)
+        process = serve(config, env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        try:
+            assert state_change(manager).startswith(b"READY=1")
+            config.write_text(config.read_text().replace('local_domains = ["example.com"]',
+                                                         'local_domains = ["example.org"]'))
+            process.send_signal(signal.SIGHUP)
+            assert state_change(manager).startswith(b"RELOADING=1")
+            assert state_change(manager).startswith(b"READY=1")
+            submit(port, thunderbird(Event()))  # alice@example.com is no longer served
+            time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        assert state_change(manager).startswith(b"STOPPING=1")
+        assert standin.conferences == {}
+    stderr = process.stderr.read()
+    assert "configuration reloaded" in stderr and "decision=pass" in stderr

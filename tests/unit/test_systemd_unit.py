@@ -1,0 +1,74 @@
+"""The shipped systemd unit: notify type, credentials, hardening, and what systemd says of it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "systemd" / "mailhook.service"
+MAX_EXPOSURE = 2.0
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed")
+
+
+def settings() -> dict[str, list[str]]:
+    """The unit's assignments, key -> values in order."""
+    found: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def exposure() -> float:
+    """The overall exposure `systemd-analyze security` gives the unit file."""
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+                            capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+def test_unit_runs_as_a_notify_service_with_its_own_state_and_credentials():
+    """Type=notify with a watchdog, a dynamic user, state and config dirs, the secret as a credential."""
+    unit = settings()
+    assert unit["Type"] == ["notify"] and unit["WatchdogSec"]
+    assert unit["DynamicUser"] == ["yes"]
+    assert unit["StateDirectory"] == ["mailhook"] and unit["ConfigurationDirectory"] == ["mailhook"]
+    assert unit["LoadCredential"] == ["trueconf-secret:/etc/mailhook/trueconf-secret"]
+    assert "MAILHOOK_TRUECONF__CLIENT_SECRET_FILE=%d/trueconf-secret" in unit["Environment"]
+    assert "check-config" in unit["ExecStartPre"][0]
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    for key in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "PrivateDevices",
+                "RestrictAddressFamilies", "SystemCallFilter"):
+        assert key in unit, key
+
+
+@needs_analyze
+def test_systemd_rates_the_unit_exposure_at_most_2():
+    """`systemd-analyze security` rates the unit's exposure 2.0 or below, as the docs state."""
+    level = exposure()
+    assert level <= MAX_EXPOSURE
+    assert f"exposure level {level}" in (ROOT / "docs" / "systemd.md").read_text()
+
+
+@needs_analyze
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
+    """`systemd-analyze verify` finds nothing wrong (with ExecStart pointed at this install)."""
+    mailhook = Path(sys.executable).with_name("mailhook")
+    if not mailhook.exists():
+        pytest.skip("the mailhook console script is not installed next to this Python")
+    unit = tmp_path / "mailhook.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/mailhook", str(mailhook)))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "mailhook.service" not in result.stderr, result.stderr
