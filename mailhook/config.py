@@ -10,6 +10,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -104,6 +105,16 @@ class PolicySettings(_Section):
     language: Literal["en", "ru"] = "en"
     all_on_screen_limit: int = Field(36, ge=2, le=49)
     max_participants: int = Field(250, ge=2)
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/Moscow)") from None
+        return value
 
     @field_validator("local_domains")
     @classmethod
@@ -124,6 +135,37 @@ class NoticeSettings(_Section):
 
     enabled: bool = True
     from_address: str = ""  # "" means noreply@<first local domain>
+
+
+class RecurrenceSettings(_Section):
+    """How conferences of recurring events follow their occurrences."""
+
+    reschedule_interval: float = Field(300.0, ge=5)  # seconds between passes
+    after_series_end: Literal["keep", "delete"] = "keep"
+
+
+class LogSettings(_Section):
+    """What mailhook writes to stderr (the journal, under systemd)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsSettings(_Section):
+    """The HTTP endpoint for Prometheus (/metrics) and health probes (/healthz)."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(9425, ge=0, le=65535)  # 0: any free port
+    health_cache: float = Field(5.0, ge=0)  # seconds a TrueConf token check is reused
+
+
+class RetrySettings(_Section):
+    """What mailhook does while TrueConf Server is unreachable or failing."""
+
+    deadline: float = Field(1800.0, ge=0)  # seconds of 451 answers before giving up on a message
+    interval: float = Field(15.0, ge=1)  # seconds between passes over pending deletions/updates
+    backoff_initial: float = Field(30.0, ge=1)
+    backoff_max: float = Field(3600.0, ge=1)
 
 
 class StoreSettings(_Section):
@@ -147,7 +189,11 @@ class Settings(BaseSettings):
     trueconf: TrueConfSettings
     policy: PolicySettings
     notice: NoticeSettings = NoticeSettings()
+    recurrence: RecurrenceSettings = RecurrenceSettings()
+    retry: RetrySettings = RetrySettings()
     store: StoreSettings = StoreSettings()
+    log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

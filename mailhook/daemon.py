@@ -1,4 +1,8 @@
-"""The daemon: set up the adapters, serve SMTP, and drain in order on SIGTERM."""
+"""The daemon: set up the adapters, serve SMTP, and drain in order on SIGTERM.
+
+Under systemd it reports READY, STATUS, WATCHDOG and STOPPING, and re-reads its config on
+SIGHUP (see ``Daemon.reload`` for what a reload changes).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,23 @@ import logging
 import signal
 import socket
 import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from mailhook.config import Settings
+from mailhook import logfmt
+from mailhook.config import ConfigError, Settings, load_settings
+from mailhook.health import Health
+from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of
+from mailhook.notify import Notifier
 from mailhook.core.decide import Policy
 from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig
 from mailhook.relay import NextHop, Reply
-from mailhook.smtp import Handler, MailhookSMTP, trusted_networks
+from mailhook.smtp import Handler, MailhookSMTP, Upstream, trusted_networks
+from mailhook.status import StatusServer
 from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.directory import Directory, LocalPartDirectory, UserListDirectory
@@ -21,6 +35,9 @@ from mailhook.trueconf.directory import Directory, LocalPartDirectory, UserListD
 log = logging.getLogger("mailhook")
 
 DRAIN_TIMEOUT = 120.0  # seconds to let messages in flight finish after SIGTERM
+STATUS_INTERVAL = 30.0  # seconds between STATUS updates when systemd asks for no watchdog
+# Sections a reload (SIGHUP) applies; a change anywhere else is logged as needing a restart.
+RELOADABLE = frozenset({"log", "policy", "notice", "recurrence", "trueconf"})
 
 
 def build_directory(settings: Settings, client: TrueConfClient) -> Directory:
@@ -58,21 +75,47 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         language=policy.language,
         notices=settings.notice.enabled,
         notice_sender=settings.notice_sender(),
+        default_zone=ZoneInfo(policy.default_timezone),
+        delete_after_series_end=settings.recurrence.after_series_end == "delete",
+        retry_deadline=settings.retry.deadline,
+        backoff_initial=settings.retry.backoff_initial,
+        backoff_max=settings.retry.backoff_max,
     )
 
 
 class Daemon:
     """mailhook serve: startup, serve and shutdown as separate steps."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        config_file: Path | None = None,
+        notifier: Notifier | None = None,
+        log_level_fixed: bool = False,
+    ) -> None:
         self.settings = settings
+        self.config_file = config_file  # re-read on SIGHUP; None: nothing to reload from
+        self.log_level_fixed = log_level_fixed  # --log-level was given: a reload keeps it
+        self.metrics = Metrics()
         self.store = SqliteStore(settings.store.path)
         self.client = build_client(settings)
+        # The pipeline holds the instrumented client, so a reload can swap the client behind it.
+        self.trueconf = InstrumentedTrueConf(self.client, self.metrics)
         self.next_hop = NextHop(settings.relay)
-        self.pipeline = Pipeline(
-            pipeline_config(settings), self.store, self.client, build_directory(settings, self.client)
-        )
-        self.handler = Handler(self.pipeline.process, self.next_hop, self._delivered)
+        self._clock = clock
+        self.pipeline = self._build_pipeline(settings)
+        self.handler = Handler(self._process, self.next_hop, self._delivered)
+        self.health = Health(self.store, self.trueconf, self.next_hop, settings.metrics.health_cache)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.status_server: StatusServer | None = None
+        self.metrics.in_flight.set_function(lambda: self.handler.in_flight)
+        self.counts: Counter[str] = Counter()
+        self._secret = settings.trueconf.secret()
+        logfmt.redact(self._secret)
+        self._retired: list[TrueConfClient] = []
+        self._reload_lock = asyncio.Lock()
         self.server: asyncio.AbstractServer | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -100,12 +143,52 @@ class Daemon:
         )
         log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host, smtp.listen_port,
                  self.settings.relay.host, self.settings.relay.port)
+        await self._start_status_server()
+
+    async def _start_status_server(self) -> None:
+        # Metrics are for watching mail flow, never a reason to stop it.
+        section = self.settings.metrics
+        if not section.enabled:
+            return
+        server = StatusServer(self.metrics, self.health, self.refresh_store_metrics)
+        try:
+            await server.start(section.listen_host, section.listen_port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%s: %s; going on without them",
+                      section.listen_host, section.listen_port, exc.strerror or exc)
+            return
+        self.status_server = server
+        log.info("metrics and health on http://%s:%s/metrics and /healthz",
+                 section.listen_host, server.port)
 
     @property
     def port(self) -> int:
         """The port actually bound (useful when listen_port is 0)."""
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
+
+    async def reschedule_forever(self) -> None:
+        """Move conferences of recurring events along, now (catching up) and then periodically."""
+        interval = self.settings.recurrence.reschedule_interval
+        while True:
+            try:
+                moved = await self.pipeline.reschedule_due()
+                if moved:
+                    log.info("rescheduled %d conference(s) to their next occurrence", moved)
+            except Exception:
+                log.exception("reschedule pass failed")
+            await asyncio.sleep(interval)
+
+    async def retry_forever(self) -> None:
+        """Push deletions and updates TrueConf has not taken yet, until it confirms them."""
+        while True:
+            try:
+                done = await self.pipeline.retry_pending()
+                if done:
+                    log.info("TrueConf took %d postponed deletion(s)/update(s)", done)
+            except Exception:
+                log.exception("retry pass failed")
+            await asyncio.sleep(self.settings.retry.interval)
 
     async def serve(self) -> None:
         """Serve until stop() is called or SIGTERM/SIGINT arrives."""
@@ -115,11 +198,126 @@ class Daemon:
                 loop.add_signal_handler(signum, self.stop)
             except (NotImplementedError, RuntimeError):
                 pass
-        await self._stopping.wait()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
+        except (NotImplementedError, RuntimeError):
+            pass
+        await self.refresh_store_metrics()
+        self.notifier.ready(self.status_line())
+        reporter = loop.create_task(self._report_forever())
+        rescheduler = loop.create_task(self.reschedule_forever())
+        retrier = loop.create_task(self.retry_forever())
+        try:
+            await self._stopping.wait()
+        finally:
+            self.notifier.stopping()
+            rescheduler.cancel()
+            retrier.cancel()
+            reporter.cancel()
 
     def stop(self) -> None:
         """Ask the daemon to shut down."""
         self._stopping.set()
+
+    # --- reporting --------------------------------------------------------------------------
+
+    async def refresh_store_metrics(self) -> None:
+        """Count the stored events by state for the gauges (pending retries, tracked)."""
+        events = await self.store.list_events()
+        self.metrics.store_states(str(event.state) for event in events)
+
+    def status_line(self) -> str:
+        """The one-line STATUS systemctl shows."""
+        handled = sum(self.counts.values())
+        detail = ", ".join(f"{n} {what}" for what, n in sorted(self.counts.items()))
+        return (f"{handled} message(s){f' ({detail})' if detail else ''}, "
+                f"{self.handler.in_flight} in flight, "
+                f"{self.metrics.tracked_count} conference(s) tracked")
+
+    async def _report_forever(self) -> None:
+        # The watchdog ping comes from the event loop itself: a wedged loop stops the pings.
+        interval = self.notifier.watchdog_interval
+        while self.notifier.enabled:
+            if interval is not None:
+                self.notifier.watchdog()
+            try:
+                await self.refresh_store_metrics()
+            except Exception as exc:
+                log.warning("cannot count stored events: %s", exc)
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(interval if interval is not None else STATUS_INTERVAL)
+
+    # --- reload -----------------------------------------------------------------------------
+
+    def _build_pipeline(self, settings: Settings) -> Pipeline:
+        directory = build_directory(settings, self.trueconf)  # type: ignore[arg-type]
+        extra = {"clock": self._clock} if self._clock else {}
+        return Pipeline(pipeline_config(settings), self.store, self.trueconf, directory, **extra)
+
+    def _reload_in_background(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload(self) -> bool:
+        """Re-read the config file (SIGHUP) and apply what is safe to change while running.
+
+        Applied: [log] level, [policy], [notice], [recurrence] and [trueconf] (a new API client,
+        so a rotated secret file is read again). Changes to [smtp], [relay], [store] and
+        [metrics] need a restart and are logged as such. A config that does not load keeps
+        the running one. True when the new config was taken.
+        """
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                return self._reload_from_file()
+            finally:
+                self.notifier.ready(self.status_line())
+
+    def _reload_from_file(self) -> bool:
+        if self.config_file is None:
+            log.warning("reload asked for, but mailhook was not started from a config file")
+            return False
+        try:
+            new = load_settings(self.config_file)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.metrics.reloads.labels("failed").inc()
+            return False
+        self._apply(new)
+        self.metrics.reloads.labels("applied").inc()
+        return True
+
+    def _apply(self, new: Settings) -> None:
+        old = self.settings
+        changed = [name for name in Settings.model_fields if getattr(new, name) != getattr(old, name)]
+        for name in changed:
+            if name not in RELOADABLE:
+                log.warning("setting section [%s] changed; restart mailhook to apply it", name)
+        if not self.log_level_fixed:
+            logfmt.set_level(new.log.level)
+        secret = new.trueconf.secret()
+        if "trueconf" in changed or secret != self._secret:
+            self._replace_client(new, secret)
+        self.settings = old.model_copy(update={name: getattr(new, name) for name in RELOADABLE})
+        self.pipeline = self._rebuilt_pipeline(self.settings)
+        log.info("configuration reloaded from %s (changed: %s)", self.config_file,
+                 ", ".join(changed) or "nothing")
+
+    def _replace_client(self, new: Settings, secret: str) -> None:
+        logfmt.redact(secret)
+        self.client = build_client(new)
+        # Calls under way finish on the old client; it is closed at shutdown.
+        self._retired.append(self.trueconf.replace(self.client))
+        self._secret = secret
+        self.health.forget()
+
+    def _rebuilt_pipeline(self, settings: Settings) -> Pipeline:
+        pipeline = self._build_pipeline(settings)
+        # Share the per-event locks, so a message still in the old pipeline and the next one
+        # for the same event in the new pipeline never run at once (no duplicate conference).
+        pipeline._locks = self.pipeline._locks  # noqa: SLF001
+        return pipeline
 
     async def shutdown(self) -> None:
         """Stop accepting, let messages in flight finish, then close adapters in order."""
@@ -131,12 +329,25 @@ class Daemon:
             log.warning("%d message(s) still in flight at shutdown", self.handler.in_flight)
         if self._background:
             await asyncio.wait(self._background, timeout=30)
-        await self.client.aclose()
+        if self.status_server is not None:
+            await self.status_server.stop()
+        for client in (*self._retired, self.client):
+            await client.aclose()
         await self.store.close()
+        self.notifier.close()
         log.info("stopped")
 
-    async def _delivered(self, inbound: Inbound, outcome: Outcome, reply: Reply, started: float) -> None:
-        log_summary(inbound, outcome, reply, started)
+    async def _process(self, inbound: Inbound) -> Outcome:
+        # Looked up per message, so that the pipeline a reload builds takes the next message.
+        return await self.pipeline.process(inbound)
+
+    async def _delivered(
+        self, inbound: Inbound, outcome: Outcome, reply: Reply, started: float,
+        upstream: Upstream | None = None,
+    ) -> None:
+        log_summary(inbound, outcome, reply, started, upstream)
+        self.metrics.message(outcome.method, str(outcome.decision.action), reply.code)
+        self.counts[outcome_of(reply.code)] += 1
         if outcome.notice is not None and reply.ok:
             task = asyncio.get_running_loop().create_task(self._send_notice(outcome))
             self._background.add(task)
@@ -150,9 +361,15 @@ class Daemon:
             log.warning("organizer notice to %s not accepted: %s", organizer, reply)
 
 
-def log_summary(inbound: Inbound, outcome: Outcome, reply: Reply, started: float) -> None:
+def log_summary(
+    inbound: Inbound, outcome: Outcome, reply: Reply, started: float,
+    upstream: Upstream | None = None,
+) -> None:
     """One key=value line per message, for the journal."""
+    upstream = upstream or Upstream()
     fields = {
+        "queue_id": upstream.queue_id or "-",
+        "client": upstream.client or "-",
         "message_id": outcome.message_id or "-",
         "from": inbound.mail_from or "<>",
         "rcpts": str(len(inbound.rcpt_tos)),
@@ -165,19 +382,14 @@ def log_summary(inbound: Inbound, outcome: Outcome, reply: Reply, started: float
         "ms": str(int((time.monotonic() - started) * 1000)),
         **outcome.fields,
     }
-    log.info(" ".join(f"{key}={_quote(value)}" for key, value in fields.items()))
+    log.info(logfmt.fields(fields))
 
 
-def _quote(value: str) -> str:
-    value = value.replace("\r", " ").replace("\n", " ")
-    if not value or any(ch in value for ch in ' "='):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
-
-
-async def run(settings: Settings) -> int:
+async def run(
+    settings: Settings, config_file: Path | None = None, log_level_fixed: bool = False
+) -> int:
     """Run the daemon until told to stop; the exit status."""
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed)
     try:
         await daemon.startup()
     except OSError as exc:

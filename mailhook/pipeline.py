@@ -28,6 +28,7 @@ from mailhook.core.decide import (
     event_tag,
     follow,
     participant_addresses,
+    topic_of,
 )
 from mailhook.core.mime import may_contain_calendar, parse_message
 from mailhook.core.model import (
@@ -38,12 +39,14 @@ from mailhook.core.model import (
     Invitee,
     LinkInsertion,
     ParsedMessage,
+    PendingDelete,
     StoredEvent,
 )
-from mailhook.core.notice import NoticeFacts, build_notice
+from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice
 from mailhook.core.rewrite import rewrite_message
 from mailhook.core.series import Occurrence, SeriesError, merge_series, next_occurrence
 from mailhook.errors import InvitationError, PermanentError, TemporaryError, TrueConfRejected
+from mailhook.faults import checkpoint
 from mailhook.locks import KeyedLocks
 from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
@@ -98,6 +101,9 @@ class PipelineConfig:
     notice_sender: str = "noreply@localhost"
     default_zone: tzinfo = timezone.utc  # for floating times and all-day events
     delete_after_series_end: bool = False
+    retry_deadline: float = 1800.0  # seconds of 451 before an invitation goes out without a link
+    backoff_initial: float = 30.0
+    backoff_max: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +154,7 @@ class Pipeline:
         try:
             await self._apply(outcome, parsed, invitation, stored, series)
         except TemporaryError as exc:
-            log.warning("temporary failure for uid=%s: %s", invitation.uid, exc)
-            outcome.content, outcome.reply = None, TEMPORARY_REPLY
+            await self._temporary_failure(outcome, inbound, parsed, invitation, exc)
         except (PermanentError, InvitationError) as exc:
             # The invitation still goes out; only the conference part failed.
             log.error("cannot handle uid=%s, forwarding unchanged: %s", invitation.uid, exc)
@@ -161,6 +166,49 @@ class Pipeline:
             outcome.content = inbound.content
             outcome.fields["error"] = "internal"
         return outcome
+
+    async def _temporary_failure(
+        self,
+        outcome: Outcome,
+        inbound: Inbound,
+        parsed: ParsedMessage,
+        invitation: Invitation,
+        exc: TemporaryError,
+    ) -> None:
+        """451 so the MTA retries, until the deadline; then the invitation goes out as it is."""
+        now = time.time()
+        stored = await self._store.get(invitation.organizer, invitation.uid)
+        since = stored.retry_since if stored and stored.retry_since else now
+        if stored is None:
+            stored = StoredEvent(
+                organizer=invitation.organizer,
+                uid=invitation.uid,
+                state=EventState.CREATING,
+                tag=event_tag(invitation.organizer, invitation.uid),
+                first_seen=now,
+                updated_at=now,
+            )
+        if now - since < self._config.retry_deadline:
+            log.warning("uid=%s: TrueConf trouble, asking the MTA to retry: %s", invitation.uid, exc)
+            await self._store.put(dataclasses.replace(stored, retry_since=since, updated_at=now))
+            outcome.content, outcome.reply = None, TEMPORARY_REPLY
+            return
+        log.error("uid=%s: TrueConf unavailable for %d s; forwarding without a conference: %s",
+                  invitation.uid, now - since, exc)
+        await self._store.put(dataclasses.replace(stored, retry_since=0.0, updated_at=now))
+        outcome.content = inbound.content
+        outcome.fields["gave_up"] = "trueconf"
+        if stored.url and outcome.decision.action is Action.SYNC:
+            self._rewrite(outcome, parsed, stored.url)
+        elif self._config.notices and invitation.master is not None:
+            outcome.notice = build_action_notice(
+                invitation.organizer,
+                topic_of(invitation.master, FALLBACK_TOPIC.get(self._config.language, "")),
+                since,
+                self._config.notice_sender,
+                self._config.language,
+                self._clock(),
+            )
 
     def _passed(self, inbound: Inbound, parsed: ParsedMessage, decision: Decision) -> Outcome:
         invitation = decision.invitation
@@ -225,7 +273,7 @@ class Pipeline:
         spec, accounts = plan
         now = time.time()
         previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
-        conference = await self._create_or_update(invitation, stored, spec, now)
+        conference, pending = await self._create_or_update(invitation, stored, spec, now)
         if not is_safe_url(conference.url):
             raise TrueConfRejected("TrueConf returned a join link that is not http(s)")
         await self._store.put(
@@ -243,9 +291,13 @@ class Pipeline:
                 first_seen=stored.first_seen if stored and stored.first_seen else now,
                 updated_at=now,
                 occurrence_end=_due_at(series.occurrence),
+                pending_update=pending,
+                retry_at=now + self._config.backoff_initial if pending else 0.0,
             )
         )
         outcome.conference_id = conference.id
+        if pending:
+            outcome.fields["pending"] = "update"
         self._rewrite(outcome, parsed, conference.url)
         if self._needs_notice(previous, spec):
             outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
@@ -270,11 +322,17 @@ class Pipeline:
             )
             return False
         spec = follow(stored.spec, occurrence)
-        if spec != stored.spec:
-            await self._trueconf.update_conference(stored.conference_id, spec)
+        changed = spec != stored.spec or stored.pending_update
+        pending = changed and not await self._try_update(stored.conference_id, spec)
         await self._store.put(
             dataclasses.replace(
-                stored, spec=spec, calendar=series_text, occurrence_end=_due_at(occurrence), updated_at=now
+                stored,
+                spec=spec,
+                calendar=series_text,
+                occurrence_end=_due_at(occurrence),
+                updated_at=now,
+                pending_update=pending,
+                retry_at=now + self._config.backoff_initial if pending else 0.0,
             )
         )
         return spec != stored.spec
@@ -330,16 +388,18 @@ class Pipeline:
         stored: StoredEvent | None,
         spec: ConferenceSpec,
         now: float,
-    ) -> Conference:
+    ) -> tuple[Conference, bool]:
+        """The conference for ``spec``, and whether TrueConf still has to take an update."""
         if stored and stored.state is EventState.ACTIVE and stored.conference_id:
-            if stored.spec == spec:
-                return Conference(stored.conference_id, stored.url)
-            return await self._trueconf.update_conference(stored.conference_id, spec)
+            known = Conference(stored.conference_id, stored.url)
+            if stored.spec == spec and not stored.pending_update:
+                return known, False
+            return known, not await self._try_update(stored.conference_id, spec)
         if stored and stored.state is EventState.CREATING:
             # An earlier attempt may have created it before mailhook could record it.
             found = await self._trueconf.find_conference_by_tag(spec.tag, spec.owner)
             if found is not None:
-                return await self._trueconf.update_conference(found.id, spec)
+                return await self._trueconf.update_conference(found.id, spec), False
         await self._store.put(
             StoredEvent(
                 organizer=invitation.organizer,
@@ -349,17 +409,73 @@ class Pipeline:
                 spec=spec,
                 first_seen=stored.first_seen if stored and stored.first_seen else now,
                 updated_at=now,
+                retry_since=stored.retry_since if stored else 0.0,
             )
         )
-        return await self._trueconf.create_conference(spec)
+        await checkpoint("before-create")
+        conference = await self._trueconf.create_conference(spec)
+        await checkpoint("after-create")
+        return conference, False
+
+    async def _try_update(self, conference_id: str, spec: ConferenceSpec) -> bool:
+        """Update the conference; False when TrueConf is unavailable (it is retried later)."""
+        try:
+            await self._trueconf.update_conference(conference_id, spec)
+        except TemporaryError as exc:
+            log.warning("conference %s: update postponed: %s", conference_id, exc)
+            return False
+        return True
 
     async def _delete(self, outcome: Outcome, stored: StoredEvent) -> None:
-        if stored.conference_id:
-            await self._trueconf.delete_conference(stored.conference_id)
-        await self._store.put(
-            dataclasses.replace(stored, state=EventState.DELETED, updated_at=time.time())
-        )
+        """Record the deletion, mark the event deleted, then ask TrueConf; a failure is retried."""
+        now = time.time()
         outcome.conference_id = stored.conference_id
+        if stored.conference_id:
+            await self._store.put_pending_delete(
+                PendingDelete(stored.conference_id, stored.organizer, stored.uid, retry_at=now)
+            )
+        await self._store.put(
+            dataclasses.replace(stored, state=EventState.DELETED, pending_update=False, updated_at=now)
+        )
+        if stored.conference_id and not await self._try_delete(PendingDelete(
+                stored.conference_id, stored.organizer, stored.uid)):
+            outcome.fields["pending"] = "delete"
+
+    async def _try_delete(self, pending: PendingDelete) -> bool:
+        """Delete on TrueConf (404 counts as done); on failure re-schedule it with backoff."""
+        try:
+            await self._trueconf.delete_conference(pending.conference_id)
+        except (TemporaryError, PermanentError) as exc:
+            attempts = pending.attempts + 1
+            delay = min(self._config.backoff_initial * 2 ** (attempts - 1), self._config.backoff_max)
+            log.warning("conference %s: deletion postponed (attempt %d): %s",
+                        pending.conference_id, attempts, exc)
+            await self._store.put_pending_delete(dataclasses.replace(
+                pending, attempts=attempts, retry_at=time.time() + delay, last_error=str(exc)[:200]))
+            return False
+        await self._store.finish_delete(pending.conference_id)
+        return True
+
+    async def retry_pending(self, now: float | None = None) -> int:
+        """One pass over deletions and updates TrueConf has not taken yet; the number done."""
+        now = time.time() if now is None else now
+        done = 0
+        for pending in await self._store.due_deletes(now):
+            done += await self._try_delete(pending)
+        for due in await self._store.due_updates(now):
+            async with self._locks.hold((due.organizer, due.uid)):
+                stored = await self._store.get(due.organizer, due.uid)
+                if stored is None or not stored.pending_update or stored.spec is None:
+                    continue
+                if await self._try_update(stored.conference_id, stored.spec):
+                    await self._store.put(dataclasses.replace(stored, pending_update=False, attempts=0))
+                    done += 1
+                    continue
+                attempts = stored.attempts + 1
+                delay = min(self._config.backoff_initial * 2 ** attempts, self._config.backoff_max)
+                await self._store.put(dataclasses.replace(
+                    stored, attempts=attempts, retry_at=time.time() + delay))
+        return done
 
     async def _uninvite(self, outcome: Outcome, invitation: Invitation, stored: StoredEvent) -> None:
         assert invitation.master is not None and stored.spec is not None
@@ -370,14 +486,16 @@ class Pipeline:
             stored.spec,
             invitees=tuple(i for i in stored.spec.invitees if i.id not in removed_ids),
         )
-        if spec != stored.spec:
-            await self._trueconf.update_conference(stored.conference_id, spec)
+        now = time.time()
+        pending = spec != stored.spec and not await self._try_update(stored.conference_id, spec)
         await self._store.put(
             dataclasses.replace(
                 stored,
                 spec=spec,
                 attendees=tuple(a for a in stored.attendees if a not in removed),
-                updated_at=time.time(),
+                updated_at=now,
+                pending_update=pending,
+                retry_at=now + self._config.backoff_initial if pending else 0.0,
             )
         )
         outcome.conference_id = stored.conference_id

@@ -2,6 +2,9 @@
 
 Recipients are offered to the next hop as the client names them, so each gets the next hop's
 own answer; the message is answered 250 only after the next hop accepted it.
+
+XFORWARD (Postfix's extension) is accepted from the MTA, so the upstream queue id and client
+appear in mailhook's log line and are passed on to the next hop.
 """
 
 from __future__ import annotations
@@ -9,19 +12,67 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
+from mailhook import logfmt
 from mailhook.core.decide import Action, Decision
+from mailhook.faults import checkpoint
 from mailhook.pipeline import Inbound, Outcome
 from mailhook.relay import NextHop, Reply, Transaction
 
 log = logging.getLogger("mailhook.smtp")
 
 INTERNAL_ERROR = "451 4.3.0 Temporary local problem, please try again later"
+XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+XFORWARD_MAX_VALUE = 255
+_XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
+# "Received: by host (Postfix, from userid 0) id 4Xb2Jt1Q2Zz9sWQ; ..." (also Exim's "id 1r...-0004...")
+_RECEIVED_ID = re.compile(r"\bid\s+([A-Za-z0-9][A-Za-z0-9.-]{4,63})(?=[\s;]|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """What the MTA told about a message with XFORWARD: its queue id and original client."""
+
+    queue_id: str = ""
+    client: str = ""
+
+    @classmethod
+    def from_xforward(cls, attributes: dict[str, str]) -> Upstream:
+        """Read the (xtext-encoded) XFORWARD attributes of one transaction."""
+        values = {name: xtext_decode(value) for name, value in attributes.items()}
+        name, addr = values.get("NAME", ""), values.get("ADDR", "")
+        client = f"{name or 'unknown'}[{addr}]" if addr else name
+        return cls(queue_id=values.get("IDENT", ""), client=client)
+
+    @classmethod
+    def of(cls, attributes: dict[str, str], headers: Message) -> Upstream:
+        """XFORWARD's queue id, else the one in the topmost Received header.
+
+        Postfix forwards IDENT only when it knows one to pass on (not for local submissions
+        through sendmail), but it always stamps its queue id into the Received header it adds.
+        """
+        upstream = cls.from_xforward(attributes)
+        if upstream.queue_id:
+            return upstream
+        received = " ".join(str(headers.get("Received", "")).split())
+        found = _RECEIVED_ID.search(received)
+        return cls(found.group(1), upstream.client) if found else upstream
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 xtext ("+2B" is "+"), with anything unprintable replaced."""
+    decoded = _XTEXT_HEX.sub(lambda match: chr(int(match.group(1), 16)), value)
+    return "".join(ch if " " < ch < "\x7f" else "?" for ch in decoded)
 
 
 class MailhookSMTP(SMTP):
@@ -31,9 +82,34 @@ class MailhookSMTP(SMTP):
     line_length_limit = 16 * 1024 * 1024
 
     def __init__(self, handler: Handler, trusted: tuple[Any, ...], **kwargs: Any) -> None:
+        self.xforward: dict[str, str] = {}
         super().__init__(handler, **kwargs)
         self._trusted = trusted
         self._mailhook_handler = handler
+
+    def _set_post_data_state(self) -> None:
+        # XFORWARD attributes describe one transaction: they end with DATA, RSET or a new EHLO.
+        super()._set_post_data_state()
+        self.xforward = {}
+
+    @syntax("XFORWARD attribute=value ...")
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD: remember the upstream client and queue id for this transaction."""
+        if await self.check_helo_needed("EHLO"):
+            return
+        if self.envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        parsed = _xforward_attributes(arg)
+        if isinstance(parsed, str):
+            await self.push(parsed)
+            return
+        for name, value in parsed.items():
+            if value.upper() == "[UNAVAILABLE]":
+                self.xforward.pop(name, None)
+            else:
+                self.xforward[name] = value
+        await self.push("250 2.0.0 Ok")
 
     async def _handle_client(self) -> None:
         peer = self.session.peer if self.session else None
@@ -49,6 +125,22 @@ class MailhookSMTP(SMTP):
         if self.session is not None:
             self._mailhook_handler.forget(self.session)
         super().connection_lost(error)
+
+
+def _xforward_attributes(arg: str) -> dict[str, str] | str:
+    """The attributes of one XFORWARD command, or the 501 reply for a bad one."""
+    if not arg.strip():
+        return "501 5.5.4 Syntax: XFORWARD attribute=value ..."
+    attributes: dict[str, str] = {}
+    for item in arg.split():
+        name, equals, value = item.partition("=")
+        name = name.upper()
+        if not equals or name not in XFORWARD_ATTRIBUTES:
+            return f"501 5.5.4 Bad XFORWARD attribute: {item[:64]}"
+        if len(value) > XFORWARD_MAX_VALUE:
+            return f"501 5.5.4 XFORWARD {name} value too long"
+        attributes[name] = value
+    return attributes
 
 
 def _is_trusted(peer: Any, trusted: tuple[Any, ...]) -> bool:
@@ -77,7 +169,7 @@ class Handler:
         self,
         process: Callable[[Inbound], Awaitable[Outcome]],
         next_hop: NextHop,
-        delivered: Callable[[Inbound, Outcome, Reply, float], Awaitable[None]],
+        delivered: Callable[[Inbound, Outcome, Reply, float, Upstream], Awaitable[None]],
     ) -> None:
         self._process = process
         self._next_hop = next_hop
@@ -86,6 +178,12 @@ class Handler:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-XFORWARD " + " ".join(XFORWARD_ATTRIBUTES), responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -100,7 +198,9 @@ class Handler:
     ) -> str:
         transaction = self._transactions.get(id(session))
         if transaction is None:
-            begun = await self._next_hop.begin(envelope.mail_from or "", envelope.mail_options)
+            begun = await self._next_hop.begin(
+                envelope.mail_from or "", envelope.mail_options, dict(getattr(server, "xforward", {}))
+            )
             if isinstance(begun, Reply):
                 return str(client_reply(begun))
             transaction = self._transactions[id(session)] = begun
@@ -124,18 +224,24 @@ class Handler:
             return "451 4.3.0 Next hop transaction lost, please try again"
         self._enter()
         started = time.monotonic()
+        content = envelope.original_content or b""
+        headers = header_section(content)
+        upstream = Upstream.of(getattr(server, "xforward", {}), headers)
         try:
             inbound = Inbound(
                 mail_from=envelope.mail_from or "",
                 rcpt_tos=tuple(envelope.rcpt_tos),
-                content=envelope.original_content or b"",
+                content=content,
             )
-            outcome = await self._outcome(inbound)
-            if outcome.content is None:
-                reply = Reply(int(outcome.reply[:3]), outcome.reply[4:])
-            else:
-                reply = client_reply(await transaction.data(outcome.content))
-            await self._delivered(inbound, outcome, reply, started)
+            with logfmt.message_context(queue_id=upstream.queue_id, client=upstream.client,
+                                        message_id=_one_line(headers.get("Message-ID"))):
+                outcome = await self._outcome(inbound)
+                if outcome.content is None:
+                    reply = Reply(int(outcome.reply[:3]), outcome.reply[4:])
+                else:
+                    await checkpoint("before-relay")
+                    reply = client_reply(await transaction.data(outcome.content))
+                await self._delivered(inbound, outcome, reply, started, upstream)
             return str(reply)
         finally:
             await transaction.close()
@@ -173,6 +279,17 @@ class Handler:
         self.in_flight -= 1
         if self.in_flight == 0:
             self.idle.set()
+
+
+def header_section(content: bytes) -> Message:
+    """The message's headers, read cheaply without its body (for log lines)."""
+    end = min((i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0),
+              default=min(len(content), 65536))
+    return BytesHeaderParser(policy=compat32).parsebytes(content[:end])
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split()) if value else ""
 
 
 def client_reply(reply: Reply) -> Reply:

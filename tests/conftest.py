@@ -18,3 +18,13 @@ def message_bytes() -> Callable[[str], bytes]:
         return (MESSAGES / name).read_bytes()
 
     return load
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Print the reliability figures the tests measured (see docs/reliability.md)."""
+    from tests.support import reliability
+
+    if reliability.FIGURES:
+        terminalreporter.section("reliability figures")
+        for line in reliability.summary():
+            terminalreporter.write_line(line)

@@ -148,3 +148,19 @@ class StoredEvent:
     first_seen: float = 0.0  # epoch seconds of the first message for this event
     updated_at: float = 0.0
     occurrence_end: float = 0.0  # epoch seconds when the scheduled occurrence ends; 0: nothing due
+    pending_update: bool = False  # TrueConf has not yet taken ``spec``; retried in the background
+    retry_at: float = 0.0  # when to retry the pending update
+    attempts: int = 0  # failed attempts at the pending update
+    retry_since: float = 0.0  # when TrueConf trouble began for this event's messages; 0: none
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelete:
+    """A conference to delete on TrueConf, kept until TrueConf confirms."""
+
+    conference_id: str
+    organizer: str
+    uid: str
+    attempts: int = 0
+    retry_at: float = 0.0
+    last_error: str = ""

@@ -95,3 +95,51 @@ def _when(facts: NoticeFacts) -> str:
     end = start + timedelta(seconds=facts.duration)
     offset = start.strftime("%z")
     return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} (UTC{offset[:3]}:{offset[3:]})"
+
+
+_ACTION = {
+    "en": {
+        "subject": "Action required: no TrueConf conference for {topic}",
+        "body": (
+            "Your invitation \u201c{topic}\u201d was sent to its attendees WITHOUT a TrueConf "
+            "video conference link.\n\n"
+            "Why: {reason} (since {since} UTC).\n\n"
+            "What to do: once TrueConf Server is back, send an update of the meeting (change "
+            "anything, or just send it again) and the link will be added; or create the "
+            "conference in TrueConf yourself and send its link to the attendees.\n"
+        ),
+    },
+    "ru": {
+        "subject": "Требуется действие: нет конференции TrueConf для {topic}",
+        "body": (
+            "Ваше приглашение \u00ab{topic}\u00bb отправлено участникам БЕЗ ссылки на "
+            "видеоконференцию TrueConf.\n\n"
+            "Причина: {reason} (с {since} UTC).\n\n"
+            "Что сделать: когда TrueConf Server снова будет доступен, отправьте обновление "
+            "встречи (измените что-нибудь или просто отправьте её повторно), и ссылка будет "
+            "добавлена; или создайте конференцию в TrueConf сами и отправьте ссылку участникам.\n"
+        ),
+    },
+}
+_REASONS = {
+    "en": "TrueConf Server did not answer",
+    "ru": "TrueConf Server не отвечал",
+}
+
+
+def build_action_notice(
+    organizer: str, topic: str, since: float, sender: str, language: str, now: datetime
+) -> bytes:
+    """The "action required" notice for an invitation that went out without its conference."""
+    text = _ACTION.get(language, _ACTION["en"])
+    message = EmailMessage(policy=SMTP)
+    message["Subject"] = text["subject"].format(topic=topic)
+    message["From"] = sender
+    message["To"] = organizer
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"
+    stamp = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    reason = _REASONS.get(language, _REASONS["en"])
+    message.set_content(text["body"].format(topic=topic, reason=reason, since=stamp), charset="utf-8")
+    return message.as_bytes()

@@ -20,6 +20,11 @@ from icalendar import Calendar, Event
 MAX_EXPANSION = 200_000
 MAX_RDATES = 5_000
 MAX_OVERRIDES = 1_000
+MAX_ZONES = 50
+MAX_TEXT = 16 * 1024 * 1024
+# The properties that decide when an event happens; the series keeps only these.
+_TIMING = frozenset({"UID", "DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE",
+                     "RECURRENCE-ID", "STATUS", "SEQUENCE", "SUMMARY", "X-MICROSOFT-CDO-ALLDAYEVENT"})
 MAX_SKIPPED = 2_000  # cancelled occurrences stepped over while looking for the next one
 # The occurrence is looked for in growing windows; nothing further than the last is scheduled.
 WINDOWS = (timedelta(days=8), timedelta(days=100), timedelta(days=800), timedelta(days=3700))
@@ -58,7 +63,17 @@ class Occurrence:
 
 def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
     """The series after one organizer message (REQUEST or CANCEL) about it."""
-    new = _read(incoming)
+    try:
+        return _merge(stored, incoming, uid, method)
+    except SeriesError:
+        raise
+    except Exception as exc:
+        # icalendar reports broken values in many ways; any of them means "cannot use this".
+        raise SeriesError(f"unusable calendar data: {type(exc).__name__}: {exc}") from exc
+
+
+def _merge(stored: str, incoming: str, uid: str, method: str) -> str:
+    new = _read(_relevant(incoming, uid))
     old = _read(stored) if stored else None
     events = [e for e in new.walk("VEVENT") if str(e.get("UID", "")) == uid]
     master = next((e for e in events if "RECURRENCE-ID" not in e), None)
@@ -82,11 +97,23 @@ def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
 
 def has_master(series: str) -> bool:
     """Does the series know its master (or single) event?"""
-    return _master(_read(series)) is not None
+    try:
+        return _master(_read(series)) is not None
+    except SeriesError:
+        return False
 
 
 def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
     """The nearest occurrence that has not ended at ``now`` (one in progress counts)."""
+    try:
+        return _next_occurrence(series, now, default_zone)
+    except SeriesError:
+        raise
+    except Exception as exc:
+        raise SeriesError(f"cannot expand the series: {type(exc).__name__}: {exc}") from exc
+
+
+def _next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
     calendar = _read(series)
     master = _master(calendar)
     if master is None:
@@ -95,13 +122,10 @@ def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurre
     floating = _is_floating(master)
     query_from = now.astimezone(default_zone).replace(tzinfo=None) if floating else now
     query = recurring_ical_events.of(calendar)
-    try:
-        for window in WINDOWS:
-            found = _first_live(query.between(query_from, query_from + window), now, default_zone)
-            if found is not None:
-                return found
-    except (ValueError, TypeError, OverflowError, recurring_ical_events.InvalidCalendar) as exc:
-        raise SeriesError(f"cannot expand the series: {exc}") from exc
+    for window in WINDOWS:
+        found = _first_live(query.between(query_from, query_from + window), now, default_zone)
+        if found is not None:
+            return found
     return None
 
 
@@ -113,6 +137,62 @@ def _first_live(components: list[Event], now: datetime, default_zone: tzinfo) ->
     ]
     live = [o for o in live if o.end > now]
     return min(live, key=lambda o: o.start) if live else None
+
+
+def _relevant(text: str, uid: str) -> str:
+    """Only what scheduling needs: the time zones and this UID's VEVENTs, with their timing
+    properties. Attendee lists, descriptions and other components are dropped before parsing,
+    so their size never costs anything."""
+    if len(text) > MAX_TEXT:
+        raise SeriesError("calendar object too large")
+    zones: list[str] = []
+    events: list[list[str]] = []
+    block: list[str] | None = None
+    kind = ""
+    nested = 0  # depth of components inside a VEVENT (VALARM...), which scheduling ignores
+    for line in _logical_lines(text):
+        upper = line.upper()
+        if block is None:
+            if upper in ("BEGIN:VTIMEZONE", "BEGIN:VEVENT"):
+                block, kind = [line], upper[6:]
+            continue
+        if kind == "VEVENT" and (nested or upper.startswith("BEGIN:")) and upper != "END:VEVENT":
+            nested += 1 if upper.startswith("BEGIN:") else -1 if upper.startswith("END:") else 0
+            continue
+        if upper == f"END:{kind}":
+            block.append(line)
+            if kind == "VTIMEZONE":
+                zones.append("\r\n".join(block))
+            else:
+                events.append(block)
+            block = None
+            if len(events) > MAX_OVERRIDES + 1 or len(zones) > MAX_ZONES:
+                raise SeriesError("too many components")
+            continue
+        if kind == "VTIMEZONE" or _kept(upper):
+            block.append(line)
+    wanted = [e for e in events if any(_is_uid(line, uid) for line in e)]
+    body = "".join(z + "\r\n" for z in zones) + "".join("\r\n".join(e) + "\r\n" for e in wanted)
+    return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\n{body}END:VCALENDAR\r\n"
+
+
+def _logical_lines(text: str) -> list[str]:
+    lines: list[str] = []
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if raw[:1] in (" ", "\t") and lines:
+            lines[-1] += raw[1:]
+        elif raw:
+            lines.append(raw)
+    return lines
+
+
+def _kept(upper_line: str) -> bool:
+    return re.split(r"[;:]", upper_line, maxsplit=1)[0] in _TIMING
+
+
+def _is_uid(line: str, uid: str) -> bool:
+    name, _, value = line.partition(":")
+    return name.split(";")[0].upper() == "UID" and value == uid
 
 
 def _read(text: str) -> Calendar:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from mailhook.core.model import EventState, StoredEvent
+from mailhook.core.model import EventState, PendingDelete, StoredEvent
 
-__all__ = ["EventState", "Store", "StoredEvent"]
+__all__ = ["EventState", "PendingDelete", "Store", "StoredEvent"]
 
 
 class Store(Protocol):
@@ -23,6 +23,21 @@ class Store(Protocol):
 
     async def due(self, now: float) -> list[StoredEvent]:
         """Active events whose scheduled occurrence has ended by ``now`` (epoch seconds)."""
+
+    async def due_updates(self, now: float) -> list[StoredEvent]:
+        """Active events whose pending update is due for another try."""
+
+    async def put_pending_delete(self, pending: PendingDelete) -> None:
+        """Record (or re-schedule) a deletion TrueConf has not confirmed yet."""
+
+    async def due_deletes(self, now: float) -> list[PendingDelete]:
+        """Deletions due for another try."""
+
+    async def finish_delete(self, conference_id: str) -> None:
+        """Forget a deletion TrueConf confirmed."""
+
+    async def count_pending(self) -> int:
+        """Deletions and updates still waiting for TrueConf."""
 
     async def ping(self) -> None:
         """Raise when the store cannot be used."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 
 import sqlite_utils
 
-from mailhook.core.model import ConferenceSpec, Invitee
+from mailhook.core.model import ConferenceSpec, Invitee, PendingDelete
 from mailhook.store.base import EventState, StoredEvent
 
 T = TypeVar("T")
@@ -49,10 +49,24 @@ def _add_occurrence_end(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["state", "occurrence_end"])
 
 
+def _add_retries(db: sqlite_utils.Database) -> None:
+    for column, kind in (("pending_update", int), ("retry_at", float), ("attempts", int),
+                         ("retry_since", float)):
+        db["events"].add_column(column, kind)
+    db["events"].create_index(["pending_update", "retry_at"])
+    db["pending_deletes"].create(
+        {"conference_id": str, "organizer": str, "uid": str, "attempts": int, "retry_at": float,
+         "last_error": str},
+        pk="conference_id",
+    )
+    db["pending_deletes"].create_index(["retry_at"])
+
+
 # Each entry moves the schema one version up; never edit an entry once released.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_events,
     _add_occurrence_end,
+    _add_retries,
 )
 
 
@@ -125,6 +139,43 @@ class SqliteStore:
         )
         return [event_from_row(row) for row in rows]
 
+    async def due_updates(self, now: float) -> list[StoredEvent]:
+        return await self._run(self._due_updates, now)
+
+    def _due_updates(self, now: float) -> list[StoredEvent]:
+        rows = self._open()["events"].rows_where(
+            "pending_update = 1 and state = ? and retry_at <= ?", [str(EventState.ACTIVE), now]
+        )
+        return [event_from_row(row) for row in rows]
+
+    async def put_pending_delete(self, pending: PendingDelete) -> None:
+        await self._run(self._put_pending_delete, pending)
+
+    def _put_pending_delete(self, pending: PendingDelete) -> None:
+        self._open()["pending_deletes"].upsert(dataclasses.asdict(pending), pk="conference_id")
+
+    async def due_deletes(self, now: float) -> list[PendingDelete]:
+        return await self._run(self._due_deletes, now)
+
+    def _due_deletes(self, now: float) -> list[PendingDelete]:
+        rows = self._open()["pending_deletes"].rows_where("retry_at <= ?", [now], order_by="retry_at")
+        return [PendingDelete(**row) for row in rows]
+
+    async def finish_delete(self, conference_id: str) -> None:
+        await self._run(self._finish_delete, conference_id)
+
+    def _finish_delete(self, conference_id: str) -> None:
+        self._open().execute("delete from pending_deletes where conference_id = ?", [conference_id])
+
+    async def count_pending(self) -> int:
+        return await self._run(self._count_pending)
+
+    def _count_pending(self) -> int:
+        db = self._open()
+        deletes = db.execute("select count(*) from pending_deletes").fetchone()[0]
+        updates = db.execute("select count(*) from events where pending_update = 1").fetchone()[0]
+        return int(deletes) + int(updates)
+
     async def ping(self) -> None:
         await self._run(lambda: self._open().execute("select 1").fetchone())
 
@@ -140,6 +191,7 @@ def _to_row(event: StoredEvent) -> dict[str, Any]:
     row["state"] = str(event.state)
     row["spec"] = json.dumps(dataclasses.asdict(event.spec)) if event.spec else ""
     row["attendees"] = json.dumps(list(event.attendees))
+    row["pending_update"] = int(event.pending_update)
     return row
 
 
@@ -158,6 +210,10 @@ def event_from_row(row: dict[str, Any]) -> StoredEvent:
         first_seen=row["first_seen"] or 0.0,
         updated_at=row["updated_at"] or 0.0,
         occurrence_end=row.get("occurrence_end") or 0.0,
+        pending_update=bool(row.get("pending_update")),
+        retry_at=row.get("retry_at") or 0.0,
+        attempts=row.get("attempts") or 0,
+        retry_since=row.get("retry_since") or 0.0,
     )
 
 

@@ -43,6 +43,7 @@ class SinkHandler:
 
     def __init__(self, maildir: Path | None = None) -> None:
         self.messages: list[Received] = []
+        self.data_started = 0  # DATA commands begun, accepted or not
         self.script = Script()
         self._maildir = maildir
         self._lock = threading.Lock()
@@ -58,6 +59,7 @@ class SinkHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_started += 1
         if self.script.data_delay:
             await asyncio.sleep(self.script.data_delay)
         if self.script.data:

@@ -60,8 +60,8 @@ async def start_daemon(
     """Start the daemon (sections override settings); every daemon started is shut down."""
     started: list[Daemon] = []
 
-    async def start(**sections: dict[str, Any]) -> Daemon:
-        daemon = Daemon(settings_for(standin, sink, tmp_path, **sections))
+    async def start(clock: Callable[[], Any] | None = None, **sections: dict[str, Any]) -> Daemon:
+        daemon = Daemon(settings_for(standin, sink, tmp_path, **sections), clock=clock)
         await daemon.startup()
         started.append(daemon)
         return daemon

@@ -1,0 +1,197 @@
+"""The failure policy with faults injected into TrueConf: nothing lost, nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from mailhook.core.decide import Policy
+from mailhook.pipeline import Inbound, Pipeline, PipelineConfig
+from mailhook.store import SqliteStore
+from mailhook.trueconf.client import TrueConfClient
+from mailhook.trueconf.directory import LocalPartDirectory
+from tests.integration.conftest import send
+from tests.integration.test_pipeline_daemon import api_calls, invitations, notices, wait_notices
+from tests.support import reliability
+from tests.support.invites import Event, thunderbird
+
+EVENT = Event()
+LATER = time.time() + 10 * 3600  # a retry pass "ten hours later"
+
+
+async def test_cancel_goes_out_at_once_and_deletion_is_retried(daemon, standin, sink):
+    """With TrueConf down, a cancel is forwarded at once and the deletion happens once it is back."""
+    await send(daemon, thunderbird(EVENT))
+    standin.fail_next(1000, 503)
+    reliability.fault("trueconf 503 during cancel")
+    cancel = thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED", sequence=1))
+    code, _ = await send(daemon, cancel)
+    assert code == 250
+    assert invitations(sink)[-1].content == cancel
+    assert len(standin.conferences) == 1
+    assert await daemon.store.count_pending() == 1
+    assert await daemon.pipeline.retry_pending(now=LATER) == 0  # still down: postponed again
+    standin.fail_next(0)
+    assert await daemon.pipeline.retry_pending(now=LATER) == 1
+    assert standin.conferences == {}
+    assert await daemon.store.count_pending() == 0
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
+
+
+async def test_removed_keyword_deletes_later_when_trueconf_down(start_daemon, standin, sink):
+    """Removing the keyword while TrueConf times out forwards the update and deletes later."""
+    daemon = await start_daemon(trueconf={"timeout": 0.5})
+    await send(daemon, thunderbird(EVENT))
+    standin.set_latency(1.5)  # longer than the client's timeout
+    reliability.fault("trueconf timeout during keyword removal")
+    update = thunderbird(replace(EVENT, location="Room 4", sequence=1))
+    code, _ = await send(daemon, update)
+    assert code == 250 and invitations(sink)[-1].content == update
+    standin.set_latency(0)
+    assert await daemon.pipeline.retry_pending(now=LATER) == 1
+    assert standin.conferences == {}
+    reliability.survived(lost=0, duplicates=False)
+
+
+async def test_update_goes_out_with_link_and_is_pushed_later(daemon, standin, sink):
+    """A reschedule while TrueConf fails is delivered with the link; TrueConf gets it later."""
+    await send(daemon, thunderbird(EVENT))
+    [conference] = standin.conferences.values()
+    standin.fail_next(1000, 500)
+    reliability.fault("trueconf 500 during update")
+    moved = replace(EVENT, summary="Moved planning", sequence=1)
+    code, _ = await send(daemon, thunderbird(moved))
+    assert code == 250
+    assert conference["url"] in invitations(sink)[-1].content.decode()
+    assert next(iter(standin.conferences.values()))["topic"] == "Quarterly planning"
+    standin.fail_next(0)
+    assert await daemon.pipeline.retry_pending(now=LATER) == 1
+    assert next(iter(standin.conferences.values()))["topic"] == "Moved planning"
+    assert await daemon.store.count_pending() == 0
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
+
+
+async def test_deleted_on_trueconf_counts_as_done(daemon, standin, sink):
+    """A cancel for a conference already gone from TrueConf (404) leaves nothing pending."""
+    await send(daemon, thunderbird(EVENT))
+    [conference_id] = standin.conferences
+    standin_delete = httpx.delete(f"{standin.url}/api/v3.11/conferences/{conference_id}",
+                                  headers=_bearer(standin))
+    assert standin_delete.status_code == 200
+    code, _ = await send(daemon, thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED")))
+    assert code == 250
+    assert await daemon.store.count_pending() == 0
+
+
+def _bearer(standin) -> dict[str, str]:
+    token = httpx.post(f"{standin.url}/oauth2/v1/token", data={
+        "grant_type": "client_credentials", "client_id": "mailhook", "client_secret": "s3cret-value"})
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+async def test_create_gives_451_until_deadline_then_goes_out_with_notice(start_daemon, standin, sink):
+    """A new invitation gets 451 while TrueConf is down; after the deadline it goes out unchanged
+    and the organizer is told what to do."""
+    daemon = await start_daemon(retry={"deadline": 0.5})
+    standin.fail_next(1000, 503)
+    reliability.fault("trueconf down for a new invitation")
+    raw = thunderbird(EVENT)
+    assert (await send(daemon, raw))[0] == 451
+    assert (await send(daemon, raw))[0] == 451
+    assert invitations(sink) == []
+    await asyncio.sleep(0.6)
+    assert (await send(daemon, raw))[0] == 250
+    assert invitations(sink)[0].content == raw
+    [notice] = await wait_notices(sink, 1)
+    message = email.message_from_bytes(notice.content, policy=email.policy.default)
+    assert "Action required" in message["Subject"] and notice.rcpt_tos == ("alice@example.com",)
+    assert "without a TrueConf" in message.get_content().replace("WITHOUT", "without")
+    standin.fail_next(0)
+    update = thunderbird(replace(EVENT, sequence=1))
+    assert (await send(daemon, update))[0] == 250  # TrueConf is back: the update brings the link
+    assert len(standin.conferences) == 1
+    assert "/c/" in invitations(sink)[-1].content.decode()
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
+
+
+async def test_unreachable_trueconf_gives_451(start_daemon, standin, sink):
+    """With nothing listening at TrueConf's address the MTA is asked to retry."""
+    daemon = await start_daemon(trueconf={"server_url": "http://127.0.0.1:9"})
+    reliability.fault("trueconf unreachable")
+    assert (await send(daemon, thunderbird(EVENT)))[0] == 451
+    assert invitations(sink) == []
+
+
+async def test_pending_work_survives_restart(start_daemon, standin, sink):
+    """A deletion postponed before a restart is carried out by the restarted daemon."""
+    first = await start_daemon()
+    await send(first, thunderbird(EVENT))
+    standin.fail_next(1000, 503)
+    await send(first, thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED")))
+    await first.shutdown()
+    standin.fail_next(0)
+    second = await start_daemon()
+    assert await second.pipeline.retry_pending(now=LATER) == 1
+    assert standin.conferences == {}
+
+
+async def test_other_organizer_cannot_touch_a_conference(daemon, standin, sink):
+    """A cancel with the same UID from another organizer leaves the conference alone."""
+    await send(daemon, thunderbird(EVENT))
+    forged = thunderbird(replace(EVENT, organizer="mallory@example.com", method="CANCEL",
+                                 status="CANCELLED"))
+    await send(daemon, forged, sender="mallory@example.com")
+    assert len(standin.conferences) == 1
+    assert not api_calls(standin, "DELETE")
+    assert invitations(sink)[-1].content == forged
+
+
+async def test_next_hop_failure_reuses_the_conference(daemon, standin, sink):
+    """A conference created for a message the next hop refused is reused on the MTA's retry."""
+    sink.handler.script.data.append("451 4.3.0 try later")
+    raw = thunderbird(EVENT)
+    assert (await send(daemon, raw))[0] == 451
+    assert (await send(daemon, raw))[0] == 250
+    assert len(api_calls(standin, "POST")) == 1 and len(standin.conferences) == 1
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
+
+
+async def test_non_http_link_from_trueconf_is_never_written(tmp_path):
+    """A javascript: URL coming back from the API is refused; the invitation goes out unchanged."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(200, json={"conference": {"id": "1", "url": "javascript:alert(1)"}})
+
+    client = TrueConfClient("https://video.example.com", "id", "secret",
+                            transport=httpx.MockTransport(answer))
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    pipeline = Pipeline(PipelineConfig(Policy(("example.com",))), store, client,
+                        LocalPartDirectory(("example.com",)))
+    raw = thunderbird(EVENT)
+    outcome = await pipeline.process(Inbound("alice@example.com", ("bob@example.com",), raw))
+    await store.close()
+    reliability.bad_input("javascript: join link")
+    assert outcome.content == raw
+    assert b"javascript" not in outcome.content
+
+
+@pytest.mark.parametrize("count", [20])
+async def test_burst_of_different_invitations_is_parallel(daemon, standin, sink, count):
+    """Different invitations wait on TrueConf side by side, not one after the other."""
+    standin.set_latency(0.3)
+    events = [replace(EVENT, uid=f"burst-{i}@example.com") for i in range(count)]
+    started = time.monotonic()
+    replies = await asyncio.gather(*(send(daemon, thunderbird(e)) for e in events))
+    elapsed = time.monotonic() - started
+    assert all(code == 250 for code, _ in replies)
+    assert len(standin.conferences) == count
+    # One by one would take at least count x 0.3 s for the creates alone.
+    assert elapsed < count * 0.3 / 2
