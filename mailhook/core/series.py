@@ -9,18 +9,27 @@ bounded: a hostile rule is refused before it is expanded.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 
 import recurring_ical_events
 from icalendar import Calendar, Event
+from icalendar.timezone import tzp
 
 # Refuse rules whose expansion up to the search horizon would take more steps than this.
 MAX_EXPANSION = 200_000
 MAX_RDATES = 5_000
 MAX_OVERRIDES = 1_000
 MAX_ZONES = 50
+MAX_CACHED_ZONES = 2_000
+_SEEN_ZONES: set[str] = set()
+# Series work runs in worker threads and shares icalendar's zone table: one at a time.
+_LOCK = threading.Lock()
+# A TZID parameter: ";TZID=" then a quoted string or a bare value up to ";" or ":".
+_TZID_PARAM = re.compile(r'(?i)(;TZID=)("[^"]*"|[^;:]*)')
 MAX_TEXT = 16 * 1024 * 1024
 # The properties that decide when an event happens; the series keeps only these.
 _TIMING = frozenset({"UID", "DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE",
@@ -64,7 +73,8 @@ class Occurrence:
 def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
     """The series after one organizer message (REQUEST or CANCEL) about it."""
     try:
-        return _merge(stored, incoming, uid, method)
+        with _LOCK:
+            return _merge(stored, incoming, uid, method)
     except SeriesError:
         raise
     except Exception as exc:
@@ -106,7 +116,8 @@ def has_master(series: str) -> bool:
 def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
     """The nearest occurrence that has not ended at ``now`` (one in progress counts)."""
     try:
-        return _next_occurrence(series, now, default_zone)
+        with _LOCK:
+            return _next_occurrence(series, now, default_zone)
     except SeriesError:
         raise
     except Exception as exc:
@@ -172,8 +183,66 @@ def _relevant(text: str, uid: str) -> str:
         if kind == "VTIMEZONE" or _kept(upper):
             block.append(line)
     wanted = [e for e in events if any(_is_uid(line, uid) for line in e)]
-    body = "".join(z + "\r\n" for z in zones) + "".join("\r\n".join(e) + "\r\n" for e in wanted)
+    names = _zone_names(zones)
+    body = "".join(_renamed(z.split("\r\n"), names) + "\r\n" for z in zones)
+    body += "".join(_renamed(e, names) + "\r\n" for e in wanted)
     return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\n{body}END:VCALENDAR\r\n"
+
+
+def _zone_names(zones: list[str]) -> dict[str, str]:
+    """A name for each sender-defined zone that is unique to its definition.
+
+    icalendar keeps every VTIMEZONE it parses in a process-wide table keyed by TZID; without
+    this, one sender's "FLE Standard Time" would be used for the next sender's events.
+    """
+    names: dict[str, str] = {}
+    for zone in zones:
+        tzid = next((_tzid_of(line) for line in zone.split("\r\n") if line.upper().startswith("TZID")), "")
+        if tzid:
+            digest = hashlib.sha256(zone.encode("utf-8", "replace")).hexdigest()[:16]
+            names[tzid] = f"{tzid}~{digest}"
+    _note_zones(names.values())
+    return names
+
+
+def _tzid_of(line: str) -> str:
+    """The TZID of a "TZID:..." line, unescaped."""
+    return _clean_tzid(line.partition(":")[2])
+
+
+def _clean_tzid(value: str) -> str:
+    return re.sub(r"\\([,;\\])", r"\1", value.strip().strip('"'))
+
+
+def _renamed(lines: list[str], names: dict[str, str]) -> str:
+    """The lines with every TZID (parameter or VTIMEZONE property) under its unique name."""
+    if not names:
+        return "\r\n".join(lines)
+    out = []
+    for line in lines:
+        if line.upper().startswith("TZID:") and _tzid_of(line) in names:
+            line = "TZID:" + _escape_tzid(names[_tzid_of(line)])
+        else:
+            line = _TZID_PARAM.sub(lambda m: m.group(1) + _param_value(names, m.group(2)), line)
+        out.append(line)
+    return "\r\n".join(out)
+
+
+def _param_value(names: dict[str, str], raw: str) -> str:
+    renamed = names.get(_clean_tzid(raw))
+    return f'"{renamed}"' if renamed else raw
+
+
+def _escape_tzid(name: str) -> str:
+    return name.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
+
+
+def _note_zones(names: object) -> None:
+    """Keep icalendar's table of sender-defined zones from growing without bound."""
+    _SEEN_ZONES.update(names)  # type: ignore[arg-type]
+    if len(_SEEN_ZONES) > MAX_CACHED_ZONES:
+        _SEEN_ZONES.clear()
+        tzp.use_default()  # starts a fresh table
 
 
 def _logical_lines(text: str) -> list[str]:

@@ -230,3 +230,29 @@ def test_unreadable_series_raises_series_error():
 def test_dates_used_in_test_are_what_they_claim():
     """NOW is a Wednesday, so the Monday series' next occurrence is five days later."""
     assert NOW.weekday() == 2 and (NOW + timedelta(days=5)).weekday() == 0
+
+
+def test_one_senders_time_zone_never_leaks_into_another_series():
+    """Two senders defining the same TZID differently each get their own offset."""
+
+    def series(offset: str) -> str:
+        zone = (f"BEGIN:VTIMEZONE\r\nTZID:Office Time\r\nBEGIN:STANDARD\r\nDTSTART:19700101T000000"
+                f"\r\nTZOFFSETFROM:{offset}\r\nTZOFFSETTO:{offset}\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n")
+        body = "UID:s1\nDTSTART;TZID=Office Time:20300106T100000\nDURATION:PT1H"
+        return merge_series("", vcalendar("REQUEST", body, timezones=zone), "s1", "REQUEST")
+
+    east, west = series("+0900"), series("+0100")
+    assert next_occurrence(east, NOW, UTC).start == at("2030-01-06 01:00")
+    assert next_occurrence(west, NOW, UTC).start == at("2030-01-06 09:00")
+    assert next_occurrence(east, NOW, UTC).start == at("2030-01-06 01:00")
+
+
+def test_this_and_future_request_moves_later_occurrences():
+    """A REQUEST with RANGE=THISANDFUTURE (Lotus Notes) re-times that and every later instance."""
+    series = merge_series("", vcalendar("REQUEST", WEEKLY), "s1", "REQUEST")
+    change = vcalendar("REQUEST", "UID:s1\nRECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Berlin:"
+                                  "20300107T100000\nDTSTART;TZID=Europe/Berlin:20300107T150000\n"
+                                  "DTEND;TZID=Europe/Berlin:20300107T160000")
+    merged = merge_series(series, change, "s1", "REQUEST")
+    assert next_occurrence(merged, NOW, UTC).start == at("2030-01-07 14:00")
+    assert next_occurrence(merged, at("2030-01-07 16:00"), UTC).start == at("2030-01-14 14:00")
