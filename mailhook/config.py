@@ -39,6 +39,7 @@ class SmtpSettings(_Section):
     hostname: str = ""  # the name in the greeting; "" means this machine's FQDN
     max_message_size: int = Field(64 * 1024 * 1024, ge=1024)
     timeout: float = Field(300.0, gt=0)  # seconds of silence before a client is dropped
+    command_call_limit: int = Field(100, ge=1)  # NOOP, VRFY, HELP... per session
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     @field_validator("trusted_networks")

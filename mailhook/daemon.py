@@ -61,6 +61,12 @@ def build_client(settings: Settings) -> TrueConfClient:
     )
 
 
+def call_limits(limit: int) -> dict[str, int]:
+    """Per-session command limits: chatter is limited, mail transactions are not."""
+    chatter = ("NOOP", "VRFY", "EXPN", "HELP", "HELO", "EHLO")
+    return {"*": 10**9, **{command: limit for command in chatter}}
+
+
 def pipeline_config(settings: Settings) -> PipelineConfig:
     """The pipeline's part of the settings."""
     policy = settings.policy
@@ -136,6 +142,7 @@ class Daemon:
                 timeout=smtp.timeout,
                 enable_SMTPUTF8=True,
                 ident="mailhook",
+                command_call_limit=call_limits(smtp.command_call_limit),
             ),
             host=smtp.listen_host,
             port=smtp.listen_port,

@@ -106,3 +106,46 @@ async def test_html_in_summary_is_not_injected_into_bodies(daemon, standin, sink
     assert b"/c/" in delivered
     assert delivered.count(b"<script>") == raw.count(b"<script>")
     reliability.bad_input("HTML injection through SUMMARY")
+
+
+async def test_command_flood_is_cut_off(start_daemon, standin, sink):
+    """A client repeating NOOP past smtp.command_call_limit is dropped with 421."""
+    import aiosmtplib
+
+    daemon = await start_daemon(smtp={"command_call_limit": 5})
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.port, timeout=10, start_tls=False)
+    await client.connect()
+    codes = []
+    for _ in range(8):
+        try:
+            codes.append((await client.noop()).code)
+        except aiosmtplib.SMTPException as exc:
+            codes.append(getattr(exc, "code", 421))
+            break
+    client.close()
+    reliability.bad_input("NOOP flood")
+    assert codes[:5] == [250] * 5 and codes[-1] == 421
+
+
+async def test_untrusted_client_is_refused_at_connect(start_daemon, standin, sink):
+    """A client outside smtp.trusted_networks gets 554 in the greeting and nothing else."""
+    import aiosmtplib
+
+    daemon = await start_daemon(smtp={"trusted_networks": ["192.0.2.0/24"]})
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.port, timeout=10, start_tls=False)
+    with pytest.raises(aiosmtplib.SMTPConnectError, match="554"):
+        await client.connect()
+    assert invitations(sink) == []
+
+
+async def test_many_messages_in_one_session_are_not_limited(start_daemon, standin, sink):
+    """Mail commands are not counted against the limit: a long MTA session keeps working."""
+    import aiosmtplib
+
+    daemon = await start_daemon(smtp={"command_call_limit": 3})
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.port, timeout=10, start_tls=False)
+    await client.connect()
+    for _ in range(10):
+        await client.sendmail("alice@example.com", ["bob@example.com"], plain_mail())
+    await client.quit()
+    assert len(invitations(sink)) == 10

@@ -126,6 +126,7 @@ async def test_unreachable_trueconf_gives_451(start_daemon, standin, sink):
     reliability.fault("trueconf unreachable")
     assert (await send(daemon, thunderbird(EVENT)))[0] == 451
     assert invitations(sink) == []
+    reliability.survived(lost=0, duplicates=False)  # 451: the MTA keeps the message
 
 
 async def test_pending_work_survives_restart(start_daemon, standin, sink):
@@ -133,12 +134,14 @@ async def test_pending_work_survives_restart(start_daemon, standin, sink):
     first = await start_daemon()
     await send(first, thunderbird(EVENT))
     standin.fail_next(1000, 503)
+    reliability.fault("trueconf 503 across a restart")
     await send(first, thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED")))
     await first.shutdown()
     standin.fail_next(0)
     second = await start_daemon()
     assert await second.pipeline.retry_pending(now=LATER) == 1
     assert standin.conferences == {}
+    reliability.survived(lost=0, duplicates=False)
 
 
 async def test_other_organizer_cannot_touch_a_conference(daemon, standin, sink):
@@ -155,6 +158,7 @@ async def test_other_organizer_cannot_touch_a_conference(daemon, standin, sink):
 async def test_next_hop_failure_reuses_the_conference(daemon, standin, sink):
     """A conference created for a message the next hop refused is reused on the MTA's retry."""
     sink.handler.script.data.append("451 4.3.0 try later")
+    reliability.fault("next hop 451 after the conference was created")
     raw = thunderbird(EVENT)
     assert (await send(daemon, raw))[0] == 451
     assert (await send(daemon, raw))[0] == 250

@@ -14,6 +14,7 @@ from icalendar import Calendar
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import send
+from tests.support import reliability
 from tests.support.invites import FUTURE, Event, exchange, plain_mail, thunderbird
 
 EVENT = Event()
@@ -285,6 +286,7 @@ async def test_local_part_mapping(start_daemon, standin, sink):
 async def test_trueconf_down_gives_451_then_retry_succeeds(daemon, standin, sink):
     """TrueConf failing gets 451 and nothing is delivered; the MTA's retry then goes through."""
     standin.fail_next(10, 503)
+    reliability.fault("trueconf 503 on create")
     code, _ = await send(daemon, thunderbird(EVENT))
     assert code == 451
     assert invitations(sink) == []
@@ -292,6 +294,7 @@ async def test_trueconf_down_gives_451_then_retry_succeeds(daemon, standin, sink
     code, _ = await send(daemon, thunderbird(EVENT))
     assert code == 250
     assert len(standin.conferences) == 1
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
 
 
 async def test_next_hop_refusals_reach_the_client(daemon, standin, sink):
@@ -309,13 +312,19 @@ async def test_next_hop_refusals_reach_the_client(daemon, standin, sink):
     code, _ = await send(daemon, plain_mail())
     assert code == 451
     assert invitations(sink) == []
+    for kind in ("next hop 550 at RCPT", "next hop 452 at RCPT", "next hop 554 at DATA",
+                 "next hop 421 at DATA"):
+        reliability.fault(kind)
+        reliability.survived(lost=0, duplicates=False)  # every refusal reached the client
 
 
 async def test_next_hop_down_gives_451(start_daemon, standin, sink):
     """With nothing listening at the next hop, the client is told to retry."""
     daemon = await start_daemon(relay={"port": 1})
+    reliability.fault("next hop down")
     code, _ = await send(daemon, plain_mail())
     assert code == 451
+    reliability.survived(lost=0, duplicates=False)  # 451: the MTA keeps the message
 
 
 async def test_long_lines_pass_unchanged(daemon, standin, sink):
@@ -351,11 +360,13 @@ async def test_expired_token_is_renewed_once(daemon, standin, sink):
     """When TrueConf forgets the token, mailhook gets a new one and the update goes through."""
     await send(daemon, thunderbird(EVENT))
     standin.expire_tokens()
+    reliability.fault("expired TrueConf token")
     code, _ = await send(daemon, thunderbird(replace(EVENT, summary="Renamed", sequence=1)))
     assert code == 250
     assert len(api_calls(standin, "PUT")) == 2  # refused once, then accepted with a new token
     tokens = [r for r in standin.requests if r.path == "/oauth2/v1/token"]
     assert len(tokens) == 2
     assert next(iter(standin.conferences.values()))["topic"] == "Renamed"
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
     assert all(r.headers.get("Authorization", r.headers.get("authorization", "")).startswith("Bearer ")
                for r in standin.requests if r.path.startswith("/api/"))
