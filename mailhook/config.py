@@ -107,6 +107,12 @@ class PolicySettings(_Section):
     all_on_screen_limit: int = Field(36, ge=2, le=49)
     max_participants: int = Field(250, ge=2)
     default_timezone: str = "UTC"
+    calendar_senders: tuple[str, ...] = ()
+
+    @field_validator("calendar_senders")
+    @classmethod
+    def _senders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sender.strip().lower() for sender in value if sender.strip())
 
     @field_validator("default_timezone")
     @classmethod

@@ -24,6 +24,7 @@ from mailhook.health import Health
 from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of
 from mailhook.notify import Notifier
 from mailhook.core.decide import Policy
+from mailhook.locks import KeyedLocks
 from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig
 from mailhook.relay import NextHop, Reply
 from mailhook.smtp import Handler, MailhookSMTP, Upstream, trusted_networks
@@ -77,6 +78,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             keywords=policy.keywords,
             all_on_screen_limit=policy.all_on_screen_limit,
             max_participants=policy.max_participants,
+            calendar_senders=policy.calendar_senders,
         ),
         language=policy.language,
         notices=settings.notice.enabled,
@@ -111,6 +113,7 @@ class Daemon:
         self.trueconf = InstrumentedTrueConf(self.client, self.metrics)
         self.next_hop = NextHop(settings.relay)
         self._clock = clock
+        self._locks = KeyedLocks()
         self.pipeline = self._build_pipeline(settings)
         self.handler = Handler(self._process, self.next_hop, self._delivered)
         self.health = Health(self.store, self.trueconf, self.next_hop, settings.metrics.health_cache)
@@ -259,7 +262,8 @@ class Daemon:
     def _build_pipeline(self, settings: Settings) -> Pipeline:
         directory = build_directory(settings, self.trueconf)  # type: ignore[arg-type]
         extra = {"clock": self._clock} if self._clock else {}
-        return Pipeline(pipeline_config(settings), self.store, self.trueconf, directory, **extra)
+        return Pipeline(pipeline_config(settings), self.store, self.trueconf, directory,
+                        locks=self._locks, **extra)
 
     def _reload_in_background(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
@@ -320,11 +324,9 @@ class Daemon:
         self.health.forget()
 
     def _rebuilt_pipeline(self, settings: Settings) -> Pipeline:
-        pipeline = self._build_pipeline(settings)
-        # Share the per-event locks, so a message still in the old pipeline and the next one
-        # for the same event in the new pipeline never run at once (no duplicate conference).
-        pipeline._locks = self.pipeline._locks  # noqa: SLF001
-        return pipeline
+        # The new pipeline shares the per-event locks (see _build_pipeline), so a message still
+        # in the old pipeline and the next one for the same event never run at once.
+        return self._build_pipeline(settings)
 
     async def shutdown(self) -> None:
         """Stop accepting, let messages in flight finish, then close adapters in order."""

@@ -125,13 +125,16 @@ class Pipeline:
         trueconf: ConferenceService,
         directory: Directory,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        locks: KeyedLocks | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._trueconf = trueconf
         self._directory = directory
         self._clock = clock
-        self._locks = KeyedLocks()
+        # Pipelines rebuilt on reload share one lock table, so no event is ever handled twice
+        # at once.
+        self._locks = locks if locks is not None else KeyedLocks()
 
     async def process(self, inbound: Inbound) -> Outcome:
         """Decide and apply; never raises for a message's own sake."""

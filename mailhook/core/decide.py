@@ -47,6 +47,7 @@ class Policy:
     keywords: tuple[str, ...] = ("TrueConf",)
     all_on_screen_limit: int = 36
     max_participants: int = 250
+    calendar_senders: tuple[str, ...] = ()  # envelope senders that send for any local organizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,8 @@ def classify(parsed: ParsedMessage, mail_from: str, policy: Policy) -> Invitatio
     if domain_of(organizer) not in policy.local_domains:
         return passes(f"organizer {organizer} is not in a local domain")
     delegate = next((e.organizer_sent_by for e in events if e.organizer_sent_by), "")
-    if mail_from.lower() not in {organizer, delegate}:
+    sender = mail_from.lower()
+    if sender not in {organizer, delegate} and sender not in policy.calendar_senders:
         return passes(f"envelope sender {mail_from or '<>'} is not the organizer")
     return Invitation(method, organizer, events[0].uid, master, events)
 

@@ -47,6 +47,7 @@ def settings_for(standin: StandIn, sink: Sink, tmp_path: Path, **sections: dict[
         },
         "policy": {"local_domains": ["example.com"]},
         "store": {"path": str(tmp_path / "state" / "mailhook.sqlite3")},
+        "metrics": {"listen_port": 0},
     }
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)

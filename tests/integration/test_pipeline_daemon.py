@@ -370,3 +370,20 @@ async def test_expired_token_is_renewed_once(daemon, standin, sink):
     reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
     assert all(r.headers.get("Authorization", r.headers.get("authorization", "")).startswith("Bearer ")
                for r in standin.requests if r.path.startswith("/api/"))
+
+
+async def test_calendar_server_sender_is_trusted_when_configured(start_daemon, standin, sink,
+                                                                 message_bytes):
+    """Nextcloud mails invitations from a system address: served only when it is configured."""
+    raw = message_bytes("nextcloud.eml")
+    plain = await start_daemon()
+    await send(plain, raw, sender="invitations-noreply@cloud.example.com")
+    assert invitations(sink)[-1].content == raw
+    trusting = await start_daemon(
+        policy={"calendar_senders": ["Invitations-NoReply@cloud.example.com"], "trigger": "always"},
+    )
+    code, _ = await send(trusting, raw, sender="invitations-noreply@cloud.example.com")
+    assert code == 250
+    [vevent] = calendars_in(invitations(sink)[-1].content)[0].walk("VEVENT")
+    assert "/c/" in str(vevent["CONFERENCE"])
+    assert next(iter(standin.conferences.values()))["owner"] == "jan"
