@@ -330,6 +330,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         """Stop accepting, let messages in flight finish, then close adapters in order."""
+        self.handler.stopping = True
         if self.server is not None:
             self.server.close()
         try:

@@ -44,10 +44,15 @@ class Reply:
         return 400 <= self.code < 500
 
     def __str__(self) -> str:
-        return f"{self.code} {self.text}"
+        """The reply as sent: a multi-line reply gets "code-" continuation lines."""
+        lines = self.text.replace("\r\n", "\n").split("\n") or [""]
+        head = "".join(f"{self.code}-{line}\r\n" for line in lines[:-1])
+        return f"{head}{self.code} {lines[-1]}"
 
 
 UNREACHABLE = Reply(451, "4.4.1 Next hop unavailable, try again later")
+BAD_SENDER = Reply(553, "5.1.7 Bad sender address syntax")
+BAD_RECIPIENT = Reply(553, "5.1.3 Bad recipient address syntax")
 
 
 class NextHop:
@@ -83,6 +88,10 @@ class NextHop:
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
             return Reply(exc.code, exc.message)
+        except ValueError:
+            # aiosmtplib refuses addresses it cannot quote: the address itself is wrong.
+            client.close()
+            return BAD_SENDER
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             log.warning("next hop %s:%s unreachable: %s", self._settings.host, self._settings.port, exc)
@@ -134,6 +143,8 @@ class Transaction:
             response = await self._client.rcpt(address, options=options)
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)
+        except ValueError:
+            return BAD_RECIPIENT
         except (aiosmtplib.SMTPException, OSError):
             return UNREACHABLE
         return Reply(response.code, response.message)

@@ -176,6 +176,7 @@ class Handler:
         self._delivered = delivered
         self._transactions: dict[int, Transaction] = {}
         self.in_flight = 0
+        self.stopping = False  # set at shutdown: new transactions are refused with 421
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -189,6 +190,8 @@ class Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         await self._abort(session)
+        if self.stopping:
+            return "421 4.3.2 Shutting down, please try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
@@ -199,7 +202,7 @@ class Handler:
         transaction = self._transactions.get(id(session))
         if transaction is None:
             begun = await self._next_hop.begin(
-                envelope.mail_from or "", envelope.mail_options, dict(getattr(server, "xforward", {}))
+                sender_of(envelope), envelope.mail_options, dict(getattr(server, "xforward", {}))
             )
             if isinstance(begun, Reply):
                 return str(client_reply(begun))
@@ -229,7 +232,7 @@ class Handler:
         upstream = Upstream.of(getattr(server, "xforward", {}), headers)
         try:
             inbound = Inbound(
-                mail_from=envelope.mail_from or "",
+                mail_from=sender_of(envelope),
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 content=content,
             )
@@ -290,6 +293,12 @@ def header_section(content: bytes) -> Message:
 
 def _one_line(value: object) -> str:
     return " ".join(str(value).split()) if value else ""
+
+
+def sender_of(envelope: Envelope) -> str:
+    """The envelope sender; aiosmtpd keeps the null sender as "<>", which is the empty address."""
+    address = envelope.mail_from or ""
+    return "" if address == "<>" else address
 
 
 def client_reply(reply: Reply) -> Reply:

@@ -93,11 +93,17 @@ def classify(parsed: ParsedMessage, mail_from: str, policy: Policy) -> Invitatio
         return passes("the event has no ORGANIZER")
     if domain_of(organizer) not in policy.local_domains:
         return passes(f"organizer {organizer} is not in a local domain")
-    delegate = next((e.organizer_sent_by for e in events if e.organizer_sent_by), "")
     sender = mail_from.lower()
-    if sender not in {organizer, delegate} and sender not in policy.calendar_senders:
+    if not sender or (sender != organizer and sender not in policy.calendar_senders
+                      and sender != _delegate(events, policy)):
         return passes(f"envelope sender {mail_from or '<>'} is not the organizer")
     return Invitation(method, organizer, events[0].uid, master, events)
+
+
+def _delegate(events: tuple[EventComponent, ...], policy: Policy) -> str:
+    """The organizer's SENT-BY delegate, trusted only when it is a local address too."""
+    delegate = next((e.organizer_sent_by for e in events if e.organizer_sent_by), "")
+    return delegate if domain_of(delegate) in policy.local_domains else ""
 
 
 def decide(

@@ -387,3 +387,22 @@ async def test_calendar_server_sender_is_trusted_when_configured(start_daemon, s
     [vevent] = calendars_in(invitations(sink)[-1].content)[0].walk("VEVENT")
     assert "/c/" in str(vevent["CONFERENCE"])
     assert next(iter(standin.conferences.values()))["owner"] == "jan"
+
+
+async def test_null_sender_mail_is_relayed(daemon, standin, sink):
+    """Bounces and notifications with the null sender go through and change nothing."""
+    raw = plain_mail()
+    code, _ = await send(daemon, raw, sender="")
+    assert code == 250
+    [delivered] = invitations(sink)
+    assert delivered.content == raw and delivered.mail_from in ("", "<>")
+    invite = thunderbird(EVENT)
+    assert (await send(daemon, invite, sender=""))[0] == 250
+    assert standin.conferences == {}  # the null sender is never taken for the organizer
+
+
+async def test_multi_line_refusal_reaches_the_client_intact(daemon, standin, sink):
+    """A multi-line greylisting reply from the next hop is relayed as valid SMTP."""
+    sink.handler.script.rcpt["grey@example.com"] = "450-4.2.0 Greylisted\r\n450 4.2.0 see http://example/grey"
+    code, text = await send(daemon, plain_mail(), rcpts=("grey@example.com",))
+    assert code == 451 and "Greylisted" in text

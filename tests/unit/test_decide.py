@@ -185,6 +185,9 @@ def test_foreign_organizer_and_wrong_sender_pass():
     assert isinstance(classify(message(MASTER), "mallory@example.com", POLICY), Decision)
     delegated = replace(MASTER, organizer_sent_by="assistant@example.com")
     assert isinstance(classify(message(delegated), "Assistant@example.com", POLICY), Invitation)
+    outsider = replace(MASTER, organizer_sent_by="eve@other.example")
+    assert isinstance(classify(message(outsider), "eve@other.example", POLICY), Decision)
+    assert isinstance(classify(message(MASTER), "", POLICY), Decision)
 
 
 def test_skip_reason_passes():

@@ -129,3 +129,10 @@ async def test_user_list_directory_caches_and_tolerates_outage():
     empty._source.fail = True  # type: ignore[attr-defined]
     with pytest.raises(TrueConfUnavailable):
         await empty.lookup(["a@example.com"])
+
+
+def test_multi_line_reply_is_sent_as_continuation_lines():
+    """A multi-line next-hop reply is passed on as proper SMTP continuation lines."""
+    reply = Reply(450, "4.2.0 Greylisted\nsee http://example/grey")
+    assert str(reply) == "450-4.2.0 Greylisted\r\n450 see http://example/grey"
+    assert str(Reply(250, "ok")) == "250 ok"
