@@ -233,8 +233,7 @@ class Daemon:
 
     async def refresh_store_metrics(self) -> None:
         """Count the stored events by state for the gauges (pending retries, tracked)."""
-        events = await self.store.list_events()
-        self.metrics.store_states(str(event.state) for event in events)
+        self.metrics.store_states(await self.store.count_by_state(), await self.store.count_pending())
 
     def status_line(self) -> str:
         """The one-line STATUS systemctl shows."""
@@ -311,7 +310,9 @@ class Daemon:
         if "trueconf" in changed or secret != self._secret:
             self._replace_client(new, secret)
         self.settings = old.model_copy(update={name: getattr(new, name) for name in RELOADABLE})
-        self.pipeline = self._rebuilt_pipeline(self.settings)
+        # The new pipeline shares the per-event locks (see _build_pipeline), so a message still
+        # in the old pipeline and the next one for the same event never run at once.
+        self.pipeline = self._build_pipeline(self.settings)
         log.info("configuration reloaded from %s (changed: %s)", self.config_file,
                  ", ".join(changed) or "nothing")
 
@@ -322,11 +323,6 @@ class Daemon:
         self._retired.append(self.trueconf.replace(self.client))
         self._secret = secret
         self.health.forget()
-
-    def _rebuilt_pipeline(self, settings: Settings) -> Pipeline:
-        # The new pipeline shares the per-event locks (see _build_pipeline), so a message still
-        # in the old pipeline and the next one for the same event never run at once.
-        return self._build_pipeline(settings)
 
     async def shutdown(self) -> None:
         """Stop accepting, let messages in flight finish, then close adapters in order."""

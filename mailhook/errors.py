@@ -2,8 +2,7 @@
 
     MailhookError
     ├── TemporaryError        the message may succeed later: the SMTP reply is 451
-    │   ├── TrueConfUnavailable   network error, timeout, 5xx, 429 from TrueConf
-    │   └── NextHopUnavailable    the next hop is down or answered 4xx
+    │   └── TrueConfUnavailable   network error, timeout, 5xx, 429 from TrueConf
     ├── PermanentError        retrying the same request cannot help
     │   ├── TrueConfRejected      TrueConf refused the request (4xx other than auth)
     │   └── TrueConfAuthError     TrueConf refused the client credentials
@@ -51,7 +50,3 @@ class TrueConfRejected(TrueConfError, PermanentError):
 
 class TrueConfAuthError(TrueConfError, PermanentError):
     """TrueConf refused the OAuth client credentials."""
-
-
-class NextHopUnavailable(TemporaryError):
-    """The next-hop SMTP server could not be reached or answered 4xx."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections import Counter as Tally
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -56,7 +55,7 @@ class Metrics:
         )
         self.pending = Gauge(
             "mailhook_pending_retries",
-            "Events whose TrueConf change is not confirmed yet (a create or delete to retry)",
+            "TrueConf changes not confirmed yet: creates owed, deletions and updates to retry",
             registry=self.registry,
         )
         self.tracked = Gauge(
@@ -77,15 +76,15 @@ class Metrics:
         """Count one message by the reply its client got."""
         self.messages.labels(method or "none", decision, outcome_of(code)).inc()
 
-    def store_states(self, states: Iterable[str]) -> None:
-        """Set the store gauges from the states of every stored event."""
-        tally = Tally(states)
+    def store_states(self, tally: Mapping[str, int], postponed: int = 0) -> None:
+        """Set the store gauges from the number of events in each state and the number of
+        postponed deletions and updates."""
         self.events.clear()
         for state, count in tally.items():
             self.events.labels(state).set(count)
         self.tracked_count = sum(n for s, n in tally.items() if s in TRACKED_STATES)
         self.tracked.set(self.tracked_count)
-        self.pending.set(sum(n for s, n in tally.items() if s not in SETTLED_STATES))
+        self.pending.set(postponed + sum(n for s, n in tally.items() if s not in SETTLED_STATES))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

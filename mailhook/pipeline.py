@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from mailhook.core.blocks import is_safe_url
 from mailhook.core.decide import (
@@ -45,13 +45,20 @@ from mailhook.core.model import (
 from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice
 from mailhook.core.rewrite import rewrite_message
 from mailhook.core.series import Occurrence, SeriesError, merge_series, next_occurrence
-from mailhook.errors import InvitationError, PermanentError, TemporaryError, TrueConfRejected
+from mailhook.errors import (
+    InvitationError,
+    PermanentError,
+    TemporaryError,
+    TrueConfAuthError,
+    TrueConfRejected,
+)
 from mailhook.faults import checkpoint
 from mailhook.locks import KeyedLocks
 from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
 
 log = logging.getLogger("mailhook.pipeline")
+T = TypeVar("T")
 
 TEMPORARY_REPLY = "451 4.3.0 TrueConf Server is not available, please try again later"
 FALLBACK_TOPIC = {"en": "Video conference", "ru": "Видеоконференция"}
@@ -138,7 +145,7 @@ class Pipeline:
 
     async def process(self, inbound: Inbound) -> Outcome:
         """Decide and apply; never raises for a message's own sake."""
-        parsed = _parse(inbound.content)
+        parsed = await _off_loop(_parse, inbound.content, size=len(inbound.content))
         found = classify(parsed, inbound.mail_from, self._config.policy)
         if isinstance(found, Decision):
             return self._passed(inbound, parsed, found)
@@ -156,13 +163,16 @@ class Pipeline:
         outcome = self._passed(inbound, parsed, decision)
         try:
             await self._apply(outcome, parsed, invitation, stored, series)
-        except TemporaryError as exc:
+        except (TemporaryError, TrueConfAuthError) as exc:
+            # Refused credentials are an operator's problem to fix: hold mail like an outage.
             await self._temporary_failure(outcome, inbound, parsed, invitation, exc)
         except (PermanentError, InvitationError) as exc:
             # The invitation still goes out; only the conference part failed.
             log.error("cannot handle uid=%s, forwarding unchanged: %s", invitation.uid, exc)
             outcome.content = inbound.content
             outcome.fields["error"] = type(exc).__name__
+            if decision.action is Action.CREATE:
+                outcome.notice = self._action_notice(invitation, time.time(), str(exc))
         except Exception:
             # A fault of mailhook's own must not hold mail back: forward it as it came.
             log.exception("unexpected failure for uid=%s, forwarding unchanged", invitation.uid)
@@ -176,7 +186,7 @@ class Pipeline:
         inbound: Inbound,
         parsed: ParsedMessage,
         invitation: Invitation,
-        exc: TemporaryError,
+        exc: Exception,
     ) -> None:
         """451 so the MTA retries, until the deadline; then the invitation goes out as it is."""
         now = time.time()
@@ -202,16 +212,23 @@ class Pipeline:
         outcome.content = inbound.content
         outcome.fields["gave_up"] = "trueconf"
         if stored.url and outcome.decision.action is Action.SYNC:
-            self._rewrite(outcome, parsed, stored.url)
-        elif self._config.notices and invitation.master is not None:
-            outcome.notice = build_action_notice(
-                invitation.organizer,
-                topic_of(invitation.master, FALLBACK_TOPIC.get(self._config.language, "")),
-                since,
-                self._config.notice_sender,
-                self._config.language,
-                self._clock(),
-            )
+            await self._rewrite(outcome, parsed, stored.url)
+        else:
+            outcome.notice = self._action_notice(invitation, since)
+
+    def _action_notice(self, invitation: Invitation, since: float, refusal: str = "") -> bytes | None:
+        """The "action required" mail for an invitation that goes out without its conference."""
+        if not self._config.notices or invitation.master is None:
+            return None
+        return build_action_notice(
+            invitation.organizer,
+            topic_of(invitation.master, FALLBACK_TOPIC.get(self._config.language, "")),
+            since,
+            self._config.notice_sender,
+            self._config.language,
+            self._clock(),
+            refusal=refusal,
+        )
 
     def _passed(self, inbound: Inbound, parsed: ParsedMessage, decision: Decision) -> Outcome:
         invitation = decision.invitation
@@ -245,14 +262,18 @@ class Pipeline:
         series: SeriesState,
     ) -> None:
         action = outcome.decision.action
-        if action is Action.CREATE or (action is Action.SYNC and invitation.master is not None):
+        if action is Action.REWRITE and stored is not None:
+            outcome.conference_id = stored.conference_id
+            await self._rewrite(outcome, parsed, stored.url)
+        elif action is Action.CREATE or (action is Action.SYNC and invitation.master is not None):
             await self._ensure_conference(outcome, parsed, invitation, stored, series)
         elif action in (Action.SYNC, Action.RESCHEDULE) and stored is not None:
             await self._follow_series(outcome, stored, series)
             if action is Action.SYNC:
-                self._rewrite(outcome, parsed, stored.url)
+                await self._rewrite(outcome, parsed, stored.url)
         elif action is Action.DELETE and stored is not None:
-            await self._delete(outcome, stored)
+            sequence = invitation.master.sequence if invitation.master else stored.sequence
+            await self._delete(outcome, dataclasses.replace(stored, sequence=max(sequence, stored.sequence)))
         elif action is Action.UNINVITE and stored is not None:
             await self._uninvite(outcome, invitation, stored)
 
@@ -269,7 +290,8 @@ class Pipeline:
         occurrence = series.occurrence or _stored_occurrence(stored)
         if occurrence is None:
             return
-        plan = await self._plan(invitation, master, occurrence)
+        addresses = _participants(master, stored)
+        plan = await self._plan(invitation, master, occurrence, addresses)
         if plan is None:
             outcome.fields["note"] = "organizer has no TrueConf account"
             return
@@ -288,20 +310,20 @@ class Pipeline:
                 conference_id=conference.id,
                 url=conference.url,
                 spec=spec,
-                attendees=tuple(a.address for a in master.attendees),
+                attendees=addresses,
                 sequence=master.sequence,
                 calendar=series.text,
                 first_seen=stored.first_seen if stored and stored.first_seen else now,
                 updated_at=now,
                 occurrence_end=_due_at(series.occurrence),
                 pending_update=pending,
-                retry_at=now + self._config.backoff_initial if pending else 0.0,
+                retry_at=self._retry_at(pending, now),
             )
         )
         outcome.conference_id = conference.id
         if pending:
             outcome.fields["pending"] = "update"
-        self._rewrite(outcome, parsed, conference.url)
+        await self._rewrite(outcome, parsed, conference.url)
         if self._needs_notice(previous, spec):
             outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
 
@@ -335,7 +357,7 @@ class Pipeline:
                 occurrence_end=_due_at(occurrence),
                 updated_at=now,
                 pending_update=pending,
-                retry_at=now + self._config.backoff_initial if pending else 0.0,
+                retry_at=self._retry_at(pending, now),
             )
         )
         return spec != stored.spec
@@ -354,17 +376,20 @@ class Pipeline:
                         next_occurrence, stored.calendar, now, self._config.default_zone
                     )
                     moved += await self._move(stored, stored.calendar, occurrence)
-                except SeriesError as exc:
-                    log.warning("uid=%s: cannot reschedule: %s", stored.uid, exc)
+                except Exception as exc:
+                    # One broken event (unreadable series, conference refused or gone) must
+                    # not stop every other series from moving on: stop rescheduling it.
+                    log.error("uid=%s: cannot reschedule, leaving it: %s", stored.uid, exc)
                     await self._store.put(dataclasses.replace(stored, occurrence_end=0.0))
-                except TemporaryError as exc:
-                    log.warning("uid=%s: reschedule postponed: %s", stored.uid, exc)
         return moved
 
     async def _plan(
-        self, invitation: Invitation, master: EventComponent, occurrence: Occurrence
+        self,
+        invitation: Invitation,
+        master: EventComponent,
+        occurrence: Occurrence,
+        addresses: tuple[str, ...],
     ) -> tuple[ConferenceSpec, dict[str, Account]] | None:
-        addresses = participant_addresses(master)
         accounts = await self._directory.lookup((invitation.organizer, *addresses))
         owner = accounts.get(invitation.organizer)
         if owner is None:
@@ -397,7 +422,13 @@ class Pipeline:
             known = Conference(stored.conference_id, stored.url)
             if stored.spec == spec and not stored.pending_update:
                 return known, False
-            return known, not await self._try_update(stored.conference_id, spec)
+            try:
+                return known, not await self._try_update(stored.conference_id, spec)
+            except TrueConfRejected as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted on TrueConf behind mailhook's back: the event still asks for one.
+                log.warning("conference %s is gone from TrueConf; creating a new one", known.id)
         if stored and stored.state is EventState.CREATING:
             # An earlier attempt may have created it before mailhook could record it.
             found = await self._trueconf.find_conference_by_tag(spec.tag, spec.owner)
@@ -432,6 +463,8 @@ class Pipeline:
     async def _delete(self, outcome: Outcome, stored: StoredEvent) -> None:
         """Record the deletion, mark the event deleted, then ask TrueConf; a failure is retried."""
         now = time.time()
+        if not stored.conference_id and stored.state is EventState.CREATING:
+            stored = dataclasses.replace(stored, conference_id=await self._orphan_id(stored))
         outcome.conference_id = stored.conference_id
         if stored.conference_id:
             await self._store.put_pending_delete(
@@ -444,13 +477,33 @@ class Pipeline:
                 stored.conference_id, stored.organizer, stored.uid)):
             outcome.fields["pending"] = "delete"
 
+    def _backoff(self, attempts: int) -> float:
+        """Seconds to wait after the given number of failed attempts: doubling, capped."""
+        return min(self._config.backoff_initial * 2 ** (attempts - 1), self._config.backoff_max)
+
+    def _retry_at(self, pending: bool, now: float) -> float:
+        """When a postponed update is first retried (0 when nothing is postponed)."""
+        return now + self._backoff(1) if pending else 0.0
+
+    async def _orphan_id(self, stored: StoredEvent) -> str:
+        """The id of a conference an interrupted create may have left on TrueConf, or ""."""
+        if stored.spec is None:
+            return ""
+        try:
+            found = await self._trueconf.find_conference_by_tag(stored.tag, stored.spec.owner)
+        except (TemporaryError, PermanentError) as exc:
+            log.warning("uid=%s: cannot look for a conference left by an interrupted create: %s",
+                        stored.uid, exc)
+            return ""
+        return found.id if found else ""
+
     async def _try_delete(self, pending: PendingDelete) -> bool:
         """Delete on TrueConf (404 counts as done); on failure re-schedule it with backoff."""
         try:
             await self._trueconf.delete_conference(pending.conference_id)
         except (TemporaryError, PermanentError) as exc:
             attempts = pending.attempts + 1
-            delay = min(self._config.backoff_initial * 2 ** (attempts - 1), self._config.backoff_max)
+            delay = self._backoff(attempts)
             log.warning("conference %s: deletion postponed (attempt %d): %s",
                         pending.conference_id, attempts, exc)
             await self._store.put_pending_delete(dataclasses.replace(
@@ -470,12 +523,19 @@ class Pipeline:
                 stored = await self._store.get(due.organizer, due.uid)
                 if stored is None or not stored.pending_update or stored.spec is None:
                     continue
-                if await self._try_update(stored.conference_id, stored.spec):
+                try:
+                    taken = await self._try_update(stored.conference_id, stored.spec)
+                except PermanentError as exc:
+                    log.error("conference %s refused the postponed update, dropping it: %s",
+                              stored.conference_id, exc)
+                    await self._store.put(dataclasses.replace(stored, pending_update=False))
+                    continue
+                if taken:
                     await self._store.put(dataclasses.replace(stored, pending_update=False, attempts=0))
                     done += 1
                     continue
                 attempts = stored.attempts + 1
-                delay = min(self._config.backoff_initial * 2 ** attempts, self._config.backoff_max)
+                delay = self._backoff(attempts + 1)
                 await self._store.put(dataclasses.replace(
                     stored, attempts=attempts, retry_at=time.time() + delay))
         return done
@@ -498,16 +558,16 @@ class Pipeline:
                 attendees=tuple(a for a in stored.attendees if a not in removed),
                 updated_at=now,
                 pending_update=pending,
-                retry_at=now + self._config.backoff_initial if pending else 0.0,
+                retry_at=self._retry_at(pending, now),
             )
         )
         outcome.conference_id = stored.conference_id
 
-    def _rewrite(self, outcome: Outcome, parsed: ParsedMessage, url: str) -> None:
+    async def _rewrite(self, outcome: Outcome, parsed: ParsedMessage, url: str) -> None:
         insertion = LinkInsertion(
             url=url, keywords=self._config.policy.keywords, language=self._config.language
         )
-        outcome.content = rewrite_message(parsed, insertion)
+        outcome.content = await _off_loop(rewrite_message, parsed, insertion, size=len(parsed.raw))
         outcome.url = url
 
     def _needs_notice(self, previous: ConferenceSpec | None, spec: ConferenceSpec) -> bool:
@@ -540,10 +600,32 @@ class Pipeline:
         return build_notice(facts, self._config.notice_sender, self._config.language, self._clock())
 
 
+# Messages larger than this are parsed and rewritten on a worker thread, so that one big
+# message never holds up the other sessions (or systemd's watchdog) for long.
+OFF_LOOP_BYTES = 256 * 1024
+
+
+async def _off_loop(fn: Callable[..., T], *args: object, size: int) -> T:
+    """Run a pure, CPU-bound core function: inline when small, on a thread when large."""
+    if size <= OFF_LOOP_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
 def _parse(content: bytes) -> ParsedMessage:
     if not may_contain_calendar(content):
         return ParsedMessage(raw=content, skip_reason="no calendar part")
     return parse_message(content)
+
+
+def _participants(master: EventComponent, stored: StoredEvent | None) -> tuple[str, ...]:
+    """Who takes part. Copies of one version (same SEQUENCE) may each list only some of the
+    attendees, as per-attendee copies do: they add to the list and never shrink it; a new
+    version replaces it, and a CANCEL removes people."""
+    addresses = participant_addresses(master)
+    if stored is None or stored.state is not EventState.ACTIVE or master.sequence != stored.sequence:
+        return addresses
+    return tuple(dict.fromkeys((*stored.attendees, *addresses)))
 
 
 def _stored_occurrence(stored: StoredEvent | None) -> Occurrence | None:

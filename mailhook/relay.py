@@ -156,12 +156,13 @@ class Transaction:
             if start.code != 354:
                 return Reply(start.code, start.message)
             protocol = self._client.protocol
-            assert protocol is not None
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
             protocol.write(dot_stuff(content))
             response = await protocol.read_response(timeout=self._client.timeout)
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError, AssertionError):
+        except (aiosmtplib.SMTPException, OSError):
             self._client.close()
             return UNREACHABLE
         return Reply(response.code, response.message)

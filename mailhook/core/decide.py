@@ -33,6 +33,7 @@ class Action(StrEnum):
     PASS = "pass"  # forward byte-identical, change nothing
     CREATE = "create"  # create the conference, rewrite
     SYNC = "sync"  # the conference exists: update it if needed, rewrite with the same link
+    REWRITE = "rewrite"  # an older version of the event: rewrite with the stored link, no API call
     RESCHEDULE = "reschedule"  # an occurrence was cancelled: move the conference, forward unchanged
     DELETE = "delete"  # delete the conference, forward unchanged
     UNINVITE = "uninvite"  # remove cancelled attendees from the conference, forward unchanged
@@ -120,6 +121,12 @@ def decide(
     live = stored if stored and stored.state is not EventState.DELETED else None
     if invitation.method == "CANCEL":
         return _decide_cancel(invitation, live)
+    master = invitation.master
+    if master is not None and stored is not None and master.sequence < stored.sequence:
+        # An MTA retry or a late copy of a version the organizer has since replaced.
+        if live is not None and live.url:
+            return Decision(Action.REWRITE, "older than the version already handled", invitation)
+        return passes("older than the version already handled")
     return _decide_request(invitation, live, policy, occurrence)
 
 
@@ -155,7 +162,8 @@ def _decide_cancel(invitation: Invitation, stored: StoredEvent | None) -> Decisi
     if master.status == "CANCELLED":
         return Decision(Action.DELETE, "the organizer cancelled the event", invitation)
     removed = {attendee.address for attendee in master.attendees}
-    remaining = set(stored.attendees) - removed
+    # Outlook and Google list the organizer as an attendee too; that alone keeps nothing.
+    remaining = set(stored.attendees) - removed - {invitation.organizer}
     if removed and remaining:
         return Decision(Action.UNINVITE, "the organizer removed some attendees", invitation)
     return Decision(Action.DELETE, "the organizer cancelled the event", invitation)
@@ -180,10 +188,6 @@ def domain_of(address: str) -> str:
     """The lower-case domain of an e-mail address."""
     return address.rpartition("@")[2].lower()
 
-
-def local_part(address: str) -> str:
-    """The local part of an e-mail address."""
-    return address.rpartition("@")[0]
 
 
 def event_tag(organizer: str, uid: str) -> str:

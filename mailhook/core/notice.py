@@ -125,12 +125,26 @@ _REASONS = {
     "en": "TrueConf Server did not answer",
     "ru": "TrueConf Server не отвечал",
 }
+_REFUSED = {
+    "en": "TrueConf Server refused the request: ",
+    "ru": "TrueConf Server отклонил запрос: ",
+}
 
 
 def build_action_notice(
-    organizer: str, topic: str, since: float, sender: str, language: str, now: datetime
+    organizer: str,
+    topic: str,
+    since: float,
+    sender: str,
+    language: str,
+    now: datetime,
+    refusal: str = "",
 ) -> bytes:
-    """The "action required" notice for an invitation that went out without its conference."""
+    """The "action required" notice for an invitation that went out without its conference.
+
+    ``refusal`` is TrueConf's own reason when it refused the request; without one, TrueConf
+    did not answer.
+    """
     text = _ACTION.get(language, _ACTION["en"])
     message = EmailMessage(policy=SMTP)
     message["Subject"] = text["subject"].format(topic=topic)
@@ -140,6 +154,7 @@ def build_action_notice(
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"
     stamp = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M")
-    reason = _REASONS.get(language, _REASONS["en"])
+    reason = _REFUSED.get(language, _REFUSED["en"]) + refusal if refusal else _REASONS.get(
+        language, _REASONS["en"])
     message.set_content(text["body"].format(topic=topic, reason=reason, since=stamp), charset="utf-8")
     return message.as_bytes()

@@ -105,14 +105,6 @@ def _merge(stored: str, incoming: str, uid: str, method: str) -> str:
     return _compose(new, old, chosen, overrides)
 
 
-def has_master(series: str) -> bool:
-    """Does the series know its master (or single) event?"""
-    try:
-        return _master(_read(series)) is not None
-    except SeriesError:
-        return False
-
-
 def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
     """The nearest occurrence that has not ended at ``now`` (one in progress counts)."""
     try:

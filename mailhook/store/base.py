@@ -36,6 +36,9 @@ class Store(Protocol):
     async def finish_delete(self, conference_id: str) -> None:
         """Forget a deletion TrueConf confirmed."""
 
+    async def count_by_state(self) -> dict[str, int]:
+        """How many events are in each state."""
+
     async def count_pending(self) -> int:
         """Deletions and updates still waiting for TrueConf."""
 

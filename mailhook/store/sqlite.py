@@ -167,6 +167,13 @@ class SqliteStore:
     def _finish_delete(self, conference_id: str) -> None:
         self._open().execute("delete from pending_deletes where conference_id = ?", [conference_id])
 
+    async def count_by_state(self) -> dict[str, int]:
+        return await self._run(self._count_by_state)
+
+    def _count_by_state(self) -> dict[str, int]:
+        rows = self._open().execute("select state, count(*) from events group by state").fetchall()
+        return {str(state): int(count) for state, count in rows}
+
     async def count_pending(self) -> int:
         return await self._run(self._count_pending)
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from mailhook.errors import TrueConfError
 
 log = logging.getLogger("mailhook.trueconf")
+RETRY_AFTER = 60.0  # seconds before a failed refresh of the user list is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,10 @@ class UserListDirectory:
         except TrueConfError:
             if self._accounts is None:
                 raise
-            # A stale list is better than refusing mail while TrueConf's user API hiccups.
+            # A stale list is better than refusing mail while TrueConf's user API hiccups; try
+            # again in a minute rather than on every message.
             log.warning("TrueConf user list could not be refreshed; using the cached one")
+            self._loaded_at = self._clock() - self._ttl + min(self._ttl, RETRY_AFTER)
             return
         self._accounts = {
             user.email.strip().lower(): Account(str(user.id), user.display_name or "")

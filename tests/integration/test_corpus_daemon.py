@@ -67,6 +67,9 @@ FLOWS = [
 ]
 # Whole-event CANCELs whose REQUEST is not in the corpus: the test first sends that REQUEST
 # (the same object with METHOD:REQUEST), so the CANCEL has a conference to delete.
+# Thunderbird's test data reuses one UID for its single-event flow and its recurring flow;
+# each flow starts on an empty store, as two unrelated organizers' events would.
+NEW_STORE = {"releases-comm-central/repeat-event.eml"}
 PRIMED = {
     "openbmc.lists.ozlabs.org.0/95f1919a9943/m",
     "openbmc.lists.ozlabs.org.0/c94b2fe010bd/m",
@@ -211,22 +214,26 @@ async def _deliver(daemon, sink: Sink, sample: Sample, raw: bytes) -> bytes | No
     return arrived[0].content
 
 
-async def test_every_corpus_message_is_delivered_and_decided_right(start_daemon, standin, sink):
+async def test_every_corpus_message_is_delivered_and_decided_right(start_daemon, standin, sink,
+                                                                   tmp_path):
     """Each corpus message is delivered once; rewrites are sound in both parsers; passes are
     byte-identical; organizer CANCELs delete their conference."""
     samples = _samples()
     if not samples:
         pytest.skip(CORPUS_MISSING)
     domains = sorted({sample.organizer.rpartition("@")[2] for sample in samples} | {"example.com"})
-    daemon = await start_daemon(
-        policy={"trigger": "always", "local_domains": domains},
-        trueconf={"user_mapping": "local_part"},
-        notice={"enabled": False},
-    )
     counts = {"delivered": 0, REWRITE: 0, PASS: 0, DELETE: 0, "valid in both parsers": 0}
     outcomes: dict[str, str] = {}
     failures: list[str] = []
-    for sample in samples:
+    daemon = None
+    for number, sample in enumerate(samples):
+        if daemon is None or sample.name in NEW_STORE:
+            daemon = await start_daemon(
+                policy={"trigger": "always", "local_domains": domains},
+                trueconf={"user_mapping": "local_part"},
+                notice={"enabled": False},
+                store={"path": str(tmp_path / f"corpus-{number}.sqlite3")},
+            )
         if sample.name in PRIMED:
             await _deliver(daemon, sink, sample, _as_request(sample.raw))
         deletes = sum(1 for r in standin.requests if r.method == "DELETE")

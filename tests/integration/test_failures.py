@@ -36,6 +36,8 @@ async def test_cancel_goes_out_at_once_and_deletion_is_retried(daemon, standin, 
     assert invitations(sink)[-1].content == cancel
     assert len(standin.conferences) == 1
     assert await daemon.store.count_pending() == 1
+    await daemon.refresh_store_metrics()
+    assert b"mailhook_pending_retries 1.0" in daemon.metrics.exposition()
     assert await daemon.pipeline.retry_pending(now=LATER) == 0  # still down: postponed again
     standin.fail_next(0)
     assert await daemon.pipeline.retry_pending(now=LATER) == 1
@@ -199,3 +201,76 @@ async def test_burst_of_different_invitations_is_parallel(daemon, standin, sink,
     assert len(standin.conferences) == count
     # One by one would take at least count x 0.3 s for the creates alone.
     assert elapsed < count * 0.3 / 2
+
+
+async def test_stale_request_after_cancel_creates_nothing(daemon, standin, sink):
+    """An older REQUEST retried after the organizer's CANCEL does not bring the conference back."""
+    raw = thunderbird(EVENT)
+    await send(daemon, raw)
+    await send(daemon, thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED", sequence=1)))
+    assert standin.conferences == {}
+    assert (await send(daemon, raw))[0] == 250
+    assert standin.conferences == {}
+    assert invitations(sink)[-1].content == raw
+
+
+async def test_older_update_never_undoes_a_newer_one(daemon, standin, sink):
+    """A delayed SEQUENCE 1 arriving after SEQUENCE 2 keeps the conference as SEQUENCE 2 set it."""
+    await send(daemon, thunderbird(EVENT))
+    url = next(iter(standin.conferences.values()))["url"]
+    await send(daemon, thunderbird(replace(EVENT, summary="Version two", sequence=2)))
+    await send(daemon, thunderbird(replace(EVENT, summary="Version one", sequence=1)))
+    [conference] = standin.conferences.values()
+    assert conference["topic"] == "Version two"
+    assert url in invitations(sink)[-1].content.decode()  # the late copy still has the link
+
+
+async def test_per_attendee_copies_add_up(daemon, standin, sink):
+    """Copies of one version each listing one attendee invite them all, never fewer."""
+    await send(daemon, thunderbird(replace(EVENT, attendees=("bob@example.com",))))
+    await send(daemon, thunderbird(replace(EVENT, attendees=("carol@example.org",))))
+    [conference] = standin.conferences.values()
+    assert [i["id"] for i in conference["invitations"]] == ["alice", "bob", "carol"]
+
+
+async def test_conference_deleted_on_trueconf_is_recreated_by_an_update(daemon, standin, sink):
+    """If an admin deleted the conference in TrueConf, the organizer's next update gets a new one."""
+    await send(daemon, thunderbird(EVENT))
+    [conference_id] = standin.conferences
+    httpx.delete(f"{standin.url}/api/v3.11/conferences/{conference_id}", headers=_bearer(standin))
+    await send(daemon, thunderbird(replace(EVENT, summary="Still on", sequence=1)))
+    [conference] = standin.conferences.values()
+    assert conference["id"] != conference_id and conference["topic"] == "Still on"
+    assert conference["url"] in invitations(sink)[-1].content.decode()
+
+
+async def test_refused_credentials_hold_new_invitations(start_daemon, standin, sink):
+    """With a wrong client secret new invitations get 451 (an operator must fix it), not lost links."""
+    daemon = await start_daemon(trueconf={"client_secret": "wrong-secret"})
+    reliability.fault("TrueConf refuses the credentials")
+    assert (await send(daemon, thunderbird(EVENT)))[0] == 451
+    assert invitations(sink) == []
+    reliability.survived(lost=0, duplicates=False)
+
+
+async def test_refused_create_sends_action_notice(start_daemon, standin, sink):
+    """When TrueConf refuses to create the conference the invitation goes out and the organizer
+    is told why."""
+    daemon = await start_daemon(trueconf={"user_mapping": "local_part"})
+    stranger = replace(EVENT, organizer="nobody-on-trueconf@example.com")
+    raw = thunderbird(stranger)
+    assert (await send(daemon, raw, sender="nobody-on-trueconf@example.com"))[0] == 250
+    assert invitations(sink)[0].content == raw
+    [notice] = await wait_notices(sink, 1)
+    message = email.message_from_bytes(notice.content, policy=email.policy.default)
+    assert "Action required" in message["Subject"]
+    assert "refused" in message.get_content()
+
+
+async def test_cancel_listing_everyone_but_the_organizer_deletes(daemon, standin, sink):
+    """A CANCEL without STATUS that names every attendee except the organizer cancels the event."""
+    await send(daemon, thunderbird(replace(EVENT, attendees=("alice@example.com", "bob@example.com"))))
+    cancel = thunderbird(replace(EVENT, method="CANCEL", status="", attendees=("bob@example.com",),
+                                 sequence=1))
+    await send(daemon, cancel)
+    assert standin.conferences == {}

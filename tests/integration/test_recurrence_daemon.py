@@ -268,3 +268,22 @@ async def test_serving_daemon_catches_up_at_start(start_daemon, standin, sink, c
     daemon.stop()
     await serving
     assert scheduled(standin)[0] == epoch("2030-01-14 09:00")
+
+
+async def test_one_broken_series_does_not_stop_the_others(start_daemon, standin, sink, clock):
+    """A series whose conference is gone from TrueConf is set aside; the others still move on."""
+    import httpx
+
+    daemon = await start_daemon(clock=clock)
+    await send(daemon, request(WEEKLY))
+    await send(daemon, request(WEEKLY.replace(UID, "series-2@example.com")))
+    first = next(c for c in standin.conferences.values())
+    token = httpx.post(f"{standin.url}/oauth2/v1/token", data={
+        "grant_type": "client_credentials", "client_id": "mailhook",
+        "client_secret": "s3cret-value"}).json()["access_token"]
+    httpx.delete(f"{standin.url}/api/v3.11/conferences/{first['id']}",
+                 headers={"Authorization": f"Bearer {token}"})
+    clock.set("2030-01-07 10:01")
+    assert await daemon.pipeline.reschedule_due() == 1
+    [remaining] = standin.conferences.values()
+    assert remaining["schedule"]["start_time"] == epoch("2030-01-14 09:00")
