@@ -60,6 +60,7 @@ class RelaySettings(_Section):
     port: int = Field(10026, ge=1, le=65535)
     timeout: float = Field(60.0, gt=0)
     helo_name: str = ""  # "" means this machine's FQDN
+    pool_size: int = Field(16, ge=0)  # idle sessions kept open between messages
 
 
 class TrueConfSettings(_Section):

@@ -339,6 +339,7 @@ class Daemon:
             await self.status_server.stop()
         for client in (*self._retired, self.client):
             await client.aclose()
+        await self.next_hop.aclose()
         await self.store.close()
         self.notifier.close()
         log.info("stopped")

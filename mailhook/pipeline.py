@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
 
 log = logging.getLogger("mailhook.pipeline")
+# Lines that make an event more than one occurrence.
+_RECURRENCE_LINE = re.compile(r"(?im)^(RRULE|RDATE|EXDATE|RECURRENCE-ID)[;:]")
+# DTSTART/DTEND lines, and the ones that give an absolute time (a TZID, or UTC).
+_TIME_LINE = re.compile(r"(?im)^(?:DTSTART|DTEND)[;:][^\r\n]*")
+_ZONED_TIME = re.compile(r"(?i)^[^:]*;TZID=|^[^;:]*(;[^:]*)?:\d{8}T\d{6}Z\s*$")
 T = TypeVar("T")
 
 TEMPORARY_REPLY = "451 4.3.0 TrueConf Server is not available, please try again later"
@@ -156,7 +162,9 @@ class Pipeline:
         self, inbound: Inbound, parsed: ParsedMessage, invitation: Invitation
     ) -> Outcome:
         stored = await self._store.get(invitation.organizer, invitation.uid)
-        series = await asyncio.to_thread(self._series, stored, parsed, invitation)
+        series = self._single(stored, parsed, invitation)
+        if series is None:
+            series = await asyncio.to_thread(self._series, stored, parsed, invitation)
         decision = decide(invitation, stored, self._config.policy, series.occurrence)
         if decision.action is Action.PASS and series.problem:
             decision = dataclasses.replace(decision, reason=series.problem)
@@ -239,6 +247,32 @@ class Pipeline:
             uid=invitation.uid if invitation else _first_uid(parsed),
             message_id=parsed.message_id,
         )
+
+    def _single(
+        self, stored: StoredEvent | None, parsed: ParsedMessage, invitation: Invitation
+    ) -> SeriesState | None:
+        """The occurrence of a plain one-off event, without the cost of series handling.
+
+        Most invitations are one VEVENT with a zoned start and end and no recurrence; their
+        only occurrence is DTSTART..DTEND as read. Anything else (None) goes the full way.
+        """
+        master = invitation.master
+        if (stored is not None and stored.calendar) or master is None or len(invitation.events) > 1:
+            return None
+        if master.rrule or master.start is None or master.end is None or parsed.calendar is None:
+            return None
+        if _RECURRENCE_LINE.search(parsed.calendar.text) or not self._zoned(parsed.calendar.text):
+            return None
+        occurrence = Occurrence(master.start, master.end, master.utc_offset_minutes)
+        return SeriesState("", occurrence if occurrence.end > self._clock() else None)
+
+    def _zoned(self, text: str) -> bool:
+        """Are the start and end absolute times (floating and all-day ones need the default
+        zone, which only the full way applies, unless that zone is UTC anyway)?"""
+        if self._config.default_zone == timezone.utc:
+            return True
+        event = text[text.upper().find("BEGIN:VEVENT"):]  # not the VTIMEZONE onsets
+        return all(_ZONED_TIME.match(line) for line in _TIME_LINE.findall(event))
 
     def _series(
         self, stored: StoredEvent | None, parsed: ParsedMessage, invitation: Invitation
@@ -372,9 +406,10 @@ class Pipeline:
                 if stored is None or stored != due:
                     continue  # changed by a message meanwhile; that message rescheduled it
                 try:
+                    # A one-off event keeps no series: when it is over, nothing follows.
                     occurrence = await asyncio.to_thread(
                         next_occurrence, stored.calendar, now, self._config.default_zone
-                    )
+                    ) if stored.calendar else None
                     moved += await self._move(stored, stored.calendar, occurrence)
                 except Exception as exc:
                     # One broken event (unreadable series, conference refused or gone) must

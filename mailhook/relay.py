@@ -8,6 +8,9 @@ DATA. Message bytes are sent exactly as given: only SMTP dot-stuffing is applied
 from __future__ import annotations
 
 import logging
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -51,24 +54,57 @@ class Reply:
 
 
 UNREACHABLE = Reply(451, "4.4.1 Next hop unavailable, try again later")
+IDLE_SECONDS = 60.0  # a pooled session older than this is closed, not reused
 BAD_SENDER = Reply(553, "5.1.7 Bad sender address syntax")
 BAD_RECIPIENT = Reply(553, "5.1.3 Bad recipient address syntax")
 
 
 class NextHop:
-    """Opens transactions on the configured next-hop SMTP server."""
+    """Opens transactions on the configured next-hop SMTP server.
+
+    Sessions are kept open between messages (up to ``relay.pool_size`` idle ones, each for at
+    most IDLE_SECONDS), so that most messages skip the connect and EHLO round trips.
+    """
 
     def __init__(self, settings: RelaySettings) -> None:
         self._settings = settings
+        # Looked up once: aiosmtplib would ask the resolver again for every connection.
+        self._helo = settings.helo_name or socket.getfqdn()
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
             hostname=self._settings.host,
             port=self._settings.port,
             timeout=self._settings.timeout,
-            local_hostname=self._settings.helo_name or None,
+            local_hostname=self._helo,
             start_tls=False,
         )
+
+    async def _session(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """An idle session from the pool, or a new one; and whether it was reused."""
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and time.monotonic() - since < IDLE_SECONDS:
+                return client, True
+            client.close()
+        client = self._client()
+        await client.connect()
+        await client.ehlo()
+        return client, False
+
+    def give_back(self, client: aiosmtplib.SMTP) -> None:
+        """Keep a session that ended its transaction cleanly for the next message."""
+        if client.is_connected and len(self._idle) < self._settings.pool_size:
+            self._idle.append((client, time.monotonic()))
+        else:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Say goodbye on every idle session (at shutdown)."""
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            await _quit(client)
 
     async def begin(
         self, mail_from: str, mail_options: list[str], xforward: dict[str, str] | None = None
@@ -78,25 +114,50 @@ class NextHop:
         ``xforward`` (attribute -> xtext value, as the client gave them) is passed on before
         MAIL FROM when the next hop announces XFORWARD, so its log names the original client.
         """
-        client = self._client()
+        for attempt in (1, 2):
+            try:
+                client, reused = await self._session()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                log.warning("next hop %s:%s unreachable: %s", self._settings.host,
+                            self._settings.port, exc)
+                return UNREACHABLE
+            begun = await self._mail(client, mail_from, mail_options, xforward)
+            # A pooled session the next hop has meanwhile closed: once more on a new one.
+            if begun is not UNREACHABLE or not reused:
+                return begun
+        return begun
+
+    async def _mail(
+        self,
+        client: aiosmtplib.SMTP,
+        mail_from: str,
+        mail_options: list[str],
+        xforward: dict[str, str] | None,
+    ) -> Transaction | Reply:
         try:
-            await client.connect()
-            await client.ehlo()
             await _send_xforward(client, xforward or {})
             options = _supported(mail_options, _MAIL_PARAMETER_EXTENSIONS, client)
             await client.mail(mail_from, options=options)
         except aiosmtplib.SMTPResponseException as exc:
-            client.close()
+            await self._reset(client)
             return Reply(exc.code, exc.message)
         except ValueError:
             # aiosmtplib refuses addresses it cannot quote: the address itself is wrong.
-            client.close()
+            await self._reset(client)
             return BAD_SENDER
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError):
             client.close()
-            log.warning("next hop %s:%s unreachable: %s", self._settings.host, self._settings.port, exc)
             return UNREACHABLE
-        return Transaction(client)
+        return Transaction(client, self)
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """RSET a session whose transaction went nowhere, and keep it if that worked."""
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+            return
+        self.give_back(client)
 
     async def probe(self) -> Reply:
         """Connect, EHLO and QUIT: the next hop's EHLO reply, or why it could not be had."""
@@ -133,8 +194,10 @@ class NextHop:
 class Transaction:
     """One MAIL transaction on the next hop."""
 
-    def __init__(self, client: aiosmtplib.SMTP) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, hop: NextHop) -> None:
         self._client = client
+        self._hop = hop
+        self._finished = False  # DATA got its final reply: the session is clean again
 
     async def rcpt(self, address: str, options: list[str]) -> Reply:
         """Send RCPT TO and return the next hop's reply."""
@@ -158,34 +221,70 @@ class Transaction:
             protocol = self._client.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
-            protocol.write(dot_stuff(content))
+            for piece in dot_stuffed(content):
+                protocol.write(piece)
+                # Wait while the socket is backed up, so a big message is never copied whole
+                # into the transport's buffer.
+                await protocol._drain_helper()  # noqa: SLF001
             response = await protocol.read_response(timeout=self._client.timeout)
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError):
             self._client.close()
             return UNREACHABLE
+        self._finished = True
         return Reply(response.code, response.message)
 
     async def close(self) -> None:
-        """End the session politely; a dead connection is just dropped."""
-        try:
-            if self._client.is_connected:
-                await self._client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            pass
-        finally:
+        """End the transaction: the session goes back to the pool (after RSET when the
+        transaction was left half-way); a dead connection is just dropped."""
+        if not self._client.is_connected:
             self._client.close()
+        elif self._finished:
+            self._hop.give_back(self._client)
+        else:
+            await self._hop._reset(self._client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    """End a session politely; a dead connection is just dropped."""
+    try:
+        if client.is_connected:
+            await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        pass
+    finally:
+        client.close()
+
+
+CHUNK = 1024 * 1024
+
+
+def dot_stuffed(content: bytes) -> Iterator[bytes | memoryview]:
+    """The DATA payload in pieces of about CHUNK bytes, without copying the message whole:
+    leading dots doubled, CRLF-terminated, ended by the lone dot."""
+    view = memoryview(content)
+    if content.startswith(b"."):
+        yield b"."
+    start = 0
+    while start < len(content):
+        end = min(start + CHUNK, len(content))
+        dot = content.find(b"\r\n.", start, end + 2)
+        if dot != -1 and dot < end:
+            yield view[start:dot + 3]
+            yield b"."
+            start = dot + 3
+            continue
+        yield view[start:end]
+        start = end
+    if content and not content.endswith(b"\r\n"):
+        yield b"\r\n"
+    yield b".\r\n"
 
 
 def dot_stuff(content: bytes) -> bytes:
-    """The DATA payload: leading dots doubled, CRLF-terminated, ended by the lone dot."""
-    payload = content.replace(b"\r\n.", b"\r\n..")
-    if payload.startswith(b"."):
-        payload = b"." + payload
-    if payload and not payload.endswith(b"\r\n"):
-        payload += b"\r\n"
-    return payload + b".\r\n"
+    """The whole DATA payload at once (see dot_stuffed)."""
+    return b"".join(dot_stuffed(content))
 
 
 async def _send_xforward(client: aiosmtplib.SMTP, xforward: dict[str, str]) -> None:

@@ -113,13 +113,22 @@ class ScannedMessage:
 def may_contain_calendar(raw: bytes) -> bool:
     """Cheaply tell whether a message might carry a calendar object (no MIME parse).
 
-    Plain substring tests on one lower-cased copy: a case-insensitive regex alternation is
-    many times slower on multi-megabyte attachments, and every outgoing message pays this.
+    Plain substring tests on lower-cased windows of the message: a case-insensitive regex
+    alternation is many times slower on multi-megabyte attachments, and lower-casing the whole
+    message at once would copy it; every outgoing message pays this.
     """
-    lowered = raw.lower()
-    if any(marker in lowered for marker in _FAST_PATH_MARKERS):
-        return True
-    return b"application/octet-stream" in lowered and (b"=?" in lowered or b"*=" in lowered)
+    octet_stream = encoded_name = False
+    for start in range(0, max(len(raw), 1), _WINDOW):
+        window = raw[start:start + _WINDOW + _OVERLAP].lower()
+        if any(marker in window for marker in _FAST_PATH_MARKERS):
+            return True
+        octet_stream = octet_stream or b"application/octet-stream" in window
+        encoded_name = encoded_name or b"=?" in window or b"*=" in window
+    return octet_stream and encoded_name
+
+
+_WINDOW = 1024 * 1024
+_OVERLAP = 32  # longer than any marker, so none is missed where two windows meet
 
 
 class _Scanner:
@@ -398,7 +407,10 @@ def _parse_message(raw: bytes) -> ParsedMessage:
         return ParsedMessage(raw=raw, skip_reason="no calendar", **identity)
     parts = tuple(_calendar_part(leaf) for leaf in leaves)
     try:
-        objects = [parse_calendar(read_calendar(raw, leaf)[0]) for leaf in leaves]
+        texts = [read_calendar(raw, leaf)[0] for leaf in leaves]
+        # Google and Thunderbird send the same object twice: read each distinct text once.
+        read = {text: parse_calendar(text) for text in dict.fromkeys(texts)}
+        objects = [read[text] for text in texts]
     except (CalendarError, BodyDecodeError) as exc:
         reason = "calendar too large" if str(exc) == TOO_LARGE else "unparsable calendar"
         return ParsedMessage(raw=raw, calendar_parts=parts, skip_reason=reason, **identity)

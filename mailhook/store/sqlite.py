@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -113,14 +114,22 @@ class SqliteStore:
         return await self._run(self._get, organizer, uid)
 
     def _get(self, organizer: str, uid: str) -> StoredEvent | None:
-        rows = list(self._open()["events"].rows_where("organizer = ? and uid = ?", [organizer, uid]))
-        return event_from_row(rows[0]) if rows else None
+        cursor = self._open().conn.execute(
+            "select * from events where organizer = ? and uid = ?", [organizer, uid]
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
 
     async def put(self, event: StoredEvent) -> None:
         await self._run(self._put, event)
 
     def _put(self, event: StoredEvent) -> None:
-        self._open()["events"].upsert(_to_row(event), pk=("organizer", "uid"))
+        # Plain SQL: the table helpers look the schema up on every call, which costs more
+        # than the write itself on the invitation path.
+        row = _to_row(event)
+        self._open().conn.execute(_upsert_sql(tuple(row)), list(row.values()))
 
     async def list_events(self) -> list[StoredEvent]:
         return await self._run(self._list)
@@ -191,6 +200,15 @@ class SqliteStore:
             db, self._db = self._db, None
             await self._run(db.conn.close)
         self._executor.shutdown(wait=True)
+
+
+@functools.cache
+def _upsert_sql(columns: tuple[str, ...]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("organizer", "uid"))
+    return (
+        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "
+        f"on conflict (organizer, uid) do update set {updates}"
+    )
 
 
 def _to_row(event: StoredEvent) -> dict[str, Any]:

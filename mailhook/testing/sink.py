@@ -44,10 +44,18 @@ class SinkHandler:
     def __init__(self, maildir: Path | None = None) -> None:
         self.messages: list[Received] = []
         self.data_started = 0  # DATA commands begun, accepted or not
+        self.sessions = 0  # EHLO/HELO greetings seen: roughly, connections
         self.script = Script()
         self._maildir = maildir
         self._lock = threading.Lock()
         self.arrived = threading.Condition(self._lock)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

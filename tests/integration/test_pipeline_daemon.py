@@ -406,3 +406,24 @@ async def test_multi_line_refusal_reaches_the_client_intact(daemon, standin, sin
     sink.handler.script.rcpt["grey@example.com"] = "450-4.2.0 Greylisted\r\n450 4.2.0 see http://example/grey"
     code, text = await send(daemon, plain_mail(), rcpts=("grey@example.com",))
     assert code == 451 and "Greylisted" in text
+
+
+async def test_next_hop_sessions_are_reused(daemon, standin, sink):
+    """Consecutive messages travel over one kept-open next-hop session, RSET between them."""
+    for _ in range(5):
+        assert (await send(daemon, plain_mail()))[0] == 250
+    sink.handler.script.rcpt["nobody@example.com"] = "550 5.1.1 No such user"
+    assert (await send(daemon, plain_mail(), rcpts=("nobody@example.com",)))[0] == 550
+    assert (await send(daemon, plain_mail()))[0] == 250
+    assert len(invitations(sink)) == 6
+    assert sink.handler.sessions == 1
+
+
+async def test_stale_pooled_session_is_replaced(start_daemon, standin, sink):
+    """When the next hop has closed a kept session, the message goes over a new one."""
+    daemon = await start_daemon()
+    assert (await send(daemon, plain_mail()))[0] == 250
+    for client, _ in daemon.next_hop._idle:
+        client.close()  # as if the next hop had timed the session out
+    assert (await send(daemon, plain_mail()))[0] == 250
+    assert len(invitations(sink)) == 2
