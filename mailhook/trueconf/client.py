@@ -78,6 +78,8 @@ class TrueConfClient:
         self._client_secret = client_secret
         self._clock = clock
         self._token: _Token | None = None
+        self._token_as_json = False  # the token endpoint refused a form and took JSON
+        self._token_path = TOKEN_PATH
         self._token_lock = asyncio.Lock()
         self._http = httpx.AsyncClient(
             base_url=server_url.rstrip("/"),
@@ -167,16 +169,19 @@ class TrueConfClient:
         """List every TrueConf account, following ``next_page_id`` until the last page."""
         users: list[TrueConfUser] = []
         visited: set[int] = set()
-        page = 1
-        while page >= 1:  # the server ends the chain with next_page_id == -1
+        # The first page is the server's own first page (whatever its numbering starts at);
+        # after that, the server names each next page, ending with next_page_id == -1.
+        query: dict[str, int] = {"page_size": PAGE_SIZE}
+        while True:
+            response = await self._call("GET", "/users", params=query)
+            batch, page = user_page(self._ok_json(response, "list users"))
+            users.extend(batch)
+            if page < 0 or not batch:
+                return users
             if page in visited or len(visited) >= MAX_PAGES:
                 raise TrueConfRejected("TrueConf user paging does not end", reason="paging")
             visited.add(page)
             query = {"page_id": page, "page_size": PAGE_SIZE}
-            response = await self._call("GET", "/users", params=query)
-            batch, page = user_page(self._ok_json(response, "list users"))
-            users.extend(batch)
-        return users
 
     async def check(self) -> None:
         """Fetch a fresh token, proving the server is reachable and accepts our credentials."""
@@ -205,19 +210,43 @@ class TrueConfClient:
         if self._token is not None and self._token.value == value:
             self._token = None
 
+    async def _post_token(self, form: dict[str, str], as_json: bool = False) -> httpx.Response:
+        response = await self._post_token_to(self._token_path, form, as_json)
+        if response.status_code == 404 and self._v4 and self._token_path == TOKEN_PATH:
+            # Servers of the v4 generation may serve tokens under the API path only.
+            v4_path = f"/api/{self.api_version}/oauth2/token"
+            retry = await self._post_token_to(v4_path, form, as_json)
+            if retry.status_code != 404:
+                self._token_path = v4_path
+                return retry
+        return response
+
+    async def _post_token_to(self, path: str, form: dict[str, str], as_json: bool) -> httpx.Response:
+        as_json = as_json or self._token_as_json
+        try:
+            if as_json:
+                return await self._http.post(path, json=form)
+            return await self._http.post(path, data=form)
+        except httpx.HTTPError as exc:
+            raise TrueConfUnavailable(
+                f"TrueConf token endpoint unreachable: {_describe(exc)}"
+            ) from exc
+
     async def _fetch_token(self) -> _Token:
         form = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,
             "client_secret": self._client_secret,
         }
-        try:
-            response = await self._http.post(TOKEN_PATH, data=form)
-        except httpx.HTTPError as exc:
-            raise TrueConfUnavailable(
-                f"TrueConf token endpoint unreachable: {_describe(exc)}"
-            ) from exc
-        if response.status_code in (400, 401):
+        response = await self._post_token(form)
+        if response.status_code in (400, 401, 415) and not self._token_as_json:
+            # The documented example sends JSON, the official samples a form; servers take
+            # both, but a proxy or an older server may take only one. Try the other once.
+            retry = await self._post_token(form, as_json=True)
+            if retry.status_code < 400:
+                self._token_as_json = True
+                response = retry
+        if response.status_code in (400, 401, 415):
             raise self._error(TrueConfAuthError, response, "accept the client credentials")
         body = self._ok_json(response, "issue a token")
         return self._token_from(body)

@@ -597,18 +597,62 @@ async def test_list_users_follows_next_page_id() -> None:
         users = await client.list_users()
     assert users == [TrueConfUser("a", "a@x.org", ""), TrueConfUser("b", "", "B")]
     assert [dict(c.url.params) for c in server.calls] == [
-        {"page_id": "1", "page_size": "100"},
+        {"page_size": "100"},  # the server's own first page, whatever its numbering
         {"page_id": "2", "page_size": "100"},
     ]
 
 
 async def test_list_users_refuses_a_paging_loop() -> None:
     """A server that points back to a page already read is rejected instead of looping."""
-    server = FakeServer(httpx.Response(200, json={"next_page_id": 1, "users": []}))
+    page = {"next_page_id": 2, "users": [{"id": "a", "email": "a@x.org"}]}
+    server = FakeServer(httpx.Response(200, json=page), httpx.Response(200, json=page))
     async with client_for(server) as client:
         with pytest.raises(TrueConfRejected):
             await client.list_users()
-    assert len(server.calls) == 1
+    assert len(server.calls) == 2
+
+
+async def test_token_falls_back_to_json_when_a_form_is_refused() -> None:
+    """A token endpoint that refuses the form-encoded request is asked once more with JSON."""
+    calls: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if request.url.path.endswith("/token"):
+            if request.headers.get("content-type", "").startswith("application/json"):
+                return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+            return httpx.Response(415, json={"error": "unsupported media type"})
+        return httpx.Response(200, json={"conference": {"id": "1", "url": "https://v.example/c/1"}})
+
+    client = TrueConfClient("https://v.example", "id", "secret", transport=httpx.MockTransport(answer))
+    try:
+        await client.create_conference(SPEC)
+    finally:
+        await client.aclose()
+    token_calls = [c for c in calls if c.url.path.endswith("/token")]
+    assert len(token_calls) == 2
+    assert token_calls[1].headers["content-type"].startswith("application/json")
+
+
+async def test_v4_token_from_the_api_path_when_the_classic_one_is_missing() -> None:
+    """On API v4, a server without /oauth2/v1/token is asked at /api/v4/oauth2/token."""
+    paths: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path == "/oauth2/v1/token":
+            return httpx.Response(404, json={"error": "routeNotFound"})
+        if request.url.path == "/api/v4/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(200, json={"conference": {"id": "1", "url": "https://v.example/c/1"}})
+
+    client = TrueConfClient("https://v.example", "id", "secret", api_version="v4",
+                            transport=httpx.MockTransport(answer))
+    try:
+        await client.create_conference(SPEC)
+    finally:
+        await client.aclose()
+    assert paths[:3] == ["/oauth2/v1/token", "/api/v4/oauth2/token", "/api/v4/conferences"]
 
 
 async def test_echoed_token_is_scrubbed_from_errors() -> None:
@@ -708,8 +752,8 @@ async def test_standin_list_users_is_paged(standin: StandIn, version: str) -> No
         users = await client.list_users()
     assert [u.id for u in users] == ["alice", "bob", "carol", "dave", "erin"]
     assert users[3] == TrueConfUser("dave", "dave@example.com", "Dave Dawson")
-    pages = [r.query["page_id"] for r in standin.requests if r.path.endswith("/users")]
-    assert pages == ["1", "2", "3"]
+    pages = [r.query.get("page_id") for r in standin.requests if r.path.endswith("/users")]
+    assert pages == [None, "2", "3"]
 
 
 @VERSIONS
