@@ -19,6 +19,9 @@ import recurring_ical_events
 from icalendar import Calendar, Event
 from icalendar.timezone import tzp
 
+from mailhook.core.calendar import unfold
+from mailhook.core.mime import MAX_CALENDAR_BYTES
+
 # Refuse rules whose expansion up to the search horizon would take more steps than this.
 MAX_EXPANSION = 200_000
 MAX_RDATES = 5_000
@@ -30,7 +33,6 @@ _SEEN_ZONES: set[str] = set()
 _LOCK = threading.Lock()
 # A TZID parameter: ";TZID=" then a quoted string or a bare value up to ";" or ":".
 _TZID_PARAM = re.compile(r'(?i)(;TZID=)("[^"]*"|[^;:]*)')
-MAX_TEXT = 16 * 1024 * 1024
 # The properties that decide when an event happens; the series keeps only these.
 _TIMING = frozenset({"UID", "DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE",
                      "RECURRENCE-ID", "STATUS", "SEQUENCE", "SUMMARY", "X-MICROSOFT-CDO-ALLDAYEVENT"})
@@ -146,14 +148,14 @@ def _relevant(text: str, uid: str) -> str:
     """Only what scheduling needs: the time zones and this UID's VEVENTs, with their timing
     properties. Attendee lists, descriptions and other components are dropped before parsing,
     so their size never costs anything."""
-    if len(text) > MAX_TEXT:
+    if len(text) > MAX_CALENDAR_BYTES:
         raise SeriesError("calendar object too large")
     zones: list[str] = []
     events: list[list[str]] = []
     block: list[str] | None = None
     kind = ""
     nested = 0  # depth of components inside a VEVENT (VALARM...), which scheduling ignores
-    for line in _logical_lines(text):
+    for line in (content.logical for content in unfold(text) if content.logical):
         upper = line.upper()
         if block is None:
             if upper in ("BEGIN:VTIMEZONE", "BEGIN:VEVENT"):
@@ -235,16 +237,6 @@ def _note_zones(names: object) -> None:
     if len(_SEEN_ZONES) > MAX_CACHED_ZONES:
         _SEEN_ZONES.clear()
         tzp.use_default()  # starts a fresh table
-
-
-def _logical_lines(text: str) -> list[str]:
-    lines: list[str] = []
-    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if raw[:1] in (" ", "\t") and lines:
-            lines[-1] += raw[1:]
-        elif raw:
-            lines.append(raw)
-    return lines
 
 
 def _kept(upper_line: str) -> bool:
