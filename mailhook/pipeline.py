@@ -364,7 +364,8 @@ class Pipeline:
     async def _follow_series(self, outcome: Outcome, stored: StoredEvent, series: SeriesState) -> None:
         """Move the conference to the series' nearest occurrence after an instance changed."""
         outcome.conference_id = stored.conference_id
-        if series.problem:
+        if series.problem or not stored.calendar:
+            # Without a known series (a one-off event) an instance message changes nothing.
             return
         await self._move(stored, series.text, series.occurrence)
 

@@ -287,3 +287,16 @@ async def test_one_broken_series_does_not_stop_the_others(start_daemon, standin,
     assert await daemon.pipeline.reschedule_due() == 1
     [remaining] = standin.conferences.values()
     assert remaining["schedule"]["start_time"] == epoch("2030-01-14 09:00")
+
+
+async def test_instance_message_for_a_one_off_event_keeps_its_conference(start_daemon, standin,
+                                                                         sink, clock):
+    """A stray RECURRENCE-ID message for a non-recurring event neither deletes nor moves it."""
+    daemon = await start_daemon(clock=clock, recurrence={"after_series_end": "delete"})
+    single = WEEKLY.replace("RRULE:FREQ=WEEKLY;BYDAY=MO", "").replace("20291001T", "20300110T")
+    await send(daemon, request(single))
+    before = scheduled(standin)
+    stray = request(instance("20300110T100000", "20300111T100000", "20300111T110000"))
+    assert (await send(daemon, stray))[0] == 250
+    assert scheduled(standin) == before
+    assert "/c/" in invitations(sink)[-1].content.decode()
