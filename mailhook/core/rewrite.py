@@ -21,6 +21,7 @@ from mailhook.core.calendar import (
     unfold,
 )
 from mailhook.core.mime import (
+    IDENTITY_CTES,
     BodyDecodeError,
     MimePart,
     decode_body,
@@ -37,7 +38,6 @@ from mailhook.errors import InvitationError
 FOLD_OCTETS = 75
 MAX_LINE_OCTETS = 998
 _PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
-_IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
 # HTML renditions of DESCRIPTION: Outlook's and Zimbra's X-ALT-DESC, RFC 9073's STYLED-DESCRIPTION.
 _HTML_DESCRIPTIONS = frozenset({"X-ALT-DESC", "STYLED-DESCRIPTION"})
 _DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORECASE | re.DOTALL)
@@ -386,7 +386,7 @@ def _encode_payload(raw: bytes, part: MimePart, payload: bytes, charset: str | N
         return _Encoded(_base64(payload, part.eol, trailing), charset=charset)
     if part.cte == "quoted-printable":
         return _Encoded(_quoted_printable(payload, part.eol), charset=charset)
-    if part.cte not in _IDENTITY_CTES:
+    if part.cte not in IDENTITY_CTES:
         raise InvitationError(f"cannot re-encode transfer encoding {part.cte!r}")
     body = _with_eol(payload, part.eol)
     if _needs_quoting(body, part.cte):
