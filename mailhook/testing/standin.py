@@ -803,6 +803,9 @@ def _fault_reply(fault: _Fault) -> _Reply:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The stdlib's backlog of 5 resets connections when dozens of requests arrive at once
+    # (a mail burst); a real TrueConf Server takes them.
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], handler: type, *, standin: StandIn) -> None:
         if ":" in address[0]:

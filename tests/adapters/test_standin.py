@@ -561,3 +561,20 @@ def test_cli_serves_until_signalled(signum: int) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_burst_of_parallel_requests_is_served() -> None:
+    """Dozens of clients connecting at once (a mail burst) are all answered, none reset."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with StandIn(latency=0.2) as server:
+        with httpx.Client(base_url=server.url) as http:
+            bearer = {"Authorization": f"Bearer {token(http)}"}
+
+        def one(_: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                return client.get("/api/v3.11/conferences", headers=bearer).status_code
+
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            codes = list(pool.map(one, range(64)))
+    assert codes == [200] * 64
