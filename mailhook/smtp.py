@@ -37,6 +37,12 @@ XFORWARD_MAX_VALUE = 255
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 # "Received: by host (Postfix, from userid 0) id 4Xb2Jt1Q2Zz9sWQ; ..." (also Exim's "id 1r...-0004...")
 _RECEIVED_ID = re.compile(r"\bid\s+([A-Za-z0-9][A-Za-z0-9.-]{4,63})(?=[\s;]|$)")
+# The common MAIL/RCPT argument: <dot-atom@domain>, then nothing or parameters. Anything else
+# (quoted local parts, source routes, literals, comments) takes aiosmtpd's full parser.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+([^ \t(].*))?[ \t]*"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,14 @@ class MailhookSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._trusted = trusted
         self._mailhook_handler = handler
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's parser builds a class on every call; a plain <user@domain> needs none of it.
+        match = _PLAIN_PATH.fullmatch(arg)
+        if match is None or (self.local_part_limit and
+                             len(match.group(1).rpartition("@")[0]) > self.local_part_limit):
+            return super()._getaddr(arg)
+        return match.group(1), match.group(2) or ""
 
     def _set_post_data_state(self) -> None:
         # XFORWARD attributes describe one transaction: they end with DATA, RSET or a new EHLO.
@@ -176,6 +190,7 @@ class Handler:
         self._delivered = delivered
         self._transactions: dict[int, Transaction] = {}
         self.in_flight = 0
+        self.on_change: Callable[[int], object] | None = None  # told the new in-flight count
         self.stopping = False  # set at shutdown: new transactions are refused with 421
         self.idle = asyncio.Event()
         self.idle.set()
@@ -277,11 +292,15 @@ class Handler:
     def _enter(self) -> None:
         self.in_flight += 1
         self.idle.clear()
+        if self.on_change is not None:
+            self.on_change(self.in_flight)
 
     def _leave(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0:
             self.idle.set()
+        if self.on_change is not None:
+            self.on_change(self.in_flight)
 
 
 def header_section(content: bytes) -> Message:
