@@ -171,9 +171,22 @@ def show_conference(event: StoredEvent, out: Print) -> int:
 
 async def delete_conference(settings: Settings, event: StoredEvent, out: Print, err: Print) -> int:
     """Delete the event's conference on TrueConf, then mark the event deleted in the store."""
+    from mailhook.daemon import event_locks
+
+    # A running daemon handling a message for this event meanwhile would undo the deletion.
+    async with event_locks(settings, create=False).hold((event.organizer, event.uid)):
+        return await _delete_conference(settings, event, out, err)
+
+
+async def _delete_conference(settings: Settings, event: StoredEvent, out: Print, err: Print) -> int:
     from mailhook.daemon import build_client
     from mailhook.store import SqliteStore
 
+    store = SqliteStore(settings.store.path)
+    try:
+        event = await store.get(event.organizer, event.uid) or event
+    finally:
+        await store.close()
     if event.state is EventState.DELETED:
         out(f"{event.uid}: already deleted")
         return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sqlite3
 import sys
 from datetime import datetime, timezone
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from mailhook import __version__, logfmt
 from mailhook.config import ConfigError, Settings, config_path, load_settings, masked
+
+log = logging.getLogger("mailhook")
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -46,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(serve)
     serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=logfmt.LEVELS,
                        help="log verbosity (overrides [log] level, also across reloads)")
+    # How the first process starts its helper workers (smtp.workers > 1); not for people.
+    serve.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
+    serve.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     health = commands.add_parser(
@@ -123,12 +131,61 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from mailhook.daemon import run
-
     if args.log_level is None:
         logfmt.set_level(settings.log.level)
     path = config_path(args.config)
-    return asyncio.run(run(settings, config_file=path, log_level_fixed=args.log_level is not None))
+    fixed = args.log_level is not None
+    from mailhook import workers
+
+    if args.listen_fds:
+        # A helper worker the primary started again after the first one exited.
+        workers.ignore_reload_until_serving()
+        from mailhook.daemon import run_helper
+
+        if not workers.die_with_parent(args.parent):
+            return 0
+        sockets = workers.inherited([int(fd) for fd in args.listen_fds.split(",")])
+        return asyncio.run(run_helper(settings, path, sockets, fixed))
+    if settings.smtp.workers == 1:
+        from mailhook.daemon import run
+
+        return asyncio.run(run(settings, config_file=path, log_level_fixed=fixed))
+    primary = os.getpid()
+    shared = workers.shared_metrics_dir()  # before anything imports prometheus-client
+    try:
+        return _serve_workers(settings, path, fixed, args.log_level)
+    finally:
+        if os.getpid() == primary:
+            workers.remove_metrics_dir(shared)
+
+
+def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | None) -> int:
+    """Bind, prepare the store, fork the helpers, then run the primary."""
+    from mailhook import workers
+    from mailhook.daemon import run, run_helper
+    from mailhook.store.sqlite import prepare
+
+    smtp = settings.smtp
+    try:
+        sockets = workers.bind(smtp.listen_host, smtp.listen_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
+                         exc.strerror or exc)
+        return EXIT_FAILED
+    problem = prepare(settings.store.path)  # schema migrations, before several processes open it
+    if problem:
+        log.error("cannot open the store: %s", problem)
+        return EXIT_FAILED
+    parent = os.getpid()
+
+    def helper(number: int) -> int:
+        if not workers.die_with_parent(parent):
+            return 0
+        return asyncio.run(run_helper(settings, path, sockets, fixed))
+
+    pids = workers.fork_helpers(smtp.workers - 1, helper)
+    return asyncio.run(run(settings, config_file=path, log_level_fixed=fixed, sockets=sockets,
+                           helper_pids=tuple(pids), log_level=level))
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class SmtpSettings(_Section):
     timeout: float = Field(300.0, gt=0)  # seconds of silence before a client is dropped
     command_call_limit: int = Field(100, ge=1)  # NOOP, VRFY, HELP... per session
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    workers: int = Field(1, ge=1, le=64)  # processes sharing the listening socket
 
     @field_validator("trusted_networks")
     @classmethod

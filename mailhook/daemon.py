@@ -24,7 +24,7 @@ from mailhook.health import Health
 from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of
 from mailhook.notify import Notifier
 from mailhook.core.decide import Policy
-from mailhook.locks import KeyedLocks
+from mailhook.locks import EventLocks, KeyedLocks, lock_path
 from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig
 from mailhook.relay import NextHop, Reply
 from mailhook.smtp import Handler, MailhookSMTP, Upstream, trusted_networks
@@ -60,6 +60,24 @@ def build_client(settings: Settings) -> TrueConfClient:
         timeout=section.timeout,
         verify=verify,
     )
+
+
+def event_locks(settings: Settings, create: bool = True) -> EventLocks | KeyedLocks:
+    """The per-event locks shared by every process using the store (worker processes, admin
+    commands); in-process ones when the lock file cannot be had (a store in memory, or with
+    ``create`` False, no daemon has made the file yet)."""
+    path = settings.store.path
+    if path == ":memory:":
+        return KeyedLocks()
+    try:
+        if create:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return EventLocks.for_path(lock_path(path), create=create)
+    except OSError as exc:
+        if create:
+            log.warning("cannot open the lock file %s (%s); locking within this process only",
+                        lock_path(path), exc.strerror or exc)
+        return KeyedLocks()
 
 
 def call_limits(limit: int) -> dict[str, int]:
@@ -102,8 +120,15 @@ class Daemon:
         config_file: Path | None = None,
         notifier: Notifier | None = None,
         log_level_fixed: bool = False,
+        sockets: list[socket.socket] | None = None,
+        primary: bool = True,
     ) -> None:
         self.settings = settings
+        # Several worker processes share listening sockets the first one bound; only that one
+        # (the primary) runs the periodic passes, the metrics endpoint and talks to systemd.
+        self.sockets = sockets
+        self.primary = primary
+        self.reload_hooks: list[Callable[[], None]] = []  # called after each applied reload
         self.config_file = config_file  # re-read on SIGHUP; None: nothing to reload from
         self.log_level_fixed = log_level_fixed  # --log-level was given: a reload keeps it
         self.metrics = Metrics()
@@ -113,13 +138,14 @@ class Daemon:
         self.trueconf = InstrumentedTrueConf(self.client, self.metrics)
         self.next_hop = NextHop(settings.relay)
         self._clock = clock
-        self._locks = KeyedLocks()
+        self._locks = event_locks(settings)
         self.pipeline = self._build_pipeline(settings)
         self.handler = Handler(self._process, self.next_hop, self._delivered)
         self.health = Health(self.store, self.trueconf, self.next_hop, settings.metrics.health_cache)
         self.notifier = notifier if notifier is not None else Notifier()
         self.status_server: StatusServer | None = None
-        self.metrics.in_flight.set_function(lambda: self.handler.in_flight)
+        if not self.metrics.follow_in_flight(lambda: self.handler.in_flight):
+            self.handler.on_change = self.metrics.in_flight.set
         self.counts: Counter[str] = Counter()
         self._secret = settings.trueconf.secret()
         logfmt.redact(self._secret)
@@ -128,6 +154,7 @@ class Daemon:
         self.server: asyncio.AbstractServer | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self._extra_servers: list[asyncio.AbstractServer] = []
 
     async def startup(self) -> None:
         """Open the store and the listening socket."""
@@ -136,8 +163,9 @@ class Daemon:
         trusted = trusted_networks(smtp.trusted_networks)
         hostname = smtp.hostname or socket.getfqdn()
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: MailhookSMTP(
+
+        def session() -> MailhookSMTP:
+            return MailhookSMTP(
                 self.handler,
                 trusted,
                 hostname=hostname,
@@ -146,14 +174,22 @@ class Daemon:
                 enable_SMTPUTF8=True,
                 ident="mailhook",
                 command_call_limit=call_limits(smtp.command_call_limit),
-            ),
-            host=smtp.listen_host,
-            port=smtp.listen_port,
-            reuse_address=True,
-        )
-        log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host, smtp.listen_port,
-                 self.settings.relay.host, self.settings.relay.port)
-        await self._start_status_server()
+            )
+
+        if not self.sockets:
+            self.server = await loop.create_server(
+                session, host=smtp.listen_host, port=smtp.listen_port, reuse_address=True
+            )
+        else:
+            # Sockets bound before the worker processes started; one server per address
+            # (e.g. "localhost": 127.0.0.1 and ::1).
+            self.server = await loop.create_server(session, sock=self.sockets[0])
+            for extra in self.sockets[1:]:
+                self._extra_servers.append(await loop.create_server(session, sock=extra))
+        if self.primary:
+            log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host, smtp.listen_port,
+                     self.settings.relay.host, self.settings.relay.port)
+            await self._start_status_server()
 
     async def _start_status_server(self) -> None:
         # Metrics are for watching mail flow, never a reason to stop it.
@@ -212,18 +248,20 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         except (NotImplementedError, RuntimeError):
             pass
+        if not self.primary:
+            await self._stopping.wait()
+            return
         await self.refresh_store_metrics()
         self.notifier.ready(self.status_line())
-        reporter = loop.create_task(self._report_forever())
-        rescheduler = loop.create_task(self.reschedule_forever())
-        retrier = loop.create_task(self.retry_forever())
+        tasks = [loop.create_task(self._report_forever()),
+                 loop.create_task(self.reschedule_forever()),
+                 loop.create_task(self.retry_forever())]
         try:
             await self._stopping.wait()
         finally:
             self.notifier.stopping()
-            rescheduler.cancel()
-            retrier.cancel()
-            reporter.cancel()
+            for task in tasks:
+                task.cancel()
 
     def stop(self) -> None:
         """Ask the daemon to shut down."""
@@ -296,6 +334,8 @@ class Daemon:
             return False
         self._apply(new)
         self.metrics.reloads.labels("applied").inc()
+        for hook in self.reload_hooks:
+            hook()
         return True
 
     def _apply(self, new: Settings) -> None:
@@ -327,8 +367,9 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop accepting, let messages in flight finish, then close adapters in order."""
         self.handler.stopping = True
-        if self.server is not None:
-            self.server.close()
+        for server in (self.server, *self._extra_servers):
+            if server is not None:
+                server.close()
         try:
             await asyncio.wait_for(self.handler.idle.wait(), DRAIN_TIMEOUT)
         except TimeoutError:
@@ -393,18 +434,51 @@ def log_summary(
 
 
 async def run(
-    settings: Settings, config_file: Path | None = None, log_level_fixed: bool = False
+    settings: Settings, config_file: Path | None = None, log_level_fixed: bool = False,
+    *, sockets: list[socket.socket] | None = None, helper_pids: tuple[int, ...] = (),
+    log_level: str | None = None,
 ) -> int:
-    """Run the daemon until told to stop; the exit status."""
-    daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed)
+    """Run the daemon until told to stop; the exit status.
+
+    With helper workers (``smtp.workers`` > 1) this is the primary: ``sockets`` were bound and
+    the helpers forked before the event loop started (see ``mailhook.workers``).
+    """
+    from mailhook import workers
+
+    smtp = settings.smtp
+    daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed,
+                    sockets=sockets)
     try:
         await daemon.startup()
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.smtp.listen_host,
-                  settings.smtp.listen_port, exc.strerror or exc)
+        log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
+                  exc.strerror or exc)
         await daemon.client.aclose()
         await daemon.store.close()
         return 1
+    helpers = None
+    if sockets and helper_pids and config_file is not None:
+        helpers = workers.Helpers(list(helper_pids), config_file, sockets,
+                                  log_level if log_level_fixed else None, DRAIN_TIMEOUT)
+        helpers.start()
+        daemon.reload_hooks.append(lambda: helpers.signal(signal.SIGHUP))
+    try:
+        await daemon.serve()
+    finally:
+        if helpers is not None:
+            await asyncio.gather(helpers.stop(), daemon.shutdown())
+        else:
+            await daemon.shutdown()
+    return 0
+
+
+async def run_helper(
+    settings: Settings, config_file: Path, sockets: list[socket.socket], log_level_fixed: bool
+) -> int:
+    """A helper worker: serve mail on the primary's sockets until told to stop."""
+    daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed,
+                    notifier=Notifier({}), sockets=sockets, primary=False)
+    await daemon.startup()
     try:
         await daemon.serve()
     finally:

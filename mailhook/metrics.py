@@ -2,11 +2,15 @@
 errors by kind; events in the store by state (pending retries, conferences tracked).
 
 Each daemon has its own registry, so several daemons in one process (tests) do not collide.
+With several worker processes (``smtp.workers``), prometheus-client's multiprocess mode is on
+(``PROMETHEUS_MULTIPROC_DIR``, set before the library is imported): every process writes its
+values to files there and /metrics, served by the first process, adds them up.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +22,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 from mailhook.errors import TrueConfAuthError, TrueConfRejected, TrueConfUnavailable
@@ -43,7 +48,8 @@ class Metrics:
             ["method", "decision", "outcome"], registry=self.registry,
         )
         self.in_flight = Gauge(
-            "mailhook_messages_in_flight", "Messages being handled now", registry=self.registry
+            "mailhook_messages_in_flight", "Messages being handled now", registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.trueconf_latency = Histogram(
             "mailhook_trueconf_request_seconds", "TrueConf API calls, by operation",
@@ -56,14 +62,15 @@ class Metrics:
         self.pending = Gauge(
             "mailhook_pending_retries",
             "TrueConf changes not confirmed yet: creates owed, deletions and updates to retry",
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="livemax",
         )
         self.tracked = Gauge(
             "mailhook_conferences_tracked", "Conferences mailhook keeps in step with their events",
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="livemax",
         )
         self.events = Gauge(
-            "mailhook_events", "Stored events, by state", ["state"], registry=self.registry
+            "mailhook_events", "Stored events, by state", ["state"], registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.reloads = Counter(
             "mailhook_config_reloads", "Configuration reloads, by result", ["result"],
@@ -71,6 +78,15 @@ class Metrics:
         )
 
     tracked_count = 0  # conferences tracked at the last count, for the STATUS line
+    _states: frozenset[str] = frozenset()  # states counted last time
+
+    def follow_in_flight(self, count: Callable[[], int]) -> bool:
+        """Let the in-flight gauge read ``count`` at each scrape. False in multiprocess mode,
+        where values live in files: the caller then sets the gauge as the count changes."""
+        if shared_dir():
+            return False
+        self.in_flight.set_function(count)
+        return True
 
     def message(self, method: str, decision: str, code: int) -> None:
         """Count one message by the reply its client got."""
@@ -79,16 +95,35 @@ class Metrics:
     def store_states(self, tally: Mapping[str, int], postponed: int = 0) -> None:
         """Set the store gauges from the number of events in each state and the number of
         postponed deletions and updates."""
-        self.events.clear()
+        # A state no longer present reads 0 (rather than vanishing: with several processes the
+        # last value written would otherwise stay).
+        for state in self._states - tally.keys():
+            self.events.labels(state).set(0)
         for state, count in tally.items():
             self.events.labels(state).set(count)
+        self._states = self._states | tally.keys()
         self.tracked_count = sum(n for s, n in tally.items() if s in TRACKED_STATES)
         self.tracked.set(self.tracked_count)
         self.pending.set(postponed + sum(n for s, n in tally.items() if s not in SETTLED_STATES))
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus' text format."""
+        """The registry in Prometheus' text format (every worker's values, when there are several)."""
+        if shared_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def shared_dir() -> str:
+    """Where worker processes keep their metric values ("" with one process)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def process_gone(pid: int) -> None:
+    """Forget the live gauges of a worker process that exited."""
+    if shared_dir():
+        multiprocess.mark_process_dead(pid)
 
 
 def outcome_of(code: int) -> str:

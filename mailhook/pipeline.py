@@ -54,7 +54,7 @@ from mailhook.errors import (
     TrueConfRejected,
 )
 from mailhook.faults import checkpoint
-from mailhook.locks import KeyedLocks
+from mailhook.locks import EventLocks, KeyedLocks
 from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
 
@@ -138,7 +138,7 @@ class Pipeline:
         trueconf: ConferenceService,
         directory: Directory,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        locks: KeyedLocks | None = None,
+        locks: KeyedLocks | EventLocks | None = None,
     ) -> None:
         self._config = config
         self._store = store

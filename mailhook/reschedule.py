@@ -10,7 +10,7 @@ from mailhook.config import Settings
 
 async def reschedule_once(settings: Settings, now: datetime | None = None) -> int:
     """Run one pass against the configured store and TrueConf; the number of conferences moved."""
-    from mailhook.daemon import build_client, build_directory, pipeline_config
+    from mailhook.daemon import build_client, build_directory, event_locks, pipeline_config
     from mailhook.pipeline import Pipeline
     from mailhook.store import SqliteStore
 
@@ -19,7 +19,7 @@ async def reschedule_once(settings: Settings, now: datetime | None = None) -> in
     moment = now or datetime.now(timezone.utc)
     pipeline = Pipeline(
         pipeline_config(settings), store, client, build_directory(settings, client),
-        clock=lambda: moment,
+        clock=lambda: moment, locks=event_locks(settings, create=False),
     )
     try:
         return await pipeline.reschedule_due()

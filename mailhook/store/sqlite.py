@@ -81,6 +81,25 @@ def migrate(db: sqlite_utils.Database) -> int:
     return len(MIGRATIONS)
 
 
+def prepare(path: str) -> str:
+    """Create the store and bring its schema up to date now, before several processes open
+    it; "" when done, else what went wrong."""
+    if path == ":memory:":
+        return ""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            db = sqlite_utils.Database(conn)
+            db.enable_wal()
+            migrate(db)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        return f"{path}: {exc}"
+    return ""
+
+
 class SqliteStore:
     """Events in a SQLite file through sqlite-utils."""
 

@@ -1,0 +1,234 @@
+"""Several processes serving mail on the same listening sockets (``smtp.workers`` > 1).
+
+One process uses one CPU core, and parsing and rewriting invitations is CPU work, so a busy
+server runs one process per core. The first process (the primary) binds the sockets and opens
+the store, then starts the others (helpers) as fresh ``mailhook serve`` processes that inherit
+the bound sockets; the kernel hands each new connection to one of them. Helpers only serve
+mail. The primary also runs the periodic passes (rescheduling, retries), serves /metrics and
+/healthz, and talks to systemd. Per-event locks hold across processes (see ``locks.py``), so two
+copies of one invitation served by different processes still make one conference.
+
+The primary restarts a helper that exits unexpectedly. A helper stops when the primary dies
+(``PR_SET_PDEATHSIG``), so no process is left holding the port. SIGTERM to the primary stops
+the helpers too (each lets its messages in flight finish); SIGHUP is passed on to them once the
+primary has taken the new configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("mailhook")
+
+BACKLOG = 128
+RESTART_DELAY = 1.0  # seconds before a helper that exited is started again (doubling, capped)
+RESTART_DELAY_MAX = 60.0
+STOP_GRACE = 5.0  # seconds past the drain timeout before a helper that will not stop is killed
+# What a helper must not inherit: systemd's notify socket and watchdog belong to the primary.
+PRIMARY_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                    "LISTEN_FDNAMES")
+PR_SET_PDEATHSIG = 1
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` stands for, as asyncio would bind them."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                # Port 0 picked a free port for the first address; use it for the others too.
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.set_inheritable(True)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def inherited(fds: list[int]) -> list[socket.socket]:
+    """The listening sockets a helper was started with."""
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    for sock in sockets:
+        sock.setblocking(False)
+    return sockets
+
+
+def die_with_parent(parent: int) -> bool:
+    """Ask the kernel to stop this process when the primary dies; False if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    return os.getppid() == parent
+
+
+def ignore_reload_until_serving() -> None:
+    """A SIGHUP reaching a helper before its event loop handles it must not kill it."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def shared_metrics_dir() -> str:
+    """A fresh folder for the workers' metric values, named in the environment before
+    prometheus-client is imported (it decides its storage at import)."""
+    path = tempfile.mkdtemp(prefix="mailhook-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def remove_metrics_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fork_helpers(count: int, serve: Callable[[int], int]) -> list[int]:
+    """Start helpers 1..count as forks of this process, which has loaded mailhook but has no
+    thread or event loop yet: they share its memory pages until they write to them."""
+    pids = []
+    for number in range(1, count + 1):
+        pid = os.fork()
+        if pid == 0:  # the helper
+            ignore_reload_until_serving()
+            status = 1
+            try:
+                status = serve(number)
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                log.exception("worker %d failed", number)
+            finally:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+        pids.append(pid)
+    return pids
+
+
+class Helpers:
+    """The helper processes of a primary: watched, restarted, signalled and stopped.
+
+    They start as forks (``fork_helpers``); one that exits unexpectedly is started again as a
+    new ``mailhook serve`` process given the listening sockets, since the primary, by then
+    running threads, must not fork itself.
+    """
+
+    def __init__(
+        self,
+        pids: list[int],
+        config_file: Path,
+        sockets: list[socket.socket],
+        log_level: str | None,
+        drain_timeout: float,
+    ) -> None:
+        self._pids = dict(enumerate(pids, start=1))  # worker number -> pid
+        self._config_file = config_file
+        self._fds = [sock.fileno() for sock in sockets]
+        self._log_level = log_level
+        self._drain_timeout = drain_timeout
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self._pids.values())
+
+    def start(self) -> None:
+        """Begin watching the helpers."""
+        loop = asyncio.get_running_loop()
+        for number in self._pids:
+            self._watchers.append(loop.create_task(self._watch(number)))
+        log.info("%d helper worker process(es): %s", len(self._pids),
+                 " ".join(str(pid) for pid in self.pids))
+
+    def _spawn(self, number: int) -> int:
+        argv = [sys.executable, "-m", "mailhook", "serve", "--config", str(self._config_file),
+                "--listen-fds", ",".join(map(str, self._fds)), "--parent", str(os.getpid()),
+                "--worker", str(number)]
+        if self._log_level:
+            argv += ["--log-level", self._log_level]
+        env = {key: value for key, value in os.environ.items() if key not in PRIMARY_ONLY_ENV}
+        # The listening sockets are inheritable; every other descriptor is close-on-exec.
+        return os.posix_spawn(sys.executable, argv, env)
+
+    async def _exit_status(self, pid: int) -> int:
+        """Wait for a helper to exit and reap it; its exit status."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = -1  # no pidfd (old kernel): look now and then instead
+        if fd < 0:
+            while True:
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+                if reaped:
+                    return os.waitstatus_to_exitcode(status)
+                await asyncio.sleep(0.5)
+        exited = loop.create_future()
+        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    async def _watch(self, number: int) -> None:
+        from mailhook.metrics import process_gone
+
+        delay = RESTART_DELAY
+        while True:
+            pid = self._pids[number]
+            status = await self._exit_status(pid)
+            process_gone(pid)
+            if self._stopping:
+                return
+            log.error("worker %d (pid %d) exited with status %s; starting it again in %.0f s",
+                      number, pid, status, delay)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                self._pids[number] = self._spawn(number)
+            except OSError as exc:
+                log.error("cannot start worker %d: %s", number, exc)
+                return
+            delay = min(delay * 2, RESTART_DELAY_MAX)
+
+    def signal(self, signum: int) -> None:
+        """Pass a signal on to every helper."""
+        for pid in self._pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    async def stop(self) -> None:
+        """SIGTERM every helper and wait until each has finished its messages."""
+        self._stopping = True
+        self.signal(signal.SIGTERM)
+        watching = [task for task in self._watchers if not task.done()]
+        if not watching:
+            return
+        done, pending = await asyncio.wait(watching, timeout=self._drain_timeout + STOP_GRACE)
+        if pending:
+            log.warning("a worker did not stop in time; killing it")
+            self.signal(signal.SIGKILL)
+            await asyncio.wait(pending)
