@@ -37,6 +37,7 @@ from mailhook.trueconf.payload import (
     parse_error,
     user_page,
 )
+from mailhook.trueconf.transport import H11Transport
 
 __all__ = ["TrueConfClient", "TrueConfUser"]
 
@@ -81,11 +82,12 @@ class TrueConfClient:
         self._token_as_json = False  # the token endpoint refused a form and took JSON
         self._token_path = TOKEN_PATH
         self._token_lock = asyncio.Lock()
+        if transport is None:
+            # A lean h11 transport instead of httpx's default pool (see transport.py); it
+            # connects directly, ignoring HTTP(S)_PROXY, and owns the TLS settings.
+            transport = H11Transport(verify=_tls_verify(verify))
         self._http = httpx.AsyncClient(
-            base_url=server_url.rstrip("/"),
-            timeout=timeout,
-            verify=_tls_verify(verify),
-            transport=transport,
+            base_url=server_url.rstrip("/"), timeout=timeout, transport=transport
         )
 
     async def __aenter__(self) -> TrueConfClient:
