@@ -181,6 +181,9 @@ class StoreSettings(_Section):
     """Where mailhook keeps what it knows about each event."""
 
     path: str = "/var/lib/mailhook/mailhook.sqlite3"
+    # "full": every change is on disk before the message is answered; "normal": a change
+    # survives any crash of mailhook but may roll back on power loss or an OS crash.
+    synchronous: Literal["full", "normal"] = "full"
 
 
 class Settings(BaseSettings):

@@ -132,7 +132,7 @@ class Daemon:
         self.config_file = config_file  # re-read on SIGHUP; None: nothing to reload from
         self.log_level_fixed = log_level_fixed  # --log-level was given: a reload keeps it
         self.metrics = Metrics()
-        self.store = SqliteStore(settings.store.path)
+        self.store = SqliteStore(settings.store.path, settings.store.synchronous)
         self.client = build_client(settings)
         # The pipeline holds the instrumented client, so a reload can swap the client behind it.
         self.trueconf = InstrumentedTrueConf(self.client, self.metrics)

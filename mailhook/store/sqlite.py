@@ -14,6 +14,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -103,10 +104,14 @@ def prepare(path: str) -> str:
 class SqliteStore:
     """Events in a SQLite file through sqlite-utils."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "full") -> None:
         self._path = path
+        self._synchronous = "NORMAL" if synchronous == "normal" else "FULL"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailhook-store")
         self._db: sqlite_utils.Database | None = None
+        # Lookups run on the caller's thread through a connection of their own: in WAL mode a
+        # reader never waits for a writer, and a message needs its event before anything else.
+        self._reader: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -121,6 +126,7 @@ class SqliteStore:
             if self._path != ":memory:":
                 db.enable_wal()
             db.execute("PRAGMA busy_timeout = 5000")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
             migrate(db)
             self._db = db
         return self._db
@@ -130,16 +136,18 @@ class SqliteStore:
         await self._run(self._open)
 
     async def get(self, organizer: str, uid: str) -> StoredEvent | None:
+        reader = self._reader
+        if reader is None and self._db is not None and self._path != ":memory:":
+            reader = self._reader = _reader(self._path)
+        if reader is not None:
+            try:
+                return _get(reader, organizer, uid)
+            except sqlite3.OperationalError:
+                pass  # busy for a moment (a checkpoint, recovery): wait on the store thread
         return await self._run(self._get, organizer, uid)
 
     def _get(self, organizer: str, uid: str) -> StoredEvent | None:
-        cursor = self._open().conn.execute(
-            "select * from events where organizer = ? and uid = ?", [organizer, uid]
-        )
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
+        return _get(self._open().conn, organizer, uid)
 
     async def put(self, event: StoredEvent) -> None:
         await self._run(self._put, event)
@@ -215,10 +223,29 @@ class SqliteStore:
         await self._run(lambda: self._open().execute("select 1").fetchone())
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
         if self._db is not None:
             db, self._db = self._db, None
             await self._run(db.conn.close)
         self._executor.shutdown(wait=True)
+
+
+def _reader(path: str) -> sqlite3.Connection:
+    """A read-only connection that never waits: a busy database raises at once."""
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 0")
+    return conn
+
+
+def _get(conn: sqlite3.Connection, organizer: str, uid: str) -> StoredEvent | None:
+    cursor = conn.execute("select * from events where organizer = ? and uid = ?", [organizer, uid])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
 
 
 @functools.cache
@@ -231,7 +258,8 @@ def _upsert_sql(columns: tuple[str, ...]) -> str:
 
 
 def _to_row(event: StoredEvent) -> dict[str, Any]:
-    row = dataclasses.asdict(event)
+    # Field by field: asdict would deep-copy the spec, which is serialised below anyway.
+    row = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     row["state"] = str(event.state)
     row["spec"] = json.dumps(dataclasses.asdict(event.spec)) if event.spec else ""
     row["attendees"] = json.dumps(list(event.attendees))

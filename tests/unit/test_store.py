@@ -63,3 +63,57 @@ def test_migrations_are_applied_once():
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert migrate(db) == len(MIGRATIONS)
     assert "events" in db.table_names()
+
+
+async def test_lookups_on_the_callers_thread_see_every_write(tmp_path):
+    """The lookup connection reads what the store thread wrote, right after the write."""
+    import threading
+
+    store = SqliteStore(str(tmp_path / "m.sqlite3"))
+    try:
+        await store.open()
+        threads = set()
+        original = store._get
+
+        def on_store_thread(organizer, uid):
+            threads.add(threading.get_ident())
+            return original(organizer, uid)
+
+        store._get = on_store_thread  # type: ignore[method-assign]
+        for sequence in range(5):
+            await store.put(replace(EVENT, sequence=sequence))
+            assert (await store.get("alice@example.com", "uid-1")).sequence == sequence
+        assert threads == set()  # every lookup ran here, none waited for the store thread
+    finally:
+        await store.close()
+
+
+async def test_a_busy_database_sends_the_lookup_to_the_store_thread(tmp_path):
+    """A lookup connection told "database is locked" (WAL readers see that only in rare moments
+    such as recovery) does not fail the message: the store thread, with its busy timeout, asks."""
+
+    class Busy:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("database is locked")
+
+        def close(self):
+            pass
+
+    store = SqliteStore(str(tmp_path / "m.sqlite3"))
+    try:
+        await store.put(EVENT)
+        store._reader = Busy()  # type: ignore[assignment]
+        assert await store.get("alice@example.com", "uid-1") == EVENT
+    finally:
+        await store.close()
+
+
+async def test_synchronous_setting_reaches_sqlite(tmp_path):
+    for setting, expected in (("full", 2), ("normal", 1)):
+        store = SqliteStore(str(tmp_path / f"{setting}.sqlite3"), setting)
+        try:
+            await store.open()
+            value = await store._run(lambda: store._open().execute("PRAGMA synchronous").fetchone()[0])
+            assert value == expected
+        finally:
+            await store.close()
