@@ -34,6 +34,14 @@ _OLD_ONSET = re.compile(
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
 _ESCAPED = re.compile(r"\\([\\;,nN:])")
 _NEEDS_ESCAPE = re.compile(r"[\\;,\n]")
+# A content line most producers write: a name, parameters whose values are quoted or plain
+# text without backslashes, carets, control characters or (unquoted) commas, and the value.
+_PLAIN_LINE = re.compile(
+    r'([A-Za-z0-9-]+)'
+    r'((?:;[A-Za-z0-9-]+=(?:"[^"\x00-\x1f\x7f\\^]*"|[^"\x00-\x1f\x7f\\^,:;=]*))*)'
+    r":(.*)"
+)
+_PLAIN_PARAM = re.compile(r';([A-Za-z0-9-]+)=("[^"]*"|[^;]*)')
 _EVENT_PROPERTIES = frozenset(
     {
         "UID", "RECURRENCE-ID", "SEQUENCE", "SUMMARY", "LOCATION", "DESCRIPTION", "DTSTART",
@@ -79,12 +87,25 @@ def unfold(text: str) -> list[ContentLine]:
 
 
 def _content_line(group: list[str]) -> ContentLine:
+    if len(group) == 1:
+        return ContentLine(group[0], (group[0],))
     logical = group[0] + "".join(line[1:] for line in group[1:])
     return ContentLine(logical, tuple(group))
 
 
 def split_content_line(line: str) -> tuple[str, str, str]:
     """Split "NAME;PARAMS:VALUE" into (name, ";PARAMS", value), honouring quoted parameters."""
+    colon = line.find(":")
+    if colon < 0:
+        return line, "", ""
+    if line.find('"', 0, colon) >= 0:
+        return _split_quoted_line(line)  # a quoted parameter may hold the first ":" or ";"
+    semicolon = line.find(";", 0, colon)
+    name_end = colon if semicolon < 0 else semicolon
+    return line[:name_end], line[name_end:colon], line[colon + 1 :]
+
+
+def _split_quoted_line(line: str) -> tuple[str, str, str]:
     quoted = False
     name_end = -1
     for index, char in enumerate(line):
@@ -316,12 +337,35 @@ class _Property:
 
 
 def _parse_property(logical: str) -> tuple[str, _Property] | None:
+    plain = _read_plain_line(logical)
+    if plain is not None:
+        return plain
     try:
         name, params, value = Contentline(logical).parts()
     except Exception:  # noqa: BLE001 - a malformed line is skipped, not fatal
         return None
     flat = {key.upper(): _first(val) for key, val in params.items()}
     return name.upper(), _Property(flat, str(value))
+
+
+def _read_plain_line(logical: str) -> tuple[str, _Property] | None:
+    """Read a line in the plain shape; None for any other line.
+
+    For these lines icalendar's Contentline gives the same name, parameters and value: its
+    escaping, list splitting and whitespace trimming have nothing to act on.
+    """
+    match = _PLAIN_LINE.fullmatch(logical)
+    if match is None:
+        return None
+    name, params, value = match.groups()
+    if params and (" ;" in params or "= " in params or params.endswith(" ")):
+        return None  # padding around a delimiter, which icalendar trims
+    flat = {key.upper(): _unquote(val) for key, val in _PLAIN_PARAM.findall(params)}
+    return name.upper(), _Property(flat, unescape_text(value))
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if value[:1] == '"' else value
 
 
 def _first(value: object) -> str:

@@ -46,6 +46,12 @@ _FAST_PATH_MARKERS = (b"text/calendar", b"application/ics", b"text/x-vcalendar",
 # An encoded file name (RFC 2047 or RFC 2231) can hide ".ics" from the byte search, so an
 # octet-stream part with an encoded name also needs the full parse.
 _HEADER_END = re.compile(rb"\n\r?\n")
+# What may follow "--boundary" on a delimiter line: "--" when it is the closing one, then
+# transport padding up to the line end.
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?=\r?\n|\Z)")
+_LF = ord("\n")
+_LINES = re.compile(r"[^\n]*\n|[^\n]+")  # lines, each with its line end
+_FIELD_START = re.compile(r"[\041-\071\073-\176]+:")  # a field name, as the email parser sees it
 _BOM = b"\xef\xbb\xbf"
 # Microsoft's labels name the older standard but mean its own superset; decoding with the
 # standard codec would fail on (and so leave undecoded) characters the superset adds.
@@ -70,6 +76,9 @@ class MimePart:
     cte: str  # lower-case Content-Transfer-Encoding, "" when absent
     eol: bytes  # b"\r\n" or b"\n": the part's own line-ending style
     children: tuple[MimePart, ...] = ()
+    # Header values already read, by key: the email package parses a header again for each
+    # lookup, and the parse and the rewrite ask for the same few values several times.
+    _memo: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def is_multipart(self) -> bool:
@@ -77,11 +86,14 @@ class MimePart:
         return bool(self.children)
 
     def param(self, name: str) -> str | None:
-        """A Content-Type parameter, unquoted, or None."""
-        value = self.headers.get_param(name, header="content-type")
-        if value is None or isinstance(value, str):
-            return value
-        return str(value[2])  # an RFC 2231 (charset, language, value) triple
+        """A Content-Type parameter, unquoted, or None (the first one of a repeated name)."""
+        memo = self._memo
+        if _PARAMS_READ not in memo:
+            params = self.headers.get_params(header="content-type") or []
+            for key, value in params:
+                memo.setdefault("param:" + key.lower(), _param_text(value))
+            memo[_PARAMS_READ] = None
+        return memo.get("param:" + name.lower())
 
     @property
     def disposition(self) -> str:
@@ -92,8 +104,10 @@ class MimePart:
     @property
     def filename(self) -> str:
         """The decoded file name from Content-Disposition filename or Content-Type name."""
-        name = self.headers.get_filename() or self.param("name") or ""
-        return _decode_words(str(name)).strip()
+        if "filename" not in self._memo:
+            name = self.headers.get_filename() or self.param("name") or ""
+            self._memo["filename"] = _decode_words(str(name)).strip()
+        return self._memo["filename"] or ""
 
     def walk(self) -> Iterator[MimePart]:
         """This part and every descendant, in document order."""
@@ -102,12 +116,22 @@ class MimePart:
             yield from child.walk()
 
 
+_PARAMS_READ = "params read"  # the memo key telling that the Content-Type params are in it
+
+
+def _param_text(value: str | tuple[str | None, str | None, str]) -> str:
+    if isinstance(value, str):
+        return value
+    return str(value[2])  # an RFC 2231 (charset, language, value) triple
+
+
 @dataclass(frozen=True, slots=True)
 class ScannedMessage:
     """The root of a scanned message and whether scanning had to stop early."""
 
     root: MimePart
     truncated: bool = False
+    raw: bytes = field(default=b"", compare=False, repr=False)  # the bytes that were scanned
 
 
 def may_contain_calendar(raw: bytes) -> bool:
@@ -142,7 +166,7 @@ class _Scanner:
     def scan(self) -> ScannedMessage:
         start = len(_BOM) if self.raw.startswith(_BOM) else 0
         root = self.part((), start, len(self.raw), 0, "text/plain")
-        return ScannedMessage(root, self.truncated)
+        return ScannedMessage(root, self.truncated, self.raw)
 
     def part(
         self, path: tuple[int, ...], start: int, end: int, depth: int, default: str
@@ -205,8 +229,36 @@ def _split_header(raw: bytes, start: int, end: int) -> tuple[int, int]:
 
 
 def _parse_headers(block: bytes, default: str) -> Message:
-    message = BytesHeaderParser(policy=compat32).parsebytes(block)
+    message = _plain_headers(block) or BytesHeaderParser(policy=compat32).parsebytes(block)
     message.set_default_type(default)
+    return message
+
+
+def _plain_headers(block: bytes) -> Message | None:
+    """Read a header block of well-formed fields as the email package's parser does, or None.
+
+    The parser's generic machinery costs most of a part's scan; a block it would read without
+    a defect (every line a field or a continuation of one, CRLF or LF line ends) is read
+    directly into the same Message. Anything else (bare CRs, a Unix From line, a line that is
+    neither a field nor a continuation) is left to the parser.
+    """
+    text = block.decode("ascii", "surrogateescape")
+    if text.count("\r") != text.count("\r\n"):
+        return None
+    message = Message(policy=compat32)
+    field_lines: list[str] = []
+    for line in _LINES.findall(text):
+        if line[0] in " \t" and field_lines:
+            field_lines.append(line)
+            continue
+        if not _FIELD_START.match(line):
+            return None
+        if field_lines:
+            message.set_raw(*compat32.header_source_parse(field_lines))
+        field_lines = [line]
+    if field_lines:
+        message.set_raw(*compat32.header_source_parse(field_lines))
+    message.set_payload("")  # what the parser leaves after a block of headers alone
     return message
 
 
@@ -228,21 +280,45 @@ def _boundary_bytes(headers: Message) -> bytes:
 
 
 def _child_spans(raw: bytes, boundary: bytes, start: int, end: int) -> list[tuple[int, int]]:
-    """Split a multipart body into child spans; the CRLF before a delimiter belongs to it."""
-    delimiter = re.compile(
-        rb"(?:\r?\n|^)--" + re.escape(boundary) + rb"(--)?[ \t]*(?=\r?\n|$)", re.MULTILINE
-    )
+    """Split a multipart body into child spans; the line break before a delimiter belongs to it.
+
+    A delimiter line is "--" and the boundary at the start of a line, then "--" when it closes
+    the multipart, then only spaces or TABs up to a CRLF, an LF or the end of the body. The
+    last part runs to the end of the body when the closing delimiter is missing.
+    """
+    delimiter = b"--" + boundary
     spans: list[tuple[int, int]] = []
     open_start: int | None = None
-    for match in delimiter.finditer(raw, start, end):
+    searched = start  # the delimiter lines found so far end before this position
+    at = raw.find(delimiter, start, end)
+    while at >= 0:
+        tail = _DELIMITER_TAIL.match(raw, at + len(delimiter), end)
+        if tail is None or not (at == 0 or raw[at - 1] == _LF):
+            at = raw.find(delimiter, at + 1, end)
+            continue
         if open_start is not None:
-            spans.append((open_start, match.start()))
-        if match.group(1):
+            spans.append((open_start, _line_break_before(raw, at, searched)))
+        if tail.group(1):
             return spans
-        open_start = _after_line_end(raw, match.end(), end)
+        open_start = _after_line_end(raw, tail.end(), end)
+        searched = tail.end()
+        at = raw.find(delimiter, searched, end)
     if open_start is not None:
         spans.append((open_start, end))  # no closing delimiter: the last part runs to the end
     return spans
+
+
+def _line_break_before(raw: bytes, at: int, searched: int) -> int:
+    """Where the CRLF or LF ending the line before position ``at`` starts (``at`` if none).
+
+    A line break at or after ``searched`` counts: none before it, which belongs to an
+    earlier delimiter line or lies before the multipart body.
+    """
+    if at - 2 >= searched and raw.startswith(b"\r\n", at - 2):
+        return at - 2
+    if at - 1 >= searched and raw[at - 1] == _LF:
+        return at - 1
+    return at
 
 
 def _after_line_end(raw: bytes, pos: int, end: int) -> int:
@@ -417,7 +493,12 @@ def _parse_message(raw: bytes) -> ParsedMessage:
     calendar = objects[0]
     reason = _calendar_reason(objects)
     return ParsedMessage(
-        raw=raw, calendar=calendar, calendar_parts=parts, skip_reason=reason, **identity
+        raw=raw,
+        calendar=calendar,
+        calendar_parts=parts,
+        skip_reason=reason,
+        scanned=scanned,
+        **identity,
     )
 
 

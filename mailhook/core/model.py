@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailhook.core.mime import ScannedMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ class ParsedMessage:
     calendar: CalendarObject | None = None  # from the first calendar part
     calendar_parts: tuple[CalendarPart, ...] = ()
     skip_reason: str = ""  # "" when the message carries an invitation to consider
+    # the MIME tree parse_message read ``raw`` into, so the rewrite need not scan it again
+    scanned: ScannedMessage | None = field(default=None, compare=False, repr=False)
 
     @property
     def method(self) -> str:

@@ -47,19 +47,18 @@ _DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORE
 
 def fold_line(logical: str) -> list[str]:
     """Fold one content line at 75 octets without splitting a UTF-8 sequence."""
-    lines: list[str] = []
-    current: list[str] = []
-    size = 0
-    limit = FOLD_OCTETS
-    for char in logical:
-        width = len(char.encode("utf-8", "surrogatepass"))
-        if size + width > limit:
-            lines.append("".join(current))
-            current, size, limit = [" "], 1, FOLD_OCTETS
-        current.append(char)
-        size += width
-    lines.append("".join(current))
-    return lines
+    data = logical.encode("utf-8", "surrogatepass")
+    pieces: list[bytes] = []
+    start, limit = 0, FOLD_OCTETS
+    while len(data) - start > limit:
+        cut = start + limit
+        while data[cut] & 0xC0 == 0x80:  # a continuation byte: cut before its sequence
+            cut -= 1
+        pieces.append(data[start:cut])
+        start, limit = cut, FOLD_OCTETS - 1  # a continuation line starts with a space
+    pieces.append(data[start:])
+    lines = [piece.decode("utf-8", "surrogatepass") for piece in pieces]
+    return lines[:1] + [" " + line for line in lines[1:]]
 
 
 def _params(params: str) -> dict[str, str]:
@@ -265,7 +264,7 @@ def rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
 def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
     assert parsed.calendar is not None
     raw = parsed.raw
-    root = scan_message(raw).root
+    root = _scanned_root(parsed)
     rewritten: dict[str, str] = {}
     changed: dict[tuple[int, ...], tuple[MimePart, _Encoded]] = {}
     for calendar_part in parsed.calendar_parts:
@@ -280,6 +279,14 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
             if encoded is not None:
                 changed[part.path] = (part, encoded)
     return _splice(raw, _edits(raw, root, changed))
+
+
+def _scanned_root(parsed: ParsedMessage) -> MimePart:
+    """The MIME tree of the message: parse_message's own scan when it is of these bytes."""
+    scanned = parsed.scanned
+    if scanned is None or scanned.raw is not parsed.raw:
+        scanned = scan_message(parsed.raw)
+    return scanned.root
 
 
 def _rewritten_copy(
@@ -397,11 +404,12 @@ def _encode_payload(raw: bytes, part: MimePart, payload: bytes, charset: str | N
 
 
 def _with_eol(payload: bytes, eol: bytes) -> bytes:
-    return re.sub(rb"\r?\n", eol, payload)
+    """Every CRLF or bare LF as ``eol``; a bare CR stays as it is."""
+    return payload.replace(b"\r\n", b"\n").replace(b"\n", eol)
 
 
 def _needs_quoting(body: bytes, cte: str) -> bool:
-    long_lines = any(len(line) > MAX_LINE_OCTETS for line in body.split(b"\n"))
+    long_lines = max(map(len, body.split(b"\n"))) > MAX_LINE_OCTETS
     if cte in ("8bit", "binary"):
         return long_lines and cte == "8bit"
     return long_lines or not body.isascii()

@@ -8,9 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from icalendar import Calendar
+from icalendar.parser import Contentline
 
 from mailhook.core.calendar import (
     CalendarError,
+    _parse_property,
+    _read_plain_line,
     escape_text,
     parse_calendar,
     split_content_line,
@@ -38,6 +41,82 @@ def test_split_content_line_respects_quoted_parameters():
         ';CN="a:b";X=1',
         "mailto:x@example.org",
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("UID:x:y", ("UID", "", "x:y")),
+        ("SUMMARY;LANGUAGE=en:a;b", ("SUMMARY", ";LANGUAGE=en", "a;b")),
+        ("NO-COLON;X=1", ("NO-COLON;X=1", "", "")),
+        ('X;A="q;r":v', ("X", ';A="q;r"', "v")),
+        ('X:v"w;z', ("X", "", 'v"w;z')),  # quotes in the value do not matter
+        ('X;A="unclosed:v', ('X;A="unclosed:v', "", "")),
+        ("", ("", "", "")),
+    ],
+)
+def test_split_content_line_cases(line, expected):
+    """The first colon outside quotes ends the parameters; a line without one is all name."""
+    assert split_content_line(line) == expected
+
+
+def _by_icalendar(line: str) -> tuple[str, dict[str, str], str] | None:
+    """What icalendar's own content-line parser reads, in _parse_property's terms."""
+    try:
+        name, params, value = Contentline(line).parts()
+    except Exception:  # noqa: BLE001 - a line icalendar refuses is skipped
+        return None
+    flat = {
+        key.upper(): str(val[0]) if isinstance(val, list) else str(val)
+        for key, val in params.items()
+    }
+    return name.upper(), flat, str(value)
+
+
+def _read(line: str) -> tuple[str, dict[str, str], str] | None:
+    parsed = _parse_property(line)
+    return None if parsed is None else (parsed[0], parsed[1].params, parsed[1].value)
+
+
+@pytest.mark.parametrize(
+    ("line", "plain"),
+    [
+        ("ORGANIZER;CN=Alice Example:mailto:alice@example.com", True),
+        ('ATTENDEE;CN="Smith, J";X-A="a;b=c:d";partstat=accepted:mailto:x@example.org', True),
+        ('DESCRIPTION;ALTREP="data:text/html,%3Cp%3E%25":a\\, b\\nc', True),
+        ("DTSTART;TZID=W. Europe Standard Time:20310101T090000", True),
+        ("SUMMARY;X=1;X=2:last wins", True),
+        ("UID:", True),
+        ("ATTENDEE;CN=a :mailto:x@example.org", False),  # padding icalendar trims
+        ("ATTENDEE;CN= a:mailto:x@example.org", False),
+        ('ATTENDEE;DELEGATED-TO="a","b":mailto:x@example.org', False),  # a list
+        ("ATTENDEE;CN=a^'b:mailto:x@example.org", False),  # RFC 6868 escape
+        ("ATTENDEE;CN=a\\,b:mailto:x@example.org", False),  # backslash
+        ("DTSTART;:20310101T090000", False),  # empty parameters: icalendar refuses the line
+        ("DTSTART;X:20310101", False),
+        ("X_Y:value", False),
+        ("NO-COLON", False),
+    ],
+)
+def test_plain_lines_read_as_icalendar_reads_them(line, plain):
+    """Plain lines skip icalendar's parser; every line reads as icalendar would read it."""
+    assert (_read_plain_line(line) is not None) == plain
+    assert _read(line) == _by_icalendar(line)
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["ATTENDEE", "X-A", ";", ":", "=", '"', ",", " ", "\t", "\\", "^", "^n", "%2C", "%",
+             "CN", "a", "mailto:x@y", "\\,", "é", "_", ".", "\x01", "'", ";CN=", '="q r"']
+        ),
+        max_size=14,
+    )
+)
+def test_any_property_line_reads_as_icalendar_reads_it(pieces):
+    """Whatever the line holds, the name, parameters and value are icalendar's."""
+    line = "".join(pieces)
+    assert _read(line) == _by_icalendar(line)
 
 
 @given(st.text())

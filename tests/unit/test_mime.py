@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,9 @@ from hypothesis import strategies as st
 
 from mailhook.core.calendar import MAX_ATTENDEES
 from mailhook.core.mime import (
+    MimePart,
+    _child_spans,
+    _parse_headers,
     calendar_leaves,
     decode_text,
     may_contain_calendar,
@@ -82,6 +88,158 @@ def test_scanner_accepts_missing_closing_boundary():
     raw = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\none\n--b\nContent-Type: text/html\n\ntwo\n"
     root = scan_message(raw).root
     assert [raw[c.body_start : c.body_end] for c in root.children] == [b"one", b"two\n"]
+
+
+def _spans_by_pattern(raw: bytes, boundary: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    """The delimiter rules as one regular expression: the reference _child_spans must match."""
+    delimiter = re.compile(
+        rb"(?:\r?\n|^)--" + re.escape(boundary) + rb"(--)?[ \t]*(?=\r?\n|$)", re.MULTILINE
+    )
+    spans: list[tuple[int, int]] = []
+    open_start: int | None = None
+    for match in delimiter.finditer(raw, start, end):
+        if open_start is not None:
+            spans.append((open_start, match.start()))
+        if match.group(1):
+            return spans
+        after = match.end()
+        after += 2 if raw.startswith(b"\r\n", after, end) else raw.startswith(b"\n", after, end)
+        open_start = after
+    if open_start is not None:
+        spans.append((open_start, end))
+    return spans
+
+
+def _bodies(raw: bytes, boundary: bytes = b"b") -> list[bytes]:
+    return [raw[start:end] for start, end in _child_spans(raw, boundary, 0, len(raw))]
+
+
+@pytest.mark.parametrize(
+    ("raw", "bodies"),
+    [
+        (b"--b\r\none\r\n--b\r\ntwo\r\n--b--\r\n", [b"one", b"two"]),  # CRLF
+        (b"--b\none\n--b\ntwo\n--b--\n", [b"one", b"two"]),  # LF only
+        (b"--b \t\r\none\r\n--b\t\r\ntwo\r\n--b-- \r\nepilogue", [b"one", b"two"]),  # padding
+        (b"preamble\r\n--b\r\none\r\n--b--", [b"one"]),  # preamble; closing at the very end
+        (b"--b\r\none\r\n--b--\r\n--b\r\nepilogue", [b"one"]),  # nothing after the close
+        (b"--b\none\n--b\ntwo", [b"one", b"two"]),  # no closing delimiter
+        (b"--b\none\n--bb\n--b x\n x--b\n--b--", [b"one\n--bb\n--b x\n x--b"]),  # lookalikes
+        (b"--b\none\r\r\n--b--\n", [b"one\r"]),  # the CR of a CRCRLF stays in the part
+        (b"--b\r\n--b\r\n--b--", [b"", b""]),  # empty parts
+        (b"--b\rone\n--b--", []),  # a bare CR does not end a delimiter line
+        (b"x--b\none\n--b--", []),  # a delimiter only counts at the start of a line
+    ],
+)
+def test_child_spans_delimiter_lines(raw, bodies):
+    """Delimiter lines are found with every leniency: line ends, padding, missing close."""
+    assert _bodies(raw) == bodies
+    assert _child_spans(raw, b"b", 0, len(raw)) == _spans_by_pattern(raw, b"b", 0, len(raw))
+
+
+def test_child_spans_respect_the_body_span():
+    """Only the body's own bytes are searched, and its first line starts a line."""
+    raw = b"X: y\n\n--b\none\n--b--\n--b\nafter\n"
+    start = raw.index(b"--b")
+    closing = raw.index(b"--b--")
+    assert _child_spans(raw, b"b", start, closing + 5) == [(start + 4, start + 7)]
+    # cut inside the closing delimiter, "--b" is an ordinary one opening an empty last part
+    assert _child_spans(raw, b"b", start, closing + 3) == [(start + 4, start + 7), (17, 17)]
+    # from inside the first delimiter line: the next one closes a multipart with no part open
+    assert _child_spans(raw, b"b", start + 1, len(raw)) == []
+    assert _child_spans(raw, b"b", 0, start + 2) == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [b"\r", b"\n", b"\r\n", b"-", b"--", b"b", b"x", b" ", b"\t", b"\n--b", b"\r\n--b",
+             b"--b--", b"\n---b", b"b\nb"]
+        ),
+        max_size=24,
+    ),
+    boundary=st.sampled_from([b"b", b"-b", b"b-", b"bb", b"b\nb", b"b b"]),
+    data=st.data(),
+)
+def test_child_spans_agree_with_the_delimiter_pattern(pieces, boundary, data):
+    """On any bytes and any span, the spans are those the delimiter pattern gives."""
+    raw = b"".join(pieces)
+    start = data.draw(st.integers(0, len(raw)))
+    end = data.draw(st.integers(0, len(raw)))
+    assert _child_spans(raw, boundary, start, end) == _spans_by_pattern(raw, boundary, start, end)
+
+
+def _header_state(block: bytes) -> dict[str, object]:
+    message = _parse_headers(block, "text/plain")
+    state = dict(vars(message))
+    state["defects"] = [type(defect) for defect in message.defects]
+    return state
+
+
+def _parser_state(block: bytes) -> dict[str, object]:
+    message = BytesHeaderParser(policy=compat32).parsebytes(block)
+    message.set_default_type("text/plain")
+    state = dict(vars(message))
+    state["defects"] = [type(defect) for defect in message.defects]
+    return state
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"",
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        b"Content-Type: multipart/mixed;\n\tboundary=\"x\"\nX-Empty:\n",  # folded, LF, empty value
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  more\r\nX:\xe9t\xe9\r\n",  # 8-bit bytes
+        b"Content-Type: text/plain",  # no line end
+        b" leading: continuation\nContent-Type: text/html\n",
+        b"From alice@example.com Mon Jan 1\nContent-Type: text/html\n",
+        b"Content-Type: text/html\nnot a header line\nX: y\n",
+        b"Content-Type: text/html\r: no name\r\n",
+        b": no name\nContent-Type: text/html\n",
+        b"Bad Name: x\nContent-Type: text/html\n",
+    ],
+)
+def test_header_blocks_read_as_the_email_parser_reads_them(block):
+    """Plain header blocks are read directly, into the same Message the email parser builds."""
+    assert _header_state(block) == _parser_state(block)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"Content-Type: text/plain", b"X-A:b", b"\r\n", b"\n", b"\r", b" ", b"\t", b":",
+             b"From ", b";", b"a", b"\xe9", b"Subject:", b"\r\n ", b"\n\t", b"\x7f"]
+        ),
+        max_size=12,
+    )
+)
+def test_any_header_block_reads_as_the_email_parser_reads_it(pieces):
+    """Whatever the block holds, the Message is the one the email parser builds."""
+    block = b"".join(pieces)
+    assert _header_state(block) == _parser_state(block)
+
+
+def _part(header: bytes) -> MimePart:
+    return MimePart(
+        path=(), header_start=0, header_end=len(header), body_start=len(header),
+        body_end=len(header), headers=_parse_headers(header, "text/plain"),
+        content_type="text/plain", cte="", eol=b"\r\n",
+    )  # fmt: skip
+
+
+def test_part_parameters_read_once_keep_the_first_of_a_repeated_name():
+    """Content-Type parameters: any case, the first of a repeated name, RFC 2231 values."""
+    part = _part(
+        b"Content-Type: text/calendar; Method=REQUEST; method=CANCEL;\r\n"
+        b" name*=us-ascii'en'invite%2Eics; charset=\"utf-8\"\r\n"
+    )
+    assert part.param("METHOD") == "REQUEST" and part.param("method") == "REQUEST"
+    assert part.param("charset") == "utf-8"
+    assert part.param("name") == "invite.ics" and part.filename == "invite.ics"
+    assert part.param("missing") is None
+    assert _part(b"X-Other: y\r\n").param("charset") is None
 
 
 def test_scanner_bounds_nesting_depth():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
 import re
 from pathlib import Path
@@ -154,6 +155,25 @@ def test_fold_line_keeps_content_and_limits(value):
     assert lines[0] + "".join(line[1:] for line in lines[1:]) == "DESCRIPTION:" + value
 
 
+@pytest.mark.parametrize(
+    ("value", "lines"),
+    [
+        ("", [""]),
+        ("a" * 75, ["a" * 75]),
+        ("a" * 76, ["a" * 75, " a"]),
+        ("a" * 149, ["a" * 75, " " + "a" * 74]),
+        ("a" * 150, ["a" * 75, " " + "a" * 74, " a"]),
+        ("a" * 74 + "é", ["a" * 74, " é"]),  # a two-octet character is never split
+        ("a" * 73 + "é", ["a" * 73 + "é"]),
+        ("a" * 72 + "€b", ["a" * 72 + "€", " b"]),
+        ("a" * 74 + "\ud83d\ude00", ["a" * 74, " \ud83d\ude00"]),  # lone surrogates: 3 octets each
+    ],
+)
+def test_fold_line_exact_pieces(value, lines):
+    """The first line holds 75 octets, each continuation a space and 74 more."""
+    assert fold_line(value) == lines
+
+
 def test_rewrite_is_idempotent():
     """Rewriting an already-rewritten object with the same insertion changes nothing."""
     once = rewrite_calendar_text(CALENDAR, RU)
@@ -248,6 +268,34 @@ def _changed_paths(before: bytes, after: bytes) -> set[tuple[int, ...]]:
         if before[old[path].header_start : old[path].body_end]
         != after[new[path].header_start : new[path].body_end]
     }
+
+
+@pytest.mark.parametrize("name", INVITATIONS)
+def test_rewrite_reuses_the_parse_scan_with_identical_bytes(name):
+    """The scan parse_message kept gives the same bytes as scanning the message again."""
+    raw = _load(name)
+    parsed = parse_message(raw)
+    assert parsed.scanned is not None and parsed.scanned.raw is raw
+    without = dataclasses.replace(parsed, scanned=None)
+    assert rewrite_message(parsed, EN) == rewrite_message(without, EN)
+    assert rewrite_message(parsed, RU) == rewrite_message(without, RU)
+
+
+def test_rewrite_ignores_a_scan_of_other_bytes():
+    """A kept scan is used only for the very bytes it was made of; others are scanned anew."""
+    raw = _load("thunderbird.eml")
+    other = parse_message(_load("google.eml"))
+    stale = dataclasses.replace(parse_message(raw), scanned=other.scanned)
+    assert rewrite_message(stale, EN) == rewrite_message(parse_message(raw), EN)
+    copy = dataclasses.replace(parse_message(raw), raw=bytes(bytearray(raw)))
+    assert rewrite_message(copy, EN) == rewrite_message(parse_message(raw), EN)
+
+
+def test_kept_scan_is_not_part_of_equality_or_repr():
+    """Two parses of one message compare equal; the repr does not spell out the MIME tree."""
+    raw = _load("thunderbird.eml")
+    first, second = parse_message(raw), parse_message(raw)
+    assert first == second and "scanned" not in repr(first)
 
 
 @pytest.mark.parametrize("name", INVITATIONS)
