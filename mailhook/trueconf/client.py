@@ -18,6 +18,7 @@ import asyncio
 import os
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,12 +83,13 @@ class TrueConfClient:
         self._token_as_json = False  # the token endpoint refused a form and took JSON
         self._token_path = TOKEN_PATH
         self._token_lock = asyncio.Lock()
-        if transport is None:
-            # A lean h11 transport instead of httpx's default pool (see transport.py); it
-            # connects directly, ignoring HTTP(S)_PROXY, and owns the TLS settings.
+        if transport is None and not _via_proxy(server_url):
+            # A lean h11 transport instead of httpx's default pool (see transport.py). It
+            # connects directly, so a server reached through an HTTP(S)_PROXY keeps httpx's own.
             transport = H11Transport(verify=_tls_verify(verify))
         self._http = httpx.AsyncClient(
-            base_url=server_url.rstrip("/"), timeout=timeout, transport=transport
+            base_url=server_url.rstrip("/"), timeout=timeout, transport=transport,
+            verify=_tls_verify(verify),
         )
 
     async def __aenter__(self) -> TrueConfClient:
@@ -329,6 +331,16 @@ class TrueConfClient:
         for secret in filter(None, secrets):
             text = text.replace(secret, "***")
         return text
+
+
+def _via_proxy(server_url: str) -> bool:
+    """Do the environment's proxy settings (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) send
+    requests for this server through a proxy?"""
+    proxies = urllib.request.getproxies_environment()
+    url = httpx.URL(server_url)
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(url.host, proxies)
 
 
 def _conference_path(conference_id: str) -> str:

@@ -19,9 +19,10 @@ What it does:
 * httpx's timeouts (connect, read, write, pool) and exceptions, so callers catching
   ``httpx.HTTPError`` see the same errors as with the default transport.
 
-What it does not do: HTTP/2, streaming answers, and proxies. The default httpx transport honours
-the HTTP_PROXY / HTTPS_PROXY / ALL_PROXY environment variables; this one always connects
-directly, which is how a TrueConf Server is normally reached (on the same LAN). Certificates
+What it does not do: HTTP/2, streaming answers, and proxies: it always connects directly, which
+is how a TrueConf Server is normally reached (on the same LAN). The client keeps httpx's default
+transport, which honours HTTP_PROXY / HTTPS_PROXY / ALL_PROXY, for a server the environment
+sends through a proxy. Certificates
 are checked against the system trust store (``ssl.create_default_context()``) unless an
 ``ssl.SSLContext`` is given.
 

@@ -633,3 +633,28 @@ async def test_trueconf_client_uses_the_h11_transport_by_default(version: str) -
             assert await client.get_conference(conference.id) is None
             assert standin.conferences == {}
             assert transport._open == 1  # every call shared one kept-alive connection
+
+
+@pytest.mark.parametrize(
+    ("environment", "lean"),
+    [
+        ({}, True),
+        ({"HTTPS_PROXY": "http://proxy.example:3128"}, False),
+        ({"ALL_PROXY": "http://proxy.example:3128"}, False),
+        ({"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "video.example.com"}, True),
+        ({"HTTP_PROXY": "http://proxy.example:3128"}, True),  # only for http:// servers
+    ],
+)
+async def test_a_server_behind_a_proxy_keeps_httpx_transport(monkeypatch, environment, lean) -> None:
+    """The lean transport connects directly; where the environment routes TrueConf through a
+    proxy, httpx's own transport (which honours the proxy settings) is kept."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+                 "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    client = TrueConfClient("https://video.example.com", "mailhook", "secret")
+    try:
+        assert isinstance(client._http._transport, H11Transport) is lean
+    finally:
+        await client.aclose()
