@@ -22,9 +22,8 @@ What it does:
 What it does not do: HTTP/2, streaming answers, and proxies: it always connects directly, which
 is how a TrueConf Server is normally reached (on the same LAN). The client keeps httpx's default
 transport, which honours HTTP_PROXY / HTTPS_PROXY / ALL_PROXY, for a server the environment
-sends through a proxy. Certificates
-are checked against the system trust store (``ssl.create_default_context()``) unless an
-``ssl.SSLContext`` is given.
+sends through a proxy. Certificates are checked against the system trust store
+(``ssl.create_default_context()``) unless an ``ssl.SSLContext`` is given.
 
 Nothing here logs: the requests carry bearer tokens and client secrets.
 """
