@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="log verbosity (overrides [log] level, also across reloads)")
     # How the first process starts its helper workers (smtp.workers > 1); not for people.
     serve.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
+    serve.add_argument("--settings-fd", type=int, default=-1, help=argparse.SUPPRESS)
     serve.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
     serve.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
@@ -128,6 +129,11 @@ def _load(args: argparse.Namespace) -> Settings | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from mailhook import workers
+
+    workers.hold_reloads()  # until the event loop takes SIGHUP over
+    if args.listen_fds:
+        return _serve_helper(args)
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
@@ -135,17 +141,6 @@ def _serve(args: argparse.Namespace) -> int:
         logfmt.set_level(settings.log.level)
     path = config_path(args.config)
     fixed = args.log_level is not None
-    from mailhook import workers
-
-    if args.listen_fds:
-        # A helper worker the primary started again after the first one exited.
-        workers.ignore_reload_until_serving()
-        from mailhook.daemon import run_helper
-
-        if not workers.die_with_parent(args.parent):
-            return 0
-        sockets = workers.inherited([int(fd) for fd in args.listen_fds.split(",")])
-        return asyncio.run(run_helper(settings, path, sockets, fixed))
     if settings.smtp.workers == 1:
         from mailhook.daemon import run
 
@@ -159,6 +154,30 @@ def _serve(args: argparse.Namespace) -> int:
             workers.remove_metrics_dir(shared)
 
 
+def _serve_helper(args: argparse.Namespace) -> int:
+    """A helper worker the primary started again after the first one exited: it runs on the
+    primary's sockets and settings."""
+    from mailhook import workers
+    from mailhook.daemon import run_helper
+
+    if not workers.die_with_parent(args.parent):
+        return 0
+    try:
+        settings = workers.read_settings(args.settings_fd) if args.settings_fd >= 0 else None
+    except (OSError, ValueError) as exc:
+        print(f"mailhook: worker {args.worker}: cannot read the primary's settings: {exc}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    settings = settings or _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    fixed = args.log_level is not None
+    if not fixed:
+        logfmt.set_level(settings.log.level)
+    sockets = workers.inherited([int(fd) for fd in args.listen_fds.split(",")])
+    return asyncio.run(run_helper(settings, config_path(args.config), sockets, fixed))
+
+
 def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | None) -> int:
     """Bind, prepare the store, fork the helpers, then run the primary."""
     from mailhook import workers
@@ -170,7 +189,7 @@ def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | Non
         sockets = workers.bind(smtp.listen_host, smtp.listen_port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
-                         exc.strerror or exc)
+                  exc.strerror or exc)
         return EXIT_FAILED
     problem = prepare(settings.store.path)  # schema migrations, before several processes open it
     if problem:

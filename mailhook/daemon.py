@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 from mailhook import logfmt
 from mailhook.config import ConfigError, Settings, load_settings
 from mailhook.health import Health
-from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of
+from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of, shared_totals
 from mailhook.notify import Notifier
 from mailhook.core.decide import Policy
 from mailhook.locks import EventLocks, KeyedLocks, lock_path
@@ -74,7 +75,7 @@ def event_locks(settings: Settings, create: bool = True) -> EventLocks | KeyedLo
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return EventLocks.for_path(lock_path(path), create=create)
     except OSError as exc:
-        if create:
+        if create or not isinstance(exc, FileNotFoundError):
             log.warning("cannot open the lock file %s (%s); locking within this process only",
                         lock_path(path), exc.strerror or exc)
         return KeyedLocks()
@@ -246,6 +247,9 @@ class Daemon:
                 pass
         try:
             loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
+            # `mailhook serve` holds SIGHUP back while it starts (see workers.hold_reloads):
+            # one that came meanwhile is handled now.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         except (NotImplementedError, RuntimeError):
             pass
         if not self.primary:
@@ -274,11 +278,15 @@ class Daemon:
         self.metrics.store_states(await self.store.count_by_state(), await self.store.count_pending())
 
     def status_line(self) -> str:
-        """The one-line STATUS systemctl shows."""
-        handled = sum(self.counts.values())
-        detail = ", ".join(f"{n} {what}" for what, n in sorted(self.counts.items()))
+        """The one-line STATUS systemctl shows (for every worker process together)."""
+        counts, in_flight = dict(self.counts), self.handler.in_flight
+        shared = shared_totals()
+        if shared is not None:
+            counts, in_flight = shared
+        handled = sum(counts.values())
+        detail = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()) if n)
         return (f"{handled} message(s){f' ({detail})' if detail else ''}, "
-                f"{self.handler.in_flight} in flight, "
+                f"{in_flight} in flight, "
                 f"{self.metrics.tracked_count} conference(s) tracked")
 
     async def _report_forever(self) -> None:
@@ -330,10 +338,12 @@ class Daemon:
             new = load_settings(self.config_file)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
-            self.metrics.reloads.labels("failed").inc()
+            if self.primary:  # counted once, not once per worker
+                self.metrics.reloads.labels("failed").inc()
             return False
         self._apply(new)
-        self.metrics.reloads.labels("applied").inc()
+        if self.primary:
+            self.metrics.reloads.labels("applied").inc()
         for hook in self.reload_hooks:
             hook()
         return True
@@ -448,20 +458,26 @@ async def run(
     smtp = settings.smtp
     daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed,
                     sockets=sockets)
-    try:
-        await daemon.startup()
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
-                  exc.strerror or exc)
-        await daemon.client.aclose()
-        await daemon.store.close()
-        return 1
     helpers = None
     if sockets and helper_pids and config_file is not None:
         helpers = workers.Helpers(list(helper_pids), config_file, sockets,
+                                  lambda: daemon.settings,
                                   log_level if log_level_fixed else None, DRAIN_TIMEOUT)
         helpers.start()
         daemon.reload_hooks.append(lambda: helpers.signal(signal.SIGHUP))
+    try:
+        await daemon.startup()
+    except (OSError, sqlite3.Error) as exc:
+        if isinstance(exc, sqlite3.Error):
+            log.error("cannot open the store %s: %s", settings.store.path, exc)
+        else:
+            log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
+                      exc.strerror or exc)
+        if helpers is not None:
+            await helpers.stop()
+        await daemon.client.aclose()
+        await daemon.store.close()
+        return 1
     try:
         await daemon.serve()
     finally:

@@ -115,6 +115,25 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def shared_totals() -> tuple[dict[str, int], int] | None:
+    """Messages by outcome and messages in flight, added up over every worker process; None
+    with one process (the daemon's own counts are the totals then)."""
+    if not shared_dir():
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    outcomes: dict[str, int] = {}
+    in_flight = 0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "mailhook_messages_total":
+                outcome = sample.labels.get("outcome", "")
+                outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
+            elif sample.name == "mailhook_messages_in_flight":
+                in_flight += int(sample.value)
+    return outcomes, in_flight
+
+
 def shared_dir() -> str:
     """Where worker processes keep their metric values ("" with one process)."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")

@@ -24,17 +24,26 @@ import os
 import shutil
 import signal
 import socket
+import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from mailhook.config import Settings
 
 log = logging.getLogger("mailhook")
 
-BACKLOG = 128
+BACKLOG = 100  # as asyncio's own servers
 RESTART_DELAY = 1.0  # seconds before a helper that exited is started again (doubling, capped)
-RESTART_DELAY_MAX = 60.0
-STOP_GRACE = 5.0  # seconds past the drain timeout before a helper that will not stop is killed
+RESTART_DELAY_MAX = 60.0  # a helper that ran this long before exiting starts the count afresh
+# Seconds past the drain timeout before a helper that will not stop is killed: it may still be
+# sending organizer notices for its last messages.
+STOP_GRACE = 30.0
 # What a helper must not inherit: systemd's notify socket and watchdog belong to the primary.
 PRIMARY_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
                     "LISTEN_FDNAMES")
@@ -47,7 +56,10 @@ def bind(host: str, port: int) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # an address family this kernel does not offer (IPv6 turned off)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -63,6 +75,8 @@ def bind(host: str, port: int) -> list[socket.socket]:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise OSError(f"no usable address for {host!r}")
     return sockets
 
 
@@ -82,9 +96,33 @@ def die_with_parent(parent: int) -> bool:
     return os.getppid() == parent
 
 
-def ignore_reload_until_serving() -> None:
-    """A SIGHUP reaching a helper before its event loop handles it must not kill it."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+def hold_reloads() -> None:
+    """Keep SIGHUP pending until the event loop handles it (``Daemon.serve`` lets it through):
+    a reload asked for during start-up must neither kill the process nor be lost. Forked and
+    spawned helpers start with it held too."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+
+def settings_blob(settings: Settings) -> bytes:
+    """The settings a helper must run with, secret included, for a pipe to it."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        return value
+
+    return json.dumps(plain(settings.model_dump())).encode()
+
+
+def read_settings(fd: int) -> Settings:
+    """The settings the primary wrote to the pipe ``fd``."""
+    with os.fdopen(fd, "rb") as pipe:
+        data = json.loads(pipe.read())
+    return Settings(**data)
 
 
 def shared_metrics_dir() -> str:
@@ -105,13 +143,12 @@ def fork_helpers(count: int, serve: Callable[[int], int]) -> list[int]:
     pids = []
     for number in range(1, count + 1):
         pid = os.fork()
-        if pid == 0:  # the helper
-            ignore_reload_until_serving()
+        if pid == 0:  # the helper (SIGHUP is held: see hold_reloads)
             status = 1
             try:
                 status = serve(number)
             except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 1
+                status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
             except BaseException:
                 log.exception("worker %d failed", number)
             finally:
@@ -127,8 +164,9 @@ class Helpers:
     """The helper processes of a primary: watched, restarted, signalled and stopped.
 
     They start as forks (``fork_helpers``); one that exits unexpectedly is started again as a
-    new ``mailhook serve`` process given the listening sockets, since the primary, by then
-    running threads, must not fork itself.
+    new ``mailhook serve`` process given the listening sockets and, through a pipe, the
+    primary's settings as they are now (so it runs like the others even if the config file
+    changed since), since the primary, by then running threads, must not fork itself.
     """
 
     def __init__(
@@ -136,20 +174,22 @@ class Helpers:
         pids: list[int],
         config_file: Path,
         sockets: list[socket.socket],
+        settings: Callable[[], Settings],
         log_level: str | None,
         drain_timeout: float,
     ) -> None:
-        self._pids = dict(enumerate(pids, start=1))  # worker number -> pid
+        self._pids: dict[int, int | None] = dict(enumerate(pids, start=1))  # None: not running
         self._config_file = config_file
         self._fds = [sock.fileno() for sock in sockets]
+        self._settings = settings
         self._log_level = log_level
         self._drain_timeout = drain_timeout
         self._watchers: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     @property
     def pids(self) -> list[int]:
-        return list(self._pids.values())
+        return [pid for pid in self._pids.values() if pid is not None]
 
     def start(self) -> None:
         """Begin watching the helpers."""
@@ -159,15 +199,25 @@ class Helpers:
         log.info("%d helper worker process(es): %s", len(self._pids),
                  " ".join(str(pid) for pid in self.pids))
 
-    def _spawn(self, number: int) -> int:
-        argv = [sys.executable, "-m", "mailhook", "serve", "--config", str(self._config_file),
-                "--listen-fds", ",".join(map(str, self._fds)), "--parent", str(os.getpid()),
-                "--worker", str(number)]
-        if self._log_level:
-            argv += ["--log-level", self._log_level]
-        env = {key: value for key, value in os.environ.items() if key not in PRIMARY_ONLY_ENV}
-        # The listening sockets are inheritable; every other descriptor is close-on-exec.
-        return os.posix_spawn(sys.executable, argv, env)
+    async def _spawn(self, number: int) -> int:
+        blob = settings_blob(self._settings())
+        reader, writer = os.pipe()
+        try:
+            os.set_inheritable(reader, True)
+            argv = [sys.executable, "-m", "mailhook", "serve", "--config", str(self._config_file),
+                    "--listen-fds", ",".join(map(str, self._fds)), "--settings-fd", str(reader),
+                    "--parent", str(os.getpid()), "--worker", str(number)]
+            if self._log_level:
+                argv += ["--log-level", self._log_level]
+            env = {key: value for key, value in os.environ.items() if key not in PRIMARY_ONLY_ENV}
+            # The listening sockets and the pipe are inheritable; every other descriptor is
+            # close-on-exec. SIGHUP starts held, as in the first helpers.
+            pid = os.posix_spawn(sys.executable, argv, env, setsigmask={signal.SIGHUP})
+        finally:
+            os.close(reader)
+        # Written after the start: the child reads it while it starts up.
+        await asyncio.to_thread(_write_all, writer, blob)
+        return pid
 
     async def _exit_status(self, pid: int) -> int:
         """Wait for a helper to exit and reap it; its exit status."""
@@ -176,59 +226,77 @@ class Helpers:
             fd = os.pidfd_open(pid)
         except (AttributeError, OSError):
             fd = -1  # no pidfd (old kernel): look now and then instead
-        if fd < 0:
-            while True:
+        if fd >= 0:
+            exited = loop.create_future()
+            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        while True:
+            try:
                 reaped, status = os.waitpid(pid, os.WNOHANG)
-                if reaped:
-                    return os.waitstatus_to_exitcode(status)
-                await asyncio.sleep(0.5)
-        exited = loop.create_future()
-        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
-        try:
-            await exited
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                return -1  # reaped elsewhere: its status is unknown
+            if reaped:
+                return os.waitstatus_to_exitcode(status)
+            await asyncio.sleep(0.5)
 
     async def _watch(self, number: int) -> None:
         from mailhook.metrics import process_gone
 
         delay = RESTART_DELAY
+        started = time.monotonic()
         while True:
             pid = self._pids[number]
-            status = await self._exit_status(pid)
-            process_gone(pid)
-            if self._stopping:
-                return
-            log.error("worker %d (pid %d) exited with status %s; starting it again in %.0f s",
-                      number, pid, status, delay)
-            await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            try:
-                self._pids[number] = self._spawn(number)
-            except OSError as exc:
-                log.error("cannot start worker %d: %s", number, exc)
+            if pid is not None:
+                status = await self._exit_status(pid)
+                self._pids[number] = None  # reaped: its pid may belong to another process now
+                process_gone(pid)
+                if self._stopping.is_set():
+                    return
+                if time.monotonic() - started > RESTART_DELAY_MAX:
+                    delay = RESTART_DELAY  # it ran well for a while: not a crash loop
+                log.error("worker %d (pid %d) exited with status %s; starting it again in %.0f s",
+                          number, pid, status, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
                 return
             delay = min(delay * 2, RESTART_DELAY_MAX)
+            started = time.monotonic()
+            try:
+                self._pids[number] = await self._spawn(number)
+            except Exception as exc:  # the primary goes on serving whatever happened here
+                log.error("cannot start worker %d: %s; trying again in %.0f s", number, exc, delay)
 
     def signal(self, signum: int) -> None:
-        """Pass a signal on to every helper."""
-        for pid in self._pids.values():
+        """Pass a signal on to every running helper."""
+        for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     async def stop(self) -> None:
         """SIGTERM every helper and wait until each has finished its messages."""
-        self._stopping = True
+        self._stopping.set()
         self.signal(signal.SIGTERM)
         watching = [task for task in self._watchers if not task.done()]
         if not watching:
             return
-        done, pending = await asyncio.wait(watching, timeout=self._drain_timeout + STOP_GRACE)
+        _, pending = await asyncio.wait(watching, timeout=self._drain_timeout + STOP_GRACE)
         if pending:
             log.warning("a worker did not stop in time; killing it")
             self.signal(signal.SIGKILL)
             await asyncio.wait(pending)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # the helper died before reading: its watcher starts another
+    finally:
+        os.close(fd)

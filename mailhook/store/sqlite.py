@@ -14,7 +14,6 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
-from urllib.parse import quote
 
 import sqlite_utils
 
@@ -138,7 +137,10 @@ class SqliteStore:
     async def get(self, organizer: str, uid: str) -> StoredEvent | None:
         reader = self._reader
         if reader is None and self._db is not None and self._path != ":memory:":
-            reader = self._reader = _reader(self._path)
+            try:
+                reader = self._reader = _reader(self._path)
+            except sqlite3.Error:
+                reader = None  # lookups keep going through the store thread
         if reader is not None:
             try:
                 return _get(reader, organizer, uid)
@@ -234,8 +236,8 @@ class SqliteStore:
 
 def _reader(path: str) -> sqlite3.Connection:
     """A read-only connection that never waits: a busy database raises at once."""
-    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
-                           check_same_thread=False)
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 0")
     return conn
 

@@ -83,13 +83,15 @@ class TrueConfClient:
         self._token_as_json = False  # the token endpoint refused a form and took JSON
         self._token_path = TOKEN_PATH
         self._token_lock = asyncio.Lock()
+        tls = _tls_verify(verify)
+        if tls is True:
+            tls = ssl.create_default_context()  # the system's trust store, whichever transport
         if transport is None and not _via_proxy(server_url):
             # A lean h11 transport instead of httpx's default pool (see transport.py). It
             # connects directly, so a server reached through an HTTP(S)_PROXY keeps httpx's own.
-            transport = H11Transport(verify=_tls_verify(verify))
+            transport = H11Transport(verify=tls)
         self._http = httpx.AsyncClient(
-            base_url=server_url.rstrip("/"), timeout=timeout, transport=transport,
-            verify=_tls_verify(verify),
+            base_url=server_url.rstrip("/"), timeout=timeout, transport=transport, verify=tls
         )
 
     async def __aenter__(self) -> TrueConfClient:

@@ -43,6 +43,7 @@ __all__ = ["H11Transport"]
 DEFAULT_PORTS = {"http": 80, "https": 443}
 READ_SIZE = 65536
 MAX_BODY_SIZE = 16 * 1024 * 1024
+MAX_HEADER_SIZE = 100 * 1024  # an answer's status line and headers (h11's default is 16 KiB)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 _Key = tuple[str, str, int]
@@ -61,7 +62,7 @@ class _Connection:
         self.key = key
         self.reader = reader
         self.writer = writer
-        self.state = h11.Connection(h11.CLIENT)
+        self.state = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_SIZE)
         self.reused = False
         self.idle_since = 0.0
 

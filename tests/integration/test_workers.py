@@ -231,3 +231,53 @@ def test_sighup_reaches_every_worker(tmp_path):
         finally:
             log = stop(daemon)
         assert log.count("configuration reloaded") == WORKERS
+
+
+def test_a_replaced_helper_runs_on_the_primarys_settings(tmp_path):
+    """A helper started again later runs with the settings the others run with, not with a
+    config file edited since (which only a reload or a restart may bring in); a reload asked
+    for while it starts is neither fatal to it nor lost."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        port = free_port()
+        config = configure(tmp_path, standin, sink, port)
+        daemon = start(config)
+        try:
+            wait_for_port(port, daemon)
+            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
+            config.write_text(config.read_text().replace(
+                '[policy]\n', '[policy]\nkeywords = ["nothing-matches-this"]\n'))
+            victim = children(daemon.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: victim not in children(daemon.pid)
+                       and len(children(daemon.pid)) == WORKERS - 1)
+            fresh = max(children(daemon.pid))  # the newest process
+            wait_until(lambda: all(serving(pid) for pid in children(daemon.pid)))
+            before = cpu_ticks(fresh)
+            assert send_all(port, [invitation(i) for i in range(60)]) == [{}] * 60
+            assert cpu_ticks(fresh) - before >= 2, "the new helper took no connection"
+            assert len(standin.conferences) == 60  # the new helper kept the keyword too
+        finally:
+            log = stop(daemon)
+        assert log.count("exited with status") == 1, log
+
+
+def test_a_reload_while_a_helper_starts_does_not_kill_it(tmp_path):
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        port = free_port()
+        daemon = start(configure(tmp_path, standin, sink, port))
+        try:
+            wait_for_port(port, daemon)
+            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
+            os.kill(children(daemon.pid)[0], signal.SIGKILL)
+            # Reloads all through the replacement's start (not too many: each logs a line into a
+            # pipe this test reads only at the end).
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                daemon.send_signal(signal.SIGHUP)
+                time.sleep(0.1)
+            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
+            wait_until(lambda: all(serving(pid) for pid in children(daemon.pid)))
+            assert send_all(port, [invitation(i) for i in range(10)]) == [{}] * 10
+        finally:
+            log = stop(daemon)
+        assert log.count("exited with status") == 1, log  # only the one killed on purpose
