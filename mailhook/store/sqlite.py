@@ -100,6 +100,13 @@ def prepare(path: str) -> str:
     return ""
 
 
+# Page caches (KiB; filled only as pages are used). Every write updates the table and its
+# indexes at places spread over the file; with SQLite's default 2 MiB a store of 100 000 events
+# would read index pages back from the OS for most writes.
+WRITER_CACHE_KIB = 16 * 1024
+READER_CACHE_KIB = 8 * 1024
+
+
 class SqliteStore:
     """Events in a SQLite file through sqlite-utils."""
 
@@ -126,6 +133,7 @@ class SqliteStore:
                 db.enable_wal()
             db.execute("PRAGMA busy_timeout = 5000")
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            db.execute(f"PRAGMA cache_size = {-WRITER_CACHE_KIB}")
             migrate(db)
             self._db = db
         return self._db
@@ -239,6 +247,7 @@ def _reader(path: str) -> sqlite3.Connection:
     uri = Path(path).resolve().as_uri() + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute(f"PRAGMA cache_size = {-READER_CACHE_KIB}")
     return conn
 
 

@@ -117,3 +117,20 @@ async def test_synchronous_setting_reaches_sqlite(tmp_path):
             assert value == expected
         finally:
             await store.close()
+
+
+async def test_page_caches_hold_a_large_stores_indexes(tmp_path):
+    """Both connections get caches big enough for the indexes of ~100 000 events."""
+    from mailhook.store.sqlite import READER_CACHE_KIB, WRITER_CACHE_KIB
+
+    store = SqliteStore(str(tmp_path / "m.sqlite3"))
+    try:
+        await store.get("alice@example.com", "uid-1")  # opens the writer, then the reader
+        await store.get("alice@example.com", "uid-1")
+        writer = await store._run(lambda: store._open().execute("PRAGMA cache_size").fetchone()[0])
+        assert writer == -WRITER_CACHE_KIB and WRITER_CACHE_KIB >= 16 * 1024
+        assert store._reader is not None
+        assert store._reader.execute("PRAGMA cache_size").fetchone()[0] == -READER_CACHE_KIB
+        assert READER_CACHE_KIB >= 8 * 1024
+    finally:
+        await store.close()
