@@ -21,7 +21,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from mailhook import logfmt
 from mailhook.core.decide import Action, Decision
@@ -100,6 +100,78 @@ class MailhookSMTP(SMTP):
                              len(match.group(1).rpartition("@")[0]) > self.local_part_limit):
             return super()._getaddr(arg)
         return match.group(1), match.group(2) or ""
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA as aiosmtpd answers it, with the message read into one buffer.
+
+        aiosmtpd keeps every line as its own object until the end of the message, which costs
+        about twice the message's size again on top of the message itself; mailhook appends
+        each line to one buffer as it arrives.
+        """
+        if self._decode_data:  # type: ignore[attr-defined]
+            await super().smtp_DATA(arg)  # not how mailhook runs, but aiosmtpd knows how
+            return
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, problem = await self._read_message()
+        if content is None:
+            return  # the client went away
+        if problem:
+            await self.push(problem)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA") if "DATA" in self._handle_hooks else MISSING
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_message(self) -> tuple[bytes | None, str]:
+        """The message up to the lone dot, unstuffed (RFC 5321 4.5.2), and the refusal for it
+        ("" when it is fine); None when the connection ended first."""
+        reader, limit = self._reader, self.data_size_limit
+        buffer = bytearray()
+        size = 0
+        problem = ""
+        line_start = True  # the next bytes begin a line
+        while self.transport is not None:
+            try:
+                line = await reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()  # the connection was reset during DATA
+                raise
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than line_length_limit: take what is there, refuse at the end.
+                problem = problem or "500 Line too long (see RFC5321 4.5.3.1.6)"
+                buffer = bytearray()
+                await reader.read(exc.consumed)
+                line_start = False
+                continue
+            if line_start and line == b".\r\n":
+                if problem:
+                    return b"", problem
+                content = bytes(buffer)
+                del buffer[:]
+                return content, ""
+            size += len(line)
+            if limit and size > limit and not problem:
+                problem = "552 Error: Too much mail data"
+            if problem:
+                buffer = bytearray()  # keep reading to the end, but keep nothing
+            elif line_start and line[:1] == b".":
+                buffer += memoryview(line)[1:]
+            else:
+                buffer += line
+            line_start = True
+        return None, ""
 
     def _set_post_data_state(self) -> None:
         # XFORWARD attributes describe one transaction: they end with DATA, RSET or a new EHLO.
