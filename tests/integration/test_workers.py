@@ -10,6 +10,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailhook.testing.sink import Sink
@@ -110,174 +113,157 @@ def stop(process: subprocess.Popen[str]) -> str:
     return process.stderr.read() if process.stderr else ""
 
 
+@dataclass
+class Running:
+    """A daemon with its helpers, its stand-in and its sink; ``log`` once it stopped."""
+
+    standin: StandIn
+    sink: Sink
+    port: int
+    config: Path
+    daemon: subprocess.Popen[str]
+    log: str = ""
+
+    def helpers(self) -> list[int]:
+        return children(self.daemon.pid)
+
+    def kill_a_helper(self) -> int:
+        """SIGKILL one helper and wait until the primary has started another; its pid."""
+        victim = self.helpers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in self.helpers() and len(self.helpers()) == WORKERS - 1)
+        return victim
+
+    def stop_matching(self) -> None:
+        """Edit the config file so that no invitation asks for a conference any more."""
+        self.config.write_text(self.config.read_text().replace(
+            "[policy]\n", '[policy]\nkeywords = ["nothing-matches-this"]\n'))
+
+
+@contextmanager
+def running(tmp_path: Path, latency: float = 0.0, metrics_port: int = 0) -> Iterator[Running]:
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        standin.set_latency(latency)
+        port = free_port()
+        config = configure(tmp_path, standin, sink, port, metrics_port)
+        run = Running(standin, sink, port, config, start(config))
+        try:
+            wait_for_port(port, run.daemon)
+            wait_until(lambda: len(run.helpers()) == WORKERS - 1)
+            yield run
+        finally:
+            run.log = stop(run.daemon)
+
+
 def test_workers_share_the_load_and_the_metrics(tmp_path):
     """Every worker serves connections; each invitation gets its link; /metrics counts them all."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        standin.set_latency(0.05)
-        port, metrics_port = free_port(), free_port()
-        daemon = start(configure(tmp_path, standin, sink, port, metrics_port))
-        try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            processes = [daemon.pid, *children(daemon.pid)]
-            before = {pid: cpu_ticks(pid) for pid in processes}
-            results = send_all(port, [invitation(i) for i in range(60)])
-            assert results == [{}] * 60
-            assert len(sink.messages) == 60
-            links = [m for m in sink.messages if b"https://" in m.content or b"http://" in m.content]
-            assert len(links) == 60
-            assert len(standin.conferences) == 60
-            busy = [pid for pid in processes if cpu_ticks(pid) - before[pid] >= 5]
-            assert len(busy) >= 2, "connections were not spread over the workers"
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-                text = r.read().decode()
-            counted = sum(
-                float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith("mailhook_messages_total{") and 'outcome="relayed"' in line
-            )
-            assert counted == 60
-        finally:
-            log = stop(daemon)
-        assert daemon.returncode == 0, log
-        assert "Traceback" not in log
+    metrics_port = free_port()
+    with running(tmp_path, latency=0.05, metrics_port=metrics_port) as run:
+        processes = [run.daemon.pid, *run.helpers()]
+        before = {pid: cpu_ticks(pid) for pid in processes}
+        results = send_all(run.port, [invitation(i) for i in range(60)])
+        assert results == [{}] * 60
+        assert len(run.sink.messages) == 60
+        links = [m for m in run.sink.messages if b"https://" in m.content or b"http://" in m.content]
+        assert len(links) == 60
+        assert len(run.standin.conferences) == 60
+        busy = [pid for pid in processes if cpu_ticks(pid) - before[pid] >= 5]
+        assert len(busy) >= 2, "connections were not spread over the workers"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        counted = sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("mailhook_messages_total{") and 'outcome="relayed"' in line
+        )
+        assert counted == 60
+    assert run.daemon.returncode == 0, run.log
+    assert "Traceback" not in run.log
 
 
 def test_copies_on_different_workers_make_one_conference(tmp_path):
     """Twenty copies of one invitation at once, spread over the processes: one conference."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        standin.set_latency(0.3)
-        port = free_port()
-        daemon = start(configure(tmp_path, standin, sink, port))
-        try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            results = send_all(port, [thunderbird(Event())] * 20)
-            assert results == [{}] * 20
-            creates = [r for r in standin.requests if r.method == "POST" and r.path.endswith("/conferences")]
-            assert len(creates) == 1
-            assert len(standin.conferences) == 1
-            assert len({m.content for m in sink.messages}) == 1  # every copy got the same link
-        finally:
-            stop(daemon)
+    with running(tmp_path, latency=0.3) as run:
+        results = send_all(run.port, [thunderbird(Event())] * 20)
+        assert results == [{}] * 20
+        creates = [r for r in run.standin.requests
+                   if r.method == "POST" and r.path.endswith("/conferences")]
+        assert len(creates) == 1
+        assert len(run.standin.conferences) == 1
+        assert len({m.content for m in run.sink.messages}) == 1  # every copy got the same link
 
 
 def test_a_helper_that_dies_is_replaced_and_sigterm_stops_all(tmp_path):
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        port = free_port()
-        daemon = start(configure(tmp_path, standin, sink, port))
+    with running(tmp_path) as run:
+        run.kill_a_helper()
+        helpers = run.helpers()
+        assert send_all(run.port, [invitation(i) for i in range(10)]) == [{}] * 10
+        run.daemon.send_signal(signal.SIGTERM)
+        run.daemon.wait(timeout=30)
+        assert run.daemon.returncode == 0
+        wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=10)
+    assert "exited with status" in run.log  # the replacement was logged
+    with smtplib.SMTP() as probe:  # nothing listens any more
         try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            victim = children(daemon.pid)[0]
-            os.kill(victim, signal.SIGKILL)
-            wait_until(lambda: victim not in children(daemon.pid)
-                       and len(children(daemon.pid)) == WORKERS - 1)
-            helpers = children(daemon.pid)
-            assert send_all(port, [invitation(i) for i in range(10)]) == [{}] * 10
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
-            assert daemon.returncode == 0
-            wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=10)
-        finally:
-            log = stop(daemon)
-        assert "exited with status" in log  # the replacement was logged
-        with smtplib.SMTP() as probe:  # nothing listens any more
-            try:
-                probe.connect("127.0.0.1", port)
-                connected = True
-            except OSError:
-                connected = False
-        assert not connected
+            probe.connect("127.0.0.1", run.port)
+            connected = True
+        except OSError:
+            connected = False
+    assert not connected
 
 
 def test_helpers_die_with_a_killed_primary(tmp_path):
     """SIGKILL of the primary leaves no helper holding the port."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        port = free_port()
-        daemon = start(configure(tmp_path, standin, sink, port))
+    with running(tmp_path) as run:
+        helpers = run.helpers()
+        run.daemon.send_signal(signal.SIGKILL)
+        run.daemon.wait(timeout=10)
+        wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=15)
+        again = start(run.config)  # the port is free again
         try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            helpers = children(daemon.pid)
-            daemon.send_signal(signal.SIGKILL)
-            daemon.wait(timeout=10)
-            wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=15)
-            again = start(configure(tmp_path, standin, sink, port))  # the port is free again
-            try:
-                wait_for_port(port, again)
-                assert send_all(port, [invitation(1)]) == [{}]
-            finally:
-                stop(again)
+            wait_for_port(run.port, again)
+            assert send_all(run.port, [invitation(1)]) == [{}]
         finally:
-            stop(daemon)
+            stop(again)
 
 
 def test_sighup_reaches_every_worker(tmp_path):
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        port = free_port()
-        config = configure(tmp_path, standin, sink, port)
-        daemon = start(config)
-        try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            wait_until(lambda: all(serving(pid) for pid in children(daemon.pid)))
-            # After the reload, the keyword no longer triggers: all workers must have taken it.
-            config.write_text(config.read_text().replace(
-                '[policy]\n', '[policy]\nkeywords = ["nothing-matches-this"]\n'))
-            daemon.send_signal(signal.SIGHUP)
-            time.sleep(2.0)
-            assert send_all(port, [invitation(i) for i in range(12)]) == [{}] * 12
-            assert standin.conferences == {}
-        finally:
-            log = stop(daemon)
-        assert log.count("configuration reloaded") == WORKERS
+    with running(tmp_path) as run:
+        wait_until(lambda: all(serving(pid) for pid in run.helpers()))
+        # After the reload, the keyword no longer triggers: all workers must have taken it.
+        run.stop_matching()
+        run.daemon.send_signal(signal.SIGHUP)
+        time.sleep(2.0)
+        assert send_all(run.port, [invitation(i) for i in range(12)]) == [{}] * 12
+        assert run.standin.conferences == {}
+    assert run.log.count("configuration reloaded") == WORKERS
 
 
 def test_a_replaced_helper_runs_on_the_primarys_settings(tmp_path):
     """A helper started again later runs with the settings the others run with, not with a
-    config file edited since (which only a reload or a restart may bring in); a reload asked
-    for while it starts is neither fatal to it nor lost."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        port = free_port()
-        config = configure(tmp_path, standin, sink, port)
-        daemon = start(config)
-        try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            config.write_text(config.read_text().replace(
-                '[policy]\n', '[policy]\nkeywords = ["nothing-matches-this"]\n'))
-            victim = children(daemon.pid)[0]
-            os.kill(victim, signal.SIGKILL)
-            wait_until(lambda: victim not in children(daemon.pid)
-                       and len(children(daemon.pid)) == WORKERS - 1)
-            fresh = max(children(daemon.pid))  # the newest process
-            wait_until(lambda: all(serving(pid) for pid in children(daemon.pid)))
-            before = cpu_ticks(fresh)
-            assert send_all(port, [invitation(i) for i in range(60)]) == [{}] * 60
-            assert cpu_ticks(fresh) - before >= 2, "the new helper took no connection"
-            assert len(standin.conferences) == 60  # the new helper kept the keyword too
-        finally:
-            log = stop(daemon)
-        assert log.count("exited with status") == 1, log
+    config file edited since (which only a reload or a restart may bring in)."""
+    with running(tmp_path) as run:
+        run.stop_matching()
+        run.kill_a_helper()
+        fresh = max(run.helpers())  # the newest process
+        wait_until(lambda: all(serving(pid) for pid in run.helpers()))
+        before = cpu_ticks(fresh)
+        assert send_all(run.port, [invitation(i) for i in range(60)]) == [{}] * 60
+        assert cpu_ticks(fresh) - before >= 2, "the new helper took no connection"
+        assert len(run.standin.conferences) == 60  # the new helper kept the keyword too
+    assert run.log.count("exited with status") == 1, run.log
 
 
 def test_a_reload_while_a_helper_starts_does_not_kill_it(tmp_path):
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        port = free_port()
-        daemon = start(configure(tmp_path, standin, sink, port))
-        try:
-            wait_for_port(port, daemon)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            os.kill(children(daemon.pid)[0], signal.SIGKILL)
-            # Reloads all through the replacement's start (not too many: each logs a line into a
-            # pipe this test reads only at the end).
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
-                daemon.send_signal(signal.SIGHUP)
-                time.sleep(0.1)
-            wait_until(lambda: len(children(daemon.pid)) == WORKERS - 1)
-            wait_until(lambda: all(serving(pid) for pid in children(daemon.pid)))
-            assert send_all(port, [invitation(i) for i in range(10)]) == [{}] * 10
-        finally:
-            log = stop(daemon)
-        assert log.count("exited with status") == 1, log  # only the one killed on purpose
+    """A reload asked for while a helper starts is neither fatal to it nor lost."""
+    with running(tmp_path) as run:
+        os.kill(run.helpers()[0], signal.SIGKILL)
+        # Reloads all through the replacement's start (not too many: each logs a line into a
+        # pipe this test reads only at the end).
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            run.daemon.send_signal(signal.SIGHUP)
+            time.sleep(0.1)
+        wait_until(lambda: len(run.helpers()) == WORKERS - 1)
+        wait_until(lambda: all(serving(pid) for pid in run.helpers()))
+        assert send_all(run.port, [invitation(i) for i in range(10)]) == [{}] * 10
+    assert run.log.count("exited with status") == 1, run.log  # only the one killed on purpose
