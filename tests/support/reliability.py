@@ -22,6 +22,19 @@ def bad_input(kind: str, count: int = 1) -> None:
     FIGURES["bad inputs tried"] += count
 
 
+def hostile(kind: str, count: int = 1) -> None:
+    """An input built to attack the filter was tried (it also counts as a bad input)."""
+    FIGURES["hostile inputs tried"] += count
+    bad_input(kind, count)
+
+
+def responsiveness(worst_seconds: float) -> None:
+    """How long other connections waited for an answer while a hostile input was handled;
+    a wait over 2 s counts as a stall of the daemon."""
+    FIGURES["stall checks"] += 1
+    FIGURES["daemon stalls over 2 s"] += int(worst_seconds > 2.0)
+
+
 def survived(lost: int, duplicates: bool) -> None:
     """After a fault: how many messages were lost, and whether an event got two conferences."""
     FIGURES["faults survived"] += 1 if lost == 0 and not duplicates else 0
@@ -31,6 +44,6 @@ def survived(lost: int, duplicates: bool) -> None:
 
 def summary() -> list[str]:
     """The lines to print."""
-    keys = ("faults injected", "faults survived", "bad inputs tried", "messages lost",
-            "duplicate conferences")
+    keys = ("faults injected", "faults survived", "bad inputs tried", "hostile inputs tried",
+            "messages lost", "duplicate conferences", "stall checks", "daemon stalls over 2 s")
     return [f"{key}: {FIGURES[key]}" for key in keys]
