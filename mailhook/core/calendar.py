@@ -387,8 +387,10 @@ def _read_event(lines: list[str], zones: _Zones) -> EventComponent:
     props = _group(lines)
 
     def text(name: str) -> str:
+        # Values are unescaped once, when the line is read; a second pass would turn an
+        # escaped backslash before "n" into a line break.
         found = props.get(name)
-        return unescape_text(found[0].value) if found else ""
+        return found[0].value if found else ""
 
     start, all_day, offset = _read_time(props.get("DTSTART", [None])[0], zones)
     recurrence = props.get("RECURRENCE-ID", [None])[0]

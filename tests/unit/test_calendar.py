@@ -260,3 +260,11 @@ def test_zone_names_ignore_definitions_other_senders_registered():
     ).walk("VEVENT")[0].decoded("DTSTART")
     event = parse_calendar(_calendar('DTSTART;TZID="FLE":20310321T100000\n')).events[0]
     assert event.utc_offset_minutes == 120
+
+
+@pytest.mark.parametrize("params", ["", ';LANGUAGE=en;X-NOTE="a b"'])
+def test_escaped_backslash_before_n_stays_a_backslash(params):
+    """An escaped backslash followed by "n" in SUMMARY is a backslash and an "n", not a line break."""
+    text = _calendar(f"SUMMARY{params}:Share C:\\\\new\\, now\nDTSTART:20300101T100000Z\n")
+    event = parse_calendar(text).events[0]
+    assert event.summary == "Share C:\\new, now"
