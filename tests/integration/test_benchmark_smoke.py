@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 SCENARIOS = ("ordinary 4 KB, 20 sessions", "ordinary 100 KB, 20 sessions",
              "invitation, API 0 ms, 20 sessions", "invitation, API 200 ms, 50 sessions",
              "MB message, ordinary", "1000 idle connections", "stored events")

@@ -20,6 +20,8 @@ from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port
 from tests.support import postfix
 from tests.support.invites import Event, thunderbird
 
+pytestmark = pytest.mark.slow
+
 MAILBOXES = ["alice@example.com", "bob@example.com", "zoe@example.net"]
 PLAIN = (b"From: carol@example.org\r\nTo: bob@example.com\r\nSubject: lunch\r\n"
          b"Message-ID: <lunch-1@example.org>\r\n\r\nNoon?\r\n")
