@@ -98,6 +98,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             all_on_screen_limit=policy.all_on_screen_limit,
             max_participants=policy.max_participants,
             calendar_senders=policy.calendar_senders,
+            delegates=tuple(policy.delegates.items()),
         ),
         language=policy.language,
         notices=settings.notice.enabled,
