@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.errors import HeaderParseError
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -22,7 +21,10 @@ from email.utils import format_datetime, make_msgid
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 HEADER_TEXT_LIMIT = 200  # characters of one value from the invitation in a header
 NAME_LIMIT = 100  # characters of one attendee's name in the notice
-# Encoded words inside encoded words: this many layers are read, a deeper nest is defused.
+# local-part@domain with a dot-atom local part and a host name (RFC 5322 section 3.4.1).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# Encoded words inside encoded words: this many layers are read, a deeper nest is broken.
 _DECODE_ROUNDS = 4
 
 _TEXT = {
@@ -93,9 +95,9 @@ def header_text(value: str, limit: int = HEADER_TEXT_LIMIT) -> str:
         if decoded == text:
             break
         text = decoded
-    else:
-        text = _defused(text)
-    return _bounded(text, limit)
+    # Any "=?" left is text, not an encoded word; it is broken, because when the library folds
+    # a long header it can write such text so that readers decode it after all.
+    return _bounded(_defused(text), limit)
 
 
 def one_line(value: str) -> str:
@@ -124,14 +126,14 @@ def _headers(subject: str, sender: str, organizer: str, now: datetime) -> EmailM
     message = EmailMessage(policy=SMTP)
     _put(message, "Subject", subject)
     _put(message, "From", one_line(sender))
-    _put(message, "To", _mailbox(organizer))
+    _put(message, "To", _recipient(organizer))
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid(domain=_domain(sender))
     message["Auto-Submitted"] = "auto-generated"
     return message
 
 
-def _put(message: EmailMessage, name: str, value: str | Address) -> None:
+def _put(message: EmailMessage, name: str, value: str) -> None:
     """Set a header; should the email library read a line break into it (or refuse what it
     reads), set it again with its encoded words broken."""
     try:
@@ -141,20 +143,19 @@ def _put(message: EmailMessage, name: str, value: str | Address) -> None:
     except (HeaderParseError, ValueError, IndexError):
         pass
     del message[name]
-    message[name] = _defused(one_line(str(value)))
+    message[name] = _defused(one_line(value))
 
 
-def _mailbox(address: str) -> Address:
-    """The organizer's address as a header value, quoted where its local part needs it.
+def _recipient(organizer: str) -> str:
+    """The notice's To: the organizer's address when it is a plain one.
 
-    An address is never decoded: what looks like an encoded word in it is broken instead.
+    Anything else (quotes, comments, encoded words, 8-bit) the email library may read and
+    write back in a shape other readers take apart differently; such a notice names no one in
+    To and still reaches the organizer, whom the envelope names.
     """
-    address = _defused(_CONTROLS.sub("", address).strip())
-    try:
-        return Address(addr_spec=address)
-    except (HeaderParseError, ValueError, IndexError):
-        local, _, domain = address.rpartition("@")
-        return Address(username=local, domain=domain)
+    if _PLAIN_ADDRESS.fullmatch(organizer) and "=?" not in organizer:
+        return organizer
+    return "undisclosed-recipients:;"
 
 
 def _domain(sender: str) -> str | None:
