@@ -96,12 +96,12 @@ def classify(parsed: ParsedMessage, mail_from: str, policy: Policy) -> Invitatio
         return passes("the event has no ORGANIZER")
     if domain_of(organizer) not in policy.local_domains:
         return passes(f"organizer {organizer} is not in a local domain")
-    if not speaks_for_organizer(mail_from.lower(), organizer, events, policy):
+    if not _speaks_for_organizer(mail_from.lower(), organizer, events, policy):
         return passes(_not_the_organizer(mail_from, organizer, sent_by(events)))
     return Invitation(method, organizer, events[0].uid, master, events)
 
 
-def speaks_for_organizer(
+def _speaks_for_organizer(
     sender: str, organizer: str, events: tuple[EventComponent, ...], policy: Policy
 ) -> bool:
     """May this envelope sender act on the organizer's event?

@@ -69,7 +69,8 @@ async def test_forged_sent_by_cancel_deletes_nothing(daemon, standin, sink):
     assert changes(standin) == [] and len(standin.conferences) == 1
     assert delivered(sink, b"<forged-2@example.com>") == [cancel]
     # Alice's own update still finds her conference.
-    assert (await send(daemon, thunderbird(replace(ALICE, summary="Still mine", sequence=3))))[0] == 250
+    own = thunderbird(replace(ALICE, summary="Still mine", sequence=3))
+    assert (await send(daemon, own))[0] == 250
     assert next(iter(standin.conferences.values()))["topic"] == "Still mine"
 
 
@@ -89,12 +90,13 @@ async def test_configured_delegate_updates_and_cancels(start_daemon, standin, si
 
 
 async def test_domain_wildcard_trusts_every_local_user(start_daemon, standin, sink):
-    """"*@example.com" = ["*@example.com"] lets any user of the domain act for any organizer of it."""
+    """"*@example.com" = ["*@example.com"] lets any user of the domain act for any organizer."""
     daemon = await start_daemon(policy={"delegates": {"*@example.com": ["*@example.com"]}})
     assert (await send(daemon, thunderbird(ALICE)))[0] == 250
     assert (await send(daemon, forged_update(), sender=MALLORY))[0] == 250
     assert next(iter(standin.conferences.values()))["topic"] == "Moved by Mallory"
-    outsider = sent_by(thunderbird(replace(ALICE, summary="Outsider", sequence=5)), "eve@example.net")
+    outsider = sent_by(thunderbird(replace(ALICE, summary="Outsider", sequence=5)),
+                       "eve@example.net")
     reliability.hostile("SENT-BY from outside the trusted domain")
     assert (await send(daemon, outsider, sender="eve@example.net"))[0] == 250
     assert next(iter(standin.conferences.values()))["topic"] == "Moved by Mallory"
@@ -102,7 +104,8 @@ async def test_domain_wildcard_trusts_every_local_user(start_daemon, standin, si
 
 async def test_sent_by_must_match_the_envelope_sender(start_daemon, standin, sink):
     """A trusted delegate named in SENT-BY does not let a different envelope sender in."""
-    daemon = await start_daemon(policy={"delegates": {"alice@example.com": ["assistant@example.com"]}})
+    daemon = await start_daemon(
+        policy={"delegates": {"alice@example.com": ["assistant@example.com"]}})
     assert (await send(daemon, thunderbird(ALICE)))[0] == 250
     borrowed = sent_by(thunderbird(replace(ALICE, summary="Borrowed", sequence=1)),
                        "assistant@example.com")

@@ -21,7 +21,7 @@ FIELD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^\s"]+)(?: |$)')
 
 
 def parse_fields(line: str) -> list[tuple[str, str]]:
-    """The key=value fields of a summary line, read strictly: the fields must make the whole line."""
+    """The key=value fields of a summary line, read strictly: they must make the whole line."""
     found, position = [], 0
     while position < len(line):
         match = FIELD.match(line, position)

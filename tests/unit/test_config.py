@@ -129,7 +129,7 @@ def test_example_defaults_match_code():
 
 
 def test_delegates_are_read_lower_case(tmp_path):
-    """policy.delegates maps organizers to delegates, lower-cased, "*@domain" allowed on both sides."""
+    """policy.delegates maps organizers to delegates, lower-cased, "*@domain" on both sides."""
     text = MINIMAL + ('delegates = { "Alice@Example.com" = ["Assistant@Example.com"], '
                       '"*@example.com" = ["*@Example.com"] }\n')
     settings = load_settings(write(tmp_path, text))

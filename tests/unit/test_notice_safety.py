@@ -58,6 +58,7 @@ def test_notices_keep_their_headers_whatever_the_text(topic, name, local, refusa
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert sorted(message.keys()) == HEADERS
         assert message["To"] in (organizer, "undisclosed-recipients:;")
-        assert not CONTROL.search(str(message["Subject"])) and not CONTROL.search(str(message["To"]))
+        assert not CONTROL.search(str(message["Subject"]))
+        assert not CONTROL.search(str(message["To"]))
         assert message.get_content_type() == "text/plain"
         assert len(message.get_content().splitlines()) in (5, 11)  # the notice's own lines

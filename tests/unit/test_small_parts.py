@@ -62,7 +62,8 @@ def test_header_text_reads_nested_encoded_words_to_the_end(depth):
     topic = nested_encoded_word("Q3\r\nBcc: victim@example.net", depth)
     text = header_text(topic)
     assert "\r" not in text and "\n" not in text
-    facts = replace(FACTS, topic=topic, organizer=nested_encoded_word("a\r\nBcc: x", 2) + "@example.com")
+    organizer = nested_encoded_word("a\r\nBcc: x", 2) + "@example.com"
+    facts = replace(FACTS, topic=topic, organizer=organizer)
     for raw in (build_notice(facts, "noreply@example.com", "en", NOW),
                 build_action_notice(facts.organizer, topic, 0, "noreply@example.com", "en", NOW)):
         message = email.message_from_bytes(raw, policy=email.policy.default)
