@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -110,6 +118,9 @@ class PolicySettings(_Section):
     max_participants: int = Field(250, ge=2)
     default_timezone: str = "UTC"
     calendar_senders: tuple[str, ...] = ()
+    # organizer -> envelope senders trusted to send the organizer's invitations with SENT-BY;
+    # "*@domain" on either side stands for every address of that domain.
+    delegates: dict[str, tuple[str, ...]] = {}
 
     @field_validator("calendar_senders")
     @classmethod
@@ -130,6 +141,19 @@ class PolicySettings(_Section):
     def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(domain.strip().lower().lstrip("@") for domain in value if domain.strip())
 
+    @field_validator("delegates")
+    @classmethod
+    def _delegates(cls, value: dict[str, tuple[str, ...]], info: ValidationInfo
+                   ) -> dict[str, tuple[str, ...]]:
+        local = info.data.get("local_domains", ())
+        trusted: dict[str, tuple[str, ...]] = {}
+        for organizer, senders in value.items():
+            key = address_pattern(organizer)
+            if key.rpartition("@")[2] not in local:
+                raise ValueError(f"organizer {organizer!r} is not in policy.local_domains")
+            trusted[key] = trusted.get(key, ()) + tuple(address_pattern(s) for s in senders)
+        return trusted
+
     @field_validator("keywords")
     @classmethod
     def _keywords(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -137,6 +161,20 @@ class PolicySettings(_Section):
         if not cleaned:
             raise ValueError("needs at least one keyword")
         return cleaned
+
+
+def address_pattern(value: str) -> str:
+    """An address or "*@domain" from the config, lower-case; ValueError naming it otherwise."""
+    pattern = value.strip().lower().removeprefix("mailto:")
+    local, at, domain = pattern.rpartition("@")
+    well_formed = (
+        at and local and domain and "@" not in local and "*" not in domain
+        and (local == "*" or "*" not in local)
+        and not any(ch.isspace() or ch in '<>",;' for ch in pattern)
+    )
+    if not well_formed:
+        raise ValueError(f'{value!r} is neither an e-mail address nor "*@domain"')
+    return pattern
 
 
 class NoticeSettings(_Section):

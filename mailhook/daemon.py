@@ -98,6 +98,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             all_on_screen_limit=policy.all_on_screen_limit,
             max_participants=policy.max_participants,
             calendar_senders=policy.calendar_senders,
+            delegates=tuple(policy.delegates.items()),
         ),
         language=policy.language,
         notices=settings.notice.enabled,
@@ -425,10 +426,13 @@ def log_summary(
 ) -> None:
     """One key=value line per message, for the journal."""
     upstream = upstream or Upstream()
+    # The SMTP side binds the Message-ID it read from the header for every message; the
+    # pipeline knows it only for mail it parsed (not for mail without a calendar).
+    message_id = logfmt.context().get("message_id") or outcome.message_id
     fields = {
         "queue_id": upstream.queue_id or "-",
         "client": upstream.client or "-",
-        "message_id": outcome.message_id or "-",
+        "message_id": message_id or "-",
         "from": inbound.mail_from or "<>",
         "rcpts": str(len(inbound.rcpt_tos)),
         "method": outcome.method or "-",

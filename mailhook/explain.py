@@ -6,9 +6,17 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 from mailhook.config import Settings
-from mailhook.core.decide import Decision, classify, decide, participant_addresses
+from mailhook.core.decide import (
+    Decision,
+    Policy,
+    classify,
+    decide,
+    participant_addresses,
+    sent_by,
+    trusts_delegate,
+)
 from mailhook.core.mime import parse_message
-from mailhook.core.model import StoredEvent
+from mailhook.core.model import ParsedMessage, StoredEvent
 from mailhook.daemon import pipeline_config
 
 
@@ -28,6 +36,7 @@ def explain(
     yield f"method: {parsed.method or '-'}"
     for part in parsed.calendar_parts:
         yield f"calendar part: {part.content_type} at {list(part.path)} method={part.header_method}"
+    yield from _sent_by(parsed, policy)
     found = classify(parsed, mail_from, policy)
     if isinstance(found, Decision):
         yield "decision: pass (forwarded byte-identical)"
@@ -42,6 +51,20 @@ def explain(
     yield f"why: {decision.reason}"
     if found.master is not None:
         yield from _participants(found.master, found.organizer, settings)
+
+
+def _sent_by(parsed: ParsedMessage, policy: Policy) -> Iterator[str]:
+    """Whether the ORGANIZER's SENT-BY, when there is one, is a delegate the site trusts."""
+    events = parsed.calendar.events if parsed.calendar else ()
+    delegate = sent_by(events)
+    if not delegate:
+        return
+    organizer = next((event.organizer for event in events if event.organizer), "")
+    if trusts_delegate(policy, organizer, delegate):
+        yield f"sent-by: {delegate} (a trusted delegate of {organizer} in policy.delegates)"
+    else:
+        yield (f"sent-by: {delegate} (NOT trusted: not a delegate of {organizer} in "
+               "policy.delegates; only the envelope sender counts)")
 
 
 def _participants(master, organizer: str, settings: Settings) -> Iterator[str]:

@@ -8,6 +8,7 @@ carries those keys (``record.mailhook_context``), and warnings and errors end wi
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,17 +23,30 @@ _context: ContextVar[Mapping[str, str]] = ContextVar("mailhook_log_context", def
 _secrets: set[str] = set()
 
 
+# Values come from the messages (Message-ID, UID, addresses): a value can neither end the line
+# (C0 and C1 controls, DEL, U+2028/2029; lone surrogates are undecodable bytes) nor run on.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+VALUE_LIMIT = 256  # characters of one value; a longer one is cut and ends with "…"
+
+
 def fields(values: Mapping[str, str]) -> str:
-    """``key=value`` pairs, values quoted when they hold spaces, quotes or '='."""
+    """``key=value`` pairs, values quoted when they hold spaces, quotes, backslashes or '='."""
     return " ".join(f"{key}={quote(value)}" for key, value in values.items())
 
 
 def quote(value: str) -> str:
-    """One value, on one line, quoted when needed."""
-    value = value.replace("\r", " ").replace("\n", " ")
-    if not value or any(ch in value for ch in ' "='):
+    """One value, on one line, bounded, quoted when needed."""
+    value = one_line(value)
+    if len(value) > VALUE_LIMIT:
+        value = value[: VALUE_LIMIT - 1] + "\u2026"
+    if not value or any(ch in value for ch in ' "=\\'):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
+
+
+def one_line(text: str) -> str:
+    """The text with every control character (line breaks included) a space."""
+    return _UNPRINTABLE.sub(" ", text)
 
 
 @contextmanager
@@ -61,6 +75,11 @@ class Formatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # A message may quote a message's own values (a UID in a warning): it stays one line.
+        # A traceback, added after this, keeps its line breaks.
+        return one_line(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

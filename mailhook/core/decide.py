@@ -49,6 +49,8 @@ class Policy:
     all_on_screen_limit: int = 36
     max_participants: int = 250
     calendar_senders: tuple[str, ...] = ()  # envelope senders that send for any local organizer
+    # (organizer, delegates it trusts): exact lower-case addresses or "*@domain" patterns.
+    delegates: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +96,58 @@ def classify(parsed: ParsedMessage, mail_from: str, policy: Policy) -> Invitatio
         return passes("the event has no ORGANIZER")
     if domain_of(organizer) not in policy.local_domains:
         return passes(f"organizer {organizer} is not in a local domain")
-    sender = mail_from.lower()
-    if not sender or (sender != organizer and sender not in policy.calendar_senders
-                      and sender != _delegate(events, policy)):
-        return passes(f"envelope sender {mail_from or '<>'} is not the organizer")
+    if not _speaks_for_organizer(mail_from.lower(), organizer, events, policy):
+        return passes(_not_the_organizer(mail_from, organizer, sent_by(events)))
     return Invitation(method, organizer, events[0].uid, master, events)
 
 
-def _delegate(events: tuple[EventComponent, ...], policy: Policy) -> str:
-    """The organizer's SENT-BY delegate, trusted only when it is a local address too."""
-    delegate = next((e.organizer_sent_by for e in events if e.organizer_sent_by), "")
-    return delegate if domain_of(delegate) in policy.local_domains else ""
+def _speaks_for_organizer(
+    sender: str, organizer: str, events: tuple[EventComponent, ...], policy: Policy
+) -> bool:
+    """May this envelope sender act on the organizer's event?
+
+    mailhook trusts the envelope sender (the MTA ties it to the submitting login): the organizer
+    itself, a calendar server the site names, or a SENT-BY delegate the site trusts for this
+    organizer. SENT-BY alone proves nothing: anyone can write it.
+    """
+    if not sender:
+        return False
+    if sender == organizer or sender in policy.calendar_senders:
+        return True
+    return sender == sent_by(events) and trusts_delegate(policy, organizer, sender)
+
+
+def sent_by(events: tuple[EventComponent, ...]) -> str:
+    """The SENT-BY address of the event's ORGANIZER, "" when it names none."""
+    return next((e.organizer_sent_by for e in events if e.organizer_sent_by), "")
+
+
+def trusts_delegate(policy: Policy, organizer: str, delegate: str) -> bool:
+    """Does ``policy.delegates`` let ``delegate`` send the organizer's invitations?"""
+    return any(
+        _matches(organizer, who) and any(_matches(delegate, allowed) for allowed in delegates)
+        for who, delegates in policy.delegates
+    )
+
+
+def _matches(address: str, pattern: str) -> bool:
+    """An address against an exact address or "*@domain" (any address of that domain)."""
+    if "@" not in address:
+        return False
+    if pattern.startswith("*@"):
+        return domain_of(address) == pattern[2:]
+    return address.lower() == pattern
+
+
+def _not_the_organizer(mail_from: str, organizer: str, delegate: str) -> str:
+    """Why an envelope sender may not act for the organizer, naming an untrusted SENT-BY."""
+    shown = mail_from or "<>"
+    if delegate and delegate == mail_from.lower():
+        return (f"envelope sender {shown} is the SENT-BY of the ORGANIZER but not a trusted "
+                f"delegate of {organizer} (policy.delegates)")
+    if delegate:
+        return f"envelope sender {shown} is not the organizer (nor its SENT-BY {delegate})"
+    return f"envelope sender {shown} is not the organizer"
 
 
 def decide(

@@ -191,3 +191,23 @@ def test_module_entry_points(entry):
     result = subprocess.run([sys.executable, *entry, "version"], capture_output=True, text=True,
                             cwd=ROOT, timeout=30)
     assert result.returncode == 0 and "mailhook" in result.stdout
+
+
+def test_explain_says_when_sent_by_is_not_trusted(tmp_path):
+    """explain shows an ORGANIZER's SENT-BY and says it is not trusted without policy.delegates."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
+    message = tmp_path / "forged.eml"
+    message.write_bytes(thunderbird(Event()).replace(
+        b"ORGANIZER;CN=Alice Example:",
+        b'ORGANIZER;CN=Alice Example;SENT-BY="mailto:mallory@example.com":'))
+    forged = ("explain", "--config", str(config), str(message), "--sender", "mallory@example.com")
+    result = mailhook(*forged)
+    out = result.stdout
+    assert "sent-by: mallory@example.com (NOT trusted" in out
+    assert "decision: pass" in out and "not a trusted delegate of alice@example.com" in out
+    config.write_text(config.read_text().replace(
+        "[policy]", '[policy]\ndelegates = { "alice@example.com" = ["mallory@example.com"] }'))
+    trusted = mailhook(*forged)
+    assert trusted.returncode == 0, trusted.stderr
+    assert "sent-by: mallory@example.com (a trusted delegate" in trusted.stdout
+    assert "decision: create" in trusted.stdout

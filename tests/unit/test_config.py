@@ -126,3 +126,41 @@ def test_example_defaults_match_code():
             default = getattr(default, "get_secret_value", lambda: default)()
             value = data[section][key]
             assert (list(default) if isinstance(default, tuple) else default) == value, f"{section}.{key}"
+
+
+def test_delegates_are_read_lower_case(tmp_path):
+    """policy.delegates maps organizers to delegates, lower-cased, "*@domain" on both sides."""
+    text = MINIMAL + ('delegates = { "Alice@Example.com" = ["Assistant@Example.com"], '
+                      '"*@example.com" = ["*@Example.com"] }\n')
+    settings = load_settings(write(tmp_path, text))
+    assert settings.policy.delegates == {"alice@example.com": ("assistant@example.com",),
+                                         "*@example.com": ("*@example.com",)}
+    assert load_settings(write(tmp_path, MINIMAL)).policy.delegates == {}
+
+
+def test_delegates_from_the_environment(tmp_path, monkeypatch):
+    """MAILHOOK_POLICY__DELEGATES takes the table as JSON."""
+    monkeypatch.setenv("MAILHOOK_POLICY__DELEGATES", '{"alice@example.com": ["bob@example.com"]}')
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.policy.delegates == {"alice@example.com": ("bob@example.com",)}
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ('"alice" = ["bob@example.com"]', "'alice'"),
+        ('"alice@example.com" = ["bob"]', "'bob'"),
+        ('"alice@example.com" = ["b*b@example.com"]', "'b*b@example.com'"),
+        ('"alice@example.com" = ["*@*.example.com"]', "'*@*.example.com'"),
+        ('"alice@example.com" = ["*"]', "'*'"),
+        ('"alice@example.com" = ["Bob <bob@example.com>"]', "'Bob <bob@example.com>'"),
+        ('"alice@elsewhere.example" = ["bob@example.com"]', "local_domains"),
+        ('"alice@example.com" = "bob@example.com"', "policy.delegates"),
+    ],
+)
+def test_bad_delegate_entry_names_it(tmp_path, entry, named):
+    """A malformed delegates entry stops the load with one line naming the key and the entry."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, MINIMAL + f"delegates = {{ {entry} }}\n"))
+    message = str(caught.value)
+    assert "policy.delegates" in message and named in message and "\n" not in message

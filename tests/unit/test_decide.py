@@ -19,6 +19,7 @@ from mailhook.core.decide import (
     has_trigger,
     participant_addresses,
     topic_of,
+    trusts_delegate,
 )
 from mailhook.core.model import (
     Attendee,
@@ -32,6 +33,7 @@ from mailhook.core.model import (
     StoredEvent,
 )
 from mailhook.core.series import Occurrence
+from tests.support import reliability
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 START = NOW + timedelta(days=10)
@@ -179,15 +181,60 @@ def test_other_methods_pass():
 
 
 def test_foreign_organizer_and_wrong_sender_pass():
-    """Only local organizers, sending as themselves or via their SENT-BY delegate, are served."""
+    """Only local organizers sending as themselves are served when no delegate is configured."""
     foreign = replace(MASTER, organizer="zed@other.example")
     assert isinstance(classify(message(foreign), "zed@other.example", POLICY), Decision)
     assert isinstance(classify(message(MASTER), "mallory@example.com", POLICY), Decision)
-    delegated = replace(MASTER, organizer_sent_by="assistant@example.com")
-    assert isinstance(classify(message(delegated), "Assistant@example.com", POLICY), Invitation)
-    outsider = replace(MASTER, organizer_sent_by="eve@other.example")
-    assert isinstance(classify(message(outsider), "eve@other.example", POLICY), Decision)
     assert isinstance(classify(message(MASTER), "", POLICY), Decision)
+    assert isinstance(classify(message(MASTER), "Alice@Example.com", POLICY), Invitation)
+
+
+def test_sent_by_alone_is_not_trusted():
+    """A local SENT-BY matching the envelope sender passes unless policy.delegates names it."""
+    forged = replace(MASTER, organizer_sent_by="mallory@example.com")
+    reliability.hostile("SENT-BY naming the sender itself, no delegate configured")
+    found = classify(message(forged), "mallory@example.com", POLICY)
+    assert isinstance(found, Decision) and found.action is Action.PASS
+    assert "SENT-BY" in found.reason
+    assert "not a trusted delegate of alice@example.com" in found.reason
+    assert "policy.delegates" in found.reason
+
+
+def test_configured_delegate_is_trusted_for_its_organizer_only():
+    """policy.delegates trusts the named delegate for the named organizer, case-insensitively."""
+    policy = replace(POLICY, delegates=(("alice@example.com", ("assistant@example.com",)),))
+    delegated = replace(MASTER, organizer_sent_by="assistant@example.com")
+    assert isinstance(classify(message(delegated), "Assistant@Example.com", policy), Invitation)
+    for_bob = replace(delegated, organizer="bob@example.com")
+    assert isinstance(classify(message(for_bob), "assistant@example.com", policy), Decision)
+    other = replace(MASTER, organizer_sent_by="mallory@example.com")
+    assert isinstance(classify(message(other), "mallory@example.com", policy), Decision)
+
+
+def test_sent_by_must_be_the_envelope_sender():
+    """A trusted delegate's name in SENT-BY does not let another envelope sender act."""
+    policy = replace(POLICY, delegates=(("*@example.com", ("*@example.com",)),))
+    borrowed = replace(MASTER, organizer_sent_by="assistant@example.com")
+    found = classify(message(borrowed), "mallory@example.com", policy)
+    assert isinstance(found, Decision) and "SENT-BY assistant@example.com" in found.reason
+    assert isinstance(classify(message(MASTER), "mallory@example.com", policy), Decision)
+
+
+def test_domain_wildcards_on_either_side():
+    """"*@domain" stands for any address of the domain, as organizer or as delegate."""
+    policy = replace(POLICY, local_domains=("example.com", "branch.example"),
+                     delegates=(("*@example.com", ("*@example.com", "boss@branch.example")),))
+    for delegate in ("anyone@example.com", "boss@branch.example"):
+        event = replace(MASTER, organizer_sent_by=delegate)
+        assert isinstance(classify(message(event), delegate, policy), Invitation), delegate
+    for delegate in ("clerk@branch.example", "eve@sub.example.com", "eve@example.com.evil"):
+        event = replace(MASTER, organizer_sent_by=delegate)
+        assert isinstance(classify(message(event), delegate, policy), Decision), delegate
+    branch = replace(MASTER, organizer="head@branch.example",
+                     organizer_sent_by="anyone@example.com")
+    assert isinstance(classify(message(branch), "anyone@example.com", policy), Decision)
+    assert trusts_delegate(policy, "x@example.com", "y@EXAMPLE.com")
+    assert not trusts_delegate(policy, "x@example.com", "example.com")
 
 
 def test_skip_reason_passes():

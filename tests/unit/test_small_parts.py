@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
+from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from mailhook.core.notice import NoticeFacts, build_notice
+from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice, header_text
 from mailhook.errors import TrueConfUnavailable
 from mailhook.locks import KeyedLocks
 from mailhook.relay import Reply, dot_stuff
@@ -45,6 +47,38 @@ def test_notice_is_plain_mail_with_the_facts(language):
     assert b"\r\n" in raw and b"\n\n" not in raw.replace(b"\r\n", b"")
     if language == "ru":
         assert "Тема" in body
+
+
+def nested_encoded_word(text: str, depth: int) -> str:
+    """``text`` wrapped in ``depth`` layers of base64 encoded words."""
+    for _ in range(depth):
+        text = "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
+    return text
+
+
+@pytest.mark.parametrize("depth", [1, 3, 8])
+def test_header_text_reads_nested_encoded_words_to_the_end(depth):
+    """However deeply a line break is wrapped in encoded words, no header of a notice holds it."""
+    topic = nested_encoded_word("Q3\r\nBcc: victim@example.net", depth)
+    text = header_text(topic)
+    assert "\r" not in text and "\n" not in text
+    organizer = nested_encoded_word("a\r\nBcc: x", 2) + "@example.com"
+    facts = replace(FACTS, topic=topic, organizer=organizer)
+    for raw in (build_notice(facts, "noreply@example.com", "en", NOW),
+                build_action_notice(facts.organizer, topic, 0, "noreply@example.com", "en", NOW)):
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert sorted(message.keys()) == ["Auto-Submitted", "Content-Transfer-Encoding",
+                                          "Content-Type", "Date", "From", "MIME-Version",
+                                          "Message-ID", "Subject", "To"]
+        for name in ("Subject", "To"):
+            assert not any(ch in str(message[name]) for ch in "\r\n\x00"), (name, message[name])
+
+
+def test_header_text_is_bounded_on_one_line():
+    """Header text from an invitation is one line of at most the given number of characters."""
+    assert header_text("a\u2028b\x85c\td\x00e  f") == "a b c d e f"
+    assert len(header_text("x" * 5000, 200)) == 200 and header_text("x" * 5000).endswith("\u2026")
+    assert header_text("Quarterly planning") == "Quarterly planning"
 
 
 async def test_keyed_locks_serialise_one_key_only():
