@@ -260,10 +260,7 @@ class Daemon:
         if not self.primary:
             await self._stopping.wait()
             return
-        try:
-            await self.refresh_store_metrics()
-        except StoreUnavailable:
-            pass  # reported by the store; mail that does not need it still flows
+        await self.refresh_store_metrics()
         self.notifier.ready(self.status_line())
         tasks = [loop.create_task(self._report_forever()),
                  loop.create_task(self.reschedule_forever()),
@@ -283,7 +280,11 @@ class Daemon:
 
     async def refresh_store_metrics(self) -> None:
         """Count the stored events by state for the gauges (pending retries, tracked)."""
-        self.metrics.store_states(await self.store.count_by_state(), await self.store.count_pending())
+        try:
+            states, pending = await self.store.count_by_state(), await self.store.count_pending()
+        except StoreUnavailable:
+            return  # the store logs its own trouble, once; the gauges keep their last values
+        self.metrics.store_states(states, pending)
 
     def status_line(self) -> str:
         """The one-line STATUS systemctl shows (for every worker process together)."""
