@@ -427,11 +427,14 @@ class Pipeline:
         if self._needs_notice(previous, spec):
             outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
 
-    async def _discard(self, conference: Conference, invitation: Invitation, *, record: bool) -> None:
+    async def _discard(
+        self, conference: Conference, invitation: Invitation, *, record: bool
+    ) -> None:
         """Delete a conference no invitation will carry. With ``record`` (the store works) a
         failed deletion is retried later; without, it is left to an operator, or to the MTA's
         retry, which finds it by its tag."""
-        pending = PendingDelete(conference.id, invitation.organizer, invitation.uid, retry_at=time.time())
+        pending = PendingDelete(
+            conference.id, invitation.organizer, invitation.uid, retry_at=time.time())
         if record:
             await self._store.put_pending_delete(pending)
             await self._try_delete(pending)

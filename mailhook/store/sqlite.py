@@ -252,6 +252,7 @@ class SqliteStore:
             return ""
         target = f"{self._path}.rescued-{time.strftime('%Y%m%dT%H%M%S')}"
         try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)  # the whole folder may be gone
             copy = sqlite3.connect(target)
             try:
                 self._db.conn.backup(copy)

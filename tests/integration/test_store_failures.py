@@ -76,7 +76,8 @@ async def test_full_store_answers_451_and_leaves_nothing_behind(daemon, standin,
     reliability.survived(lost=40 - len(delivered), duplicates=len(standin.conferences) > 40)
 
 
-async def test_conference_whose_record_fails_is_deleted_then_made_once(daemon, standin, sink, caplog):
+async def test_conference_whose_record_fails_is_deleted_then_made_once(daemon, standin, sink,
+                                                                      caplog):
     """A conference TrueConf created but the full store could not record is deleted again and
     the message gets 451; the MTA's retry after the disk has room makes exactly one."""
     caplog.set_level(logging.INFO)
