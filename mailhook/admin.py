@@ -58,8 +58,13 @@ def verdicts(checks: Iterable[Check]) -> list[str]:
 
 
 def check_store(settings: Settings) -> Check:
-    """The store file can be read (a missing one is fine: serve creates it)."""
+    """The store file can be read (a missing one is fine: serve creates it, unless it went
+    missing after it was made)."""
+    from mailhook.store.sqlite import missing
+
     path = Path(settings.store.path)
+    if gone := missing(str(path)):
+        return Check("store", False, gone)
     if not path.exists():
         return Check("store", True, f"{path} not created yet (mailhook serve creates it)")
     try:

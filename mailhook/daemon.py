@@ -10,7 +10,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,12 +20,13 @@ from zoneinfo import ZoneInfo
 
 from mailhook import logfmt
 from mailhook.config import ConfigError, Settings, load_settings
+from mailhook.errors import StoreUnavailable
 from mailhook.health import Health
 from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of, shared_totals
 from mailhook.notify import Notifier
 from mailhook.core.decide import Policy
 from mailhook.locks import EventLocks, KeyedLocks, lock_path
-from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig
+from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig, UnsentLinks
 from mailhook.relay import NextHop, Reply
 from mailhook.smtp import Handler, MailhookSMTP, Upstream, trusted_networks
 from mailhook.status import StatusServer
@@ -141,6 +141,7 @@ class Daemon:
         self.next_hop = NextHop(settings.relay)
         self._clock = clock
         self._locks = event_locks(settings)
+        self._unsent = UnsentLinks()
         self.pipeline = self._build_pipeline(settings)
         self.handler = Handler(self._process, self.next_hop, self._delivered)
         self.health = Health(self.store, self.trueconf, self.next_hop, settings.metrics.health_cache)
@@ -223,6 +224,8 @@ class Daemon:
                 moved = await self.pipeline.reschedule_due()
                 if moved:
                     log.info("rescheduled %d conference(s) to their next occurrence", moved)
+            except StoreUnavailable:
+                pass  # the store logs its own trouble, once
             except Exception:
                 log.exception("reschedule pass failed")
             await asyncio.sleep(interval)
@@ -234,6 +237,8 @@ class Daemon:
                 done = await self.pipeline.retry_pending()
                 if done:
                     log.info("TrueConf took %d postponed deletion(s)/update(s)", done)
+            except StoreUnavailable:
+                pass  # the store logs its own trouble, once
             except Exception:
                 log.exception("retry pass failed")
             await asyncio.sleep(self.settings.retry.interval)
@@ -276,7 +281,11 @@ class Daemon:
 
     async def refresh_store_metrics(self) -> None:
         """Count the stored events by state for the gauges (pending retries, tracked)."""
-        self.metrics.store_states(await self.store.count_by_state(), await self.store.count_pending())
+        try:
+            states, pending = await self.store.count_by_state(), await self.store.count_pending()
+        except StoreUnavailable:
+            return  # the store logs its own trouble, once; the gauges keep their last values
+        self.metrics.store_states(states, pending)
 
     def status_line(self) -> str:
         """The one-line STATUS systemctl shows (for every worker process together)."""
@@ -309,7 +318,7 @@ class Daemon:
         directory = build_directory(settings, self.trueconf)  # type: ignore[arg-type]
         extra = {"clock": self._clock} if self._clock else {}
         return Pipeline(pipeline_config(settings), self.store, self.trueconf, directory,
-                        locks=self._locks, **extra)
+                        locks=self._locks, unsent=self._unsent, **extra)
 
     def _reload_in_background(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
@@ -407,6 +416,12 @@ class Daemon:
         log_summary(inbound, outcome, reply, started, upstream)
         self.metrics.message(outcome.method, str(outcome.decision.action), reply.code)
         self.counts[outcome_of(reply.code)] += 1
+        try:
+            # A conference made for an invitation the next hop refused for good is not left behind.
+            await self.pipeline.settle(outcome, accepted=reply.ok, refused=reply.code >= 500)
+        except Exception:
+            log.exception("uid=%s: cannot settle the conference after the next hop's reply",
+                          outcome.uid)
         if outcome.notice is not None and reply.ok:
             task = asyncio.get_running_loop().create_task(self._send_notice(outcome))
             self._background.add(task)
@@ -471,9 +486,9 @@ async def run(
         daemon.reload_hooks.append(lambda: helpers.signal(signal.SIGHUP))
     try:
         await daemon.startup()
-    except (OSError, sqlite3.Error) as exc:
-        if isinstance(exc, sqlite3.Error):
-            log.error("cannot open the store %s: %s", settings.store.path, exc)
+    except (OSError, StoreUnavailable) as exc:
+        if isinstance(exc, StoreUnavailable):
+            log.error("cannot open the store: %s", exc)
         else:
             log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
                       exc.strerror or exc)

@@ -2,7 +2,8 @@
 
     MailhookError
     ├── TemporaryError        the message may succeed later: the SMTP reply is 451
-    │   └── TrueConfUnavailable   network error, timeout, 5xx, 429 from TrueConf
+    │   ├── TrueConfUnavailable   network error, timeout, 5xx, 429 from TrueConf
+    │   └── StoreUnavailable      the store cannot be read or written (disk full, file gone)
     ├── PermanentError        retrying the same request cannot help
     │   ├── TrueConfRejected      TrueConf refused the request (4xx other than auth)
     │   └── TrueConfAuthError     TrueConf refused the client credentials
@@ -29,6 +30,10 @@ class PermanentError(MailhookError):
 
 class InvitationError(MailhookError):
     """The message cannot be handled as an invitation; it passes through unchanged."""
+
+
+class StoreUnavailable(TemporaryError):
+    """The store cannot be read or written: the disk is full, the file is gone or read-only."""
 
 
 class TrueConfError(MailhookError):

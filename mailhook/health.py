@@ -55,7 +55,8 @@ class Health:
         return list(await asyncio.gather(self.store(), self.trueconf(), self.next_hop()))
 
     async def store(self) -> Check:
-        """The store answers a query."""
+        """The store answers a query, its file is still the one it opened and writable, and
+        its last write worked."""
         return await _checked("store", self._store.ping(), lambda _: "answers")
 
     async def trueconf(self) -> Check:

@@ -49,6 +49,7 @@ from mailhook.core.series import Occurrence, SeriesError, merge_series, next_occ
 from mailhook.errors import (
     InvitationError,
     PermanentError,
+    StoreUnavailable,
     TemporaryError,
     TrueConfAuthError,
     TrueConfRejected,
@@ -67,6 +68,7 @@ _ZONED_TIME = re.compile(r"(?i)^[^:]*;TZID=|^[^;:]*(;[^:]*)?:\d{8}T\d{6}Z\s*$")
 T = TypeVar("T")
 
 TEMPORARY_REPLY = "451 4.3.0 TrueConf Server is not available, please try again later"
+STORE_REPLY = "451 4.3.0 Cannot record the conference now, please try again later"
 FALLBACK_TOPIC = {"en": "Video conference", "ru": "Видеоконференция"}
 
 
@@ -128,6 +130,43 @@ class SeriesState:
     problem: str = ""  # why no occurrence could be computed, if that is the reason
 
 
+class UnsentLinks:
+    """Join links of conferences made for invitations the next hop has not accepted yet.
+
+    Such a conference is deleted when the next hop refuses its invitation for good, but only
+    while no invitation carrying its link was accepted and none is still on its way: copies of
+    one invitation share the conference. Kept in memory, shared by the pipelines a reload
+    builds; copies handled by another worker process are not seen here.
+    """
+
+    LIMIT = 10_000  # links kept at most (those whose invitation the MTA never sent again)
+
+    def __init__(self) -> None:
+        self._on_the_way: dict[str, int] = {}  # link -> invitations with it not yet answered
+
+    def made(self, url: str) -> None:
+        """A conference was made for the invitation now on its way."""
+        if len(self._on_the_way) >= self.LIMIT:
+            del self._on_the_way[next(iter(self._on_the_way))]
+        self._on_the_way[url] = 1
+
+    def carried(self, url: str) -> None:
+        """Another invitation with the link is on its way."""
+        if url in self._on_the_way:
+            self._on_the_way[url] += 1
+
+    def answered(self, url: str, accepted: bool) -> bool:
+        """The next hop answered an invitation with the link; True when the conference is no
+        longer wanted by any invitation (this one was refused and no other is on its way)."""
+        if url not in self._on_the_way:
+            return False
+        if accepted:
+            del self._on_the_way[url]  # the link went out: the conference stays
+            return False
+        self._on_the_way[url] -= 1
+        return self._on_the_way[url] <= 0
+
+
 class Pipeline:
     """Turns one inbound message into an outcome."""
 
@@ -139,6 +178,7 @@ class Pipeline:
         directory: Directory,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         locks: KeyedLocks | EventLocks | None = None,
+        unsent: UnsentLinks | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -148,6 +188,7 @@ class Pipeline:
         # Pipelines rebuilt on reload share one lock table, so no event is ever handled twice
         # at once.
         self._locks = locks if locks is not None else KeyedLocks()
+        self._unsent = unsent if unsent is not None else UnsentLinks()
 
     async def process(self, inbound: Inbound) -> Outcome:
         """Decide and apply; never raises for a message's own sake."""
@@ -156,7 +197,12 @@ class Pipeline:
         if isinstance(found, Decision):
             return self._passed(inbound, parsed, found)
         async with self._locks.hold((found.organizer, found.uid)):
-            return await self._process_invitation(inbound, parsed, found)
+            try:
+                return await self._process_invitation(inbound, parsed, found)
+            except StoreUnavailable as exc:
+                # Without its store mailhook cannot tell what it did for the event before.
+                unknown = Decision(Action.PASS, "the store is not available", found)
+                return self._hold_for_store(self._passed(inbound, parsed, unknown), exc)
 
     async def _process_invitation(
         self, inbound: Inbound, parsed: ParsedMessage, invitation: Invitation
@@ -171,6 +217,8 @@ class Pipeline:
         outcome = self._passed(inbound, parsed, decision)
         try:
             await self._apply(outcome, parsed, invitation, stored, series)
+        except StoreUnavailable as exc:
+            self._hold_for_store(outcome, exc)
         except (TemporaryError, TrueConfAuthError) as exc:
             # Refused credentials are an operator's problem to fix: hold mail like an outage.
             await self._temporary_failure(outcome, inbound, parsed, invitation, exc)
@@ -186,6 +234,14 @@ class Pipeline:
             log.exception("unexpected failure for uid=%s, forwarding unchanged", invitation.uid)
             outcome.content = inbound.content
             outcome.fields["error"] = "internal"
+        return outcome
+
+    def _hold_for_store(self, outcome: Outcome, exc: StoreUnavailable) -> Outcome:
+        """451 while the store fails: what is done for the event must be recorded, or the
+        MTA's retry would not know it (the store logs its failures itself, once)."""
+        log.debug("uid=%s: store unavailable, asking the MTA to retry: %s", outcome.uid, exc)
+        outcome.content, outcome.reply = None, STORE_REPLY
+        outcome.fields["error"] = "store"
         return outcome
 
     async def _temporary_failure(
@@ -333,33 +389,79 @@ class Pipeline:
         now = time.time()
         previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
         conference, pending = await self._create_or_update(invitation, stored, spec, now)
+        held = stored.conference_id if stored and stored.state is EventState.ACTIVE else ""
+        made = conference.id != held  # made (or adopted by its tag) for this message
         if not is_safe_url(conference.url):
+            if made:
+                await self._discard(conference, invitation, record=True)
             raise TrueConfRejected("TrueConf returned a join link that is not http(s)")
-        await self._store.put(
-            StoredEvent(
-                organizer=invitation.organizer,
-                uid=invitation.uid,
-                state=EventState.ACTIVE,
-                tag=spec.tag,
-                conference_id=conference.id,
-                url=conference.url,
-                spec=spec,
-                attendees=addresses,
-                sequence=master.sequence,
-                calendar=series.text,
-                first_seen=stored.first_seen if stored and stored.first_seen else now,
-                updated_at=now,
-                occurrence_end=_due_at(series.occurrence),
-                pending_update=pending,
-                retry_at=self._retry_at(pending, now),
-            )
+        active = StoredEvent(
+            organizer=invitation.organizer,
+            uid=invitation.uid,
+            state=EventState.ACTIVE,
+            tag=spec.tag,
+            conference_id=conference.id,
+            url=conference.url,
+            spec=spec,
+            attendees=addresses,
+            sequence=master.sequence,
+            calendar=series.text,
+            first_seen=stored.first_seen if stored and stored.first_seen else now,
+            updated_at=now,
+            occurrence_end=_due_at(series.occurrence),
+            pending_update=pending,
+            retry_at=self._retry_at(pending, now),
         )
+        try:
+            await self._store.put(active)
+        except StoreUnavailable:
+            if made:  # unrecorded, it would be a second conference after the MTA's retry
+                await self._discard(conference, invitation, record=False)
+            raise
         outcome.conference_id = conference.id
         if pending:
             outcome.fields["pending"] = "update"
         await self._rewrite(outcome, parsed, conference.url)
+        if made:
+            self._unsent.made(conference.url)
         if self._needs_notice(previous, spec):
             outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
+
+    async def _discard(
+        self, conference: Conference, invitation: Invitation, *, record: bool
+    ) -> None:
+        """Delete a conference no invitation will carry. With ``record`` (the store works) a
+        failed deletion is retried later; without, it is left to an operator, or to the MTA's
+        retry, which finds it by its tag."""
+        pending = PendingDelete(
+            conference.id, invitation.organizer, invitation.uid, retry_at=time.time())
+        if record:
+            await self._store.put_pending_delete(pending)
+            await self._try_delete(pending)
+            return
+        try:
+            await self._trueconf.delete_conference(conference.id)
+        except (TemporaryError, PermanentError) as exc:
+            log.error("uid=%s: conference %s could not be recorded nor deleted: %s",
+                      invitation.uid, conference.id, exc)
+
+    async def settle(self, outcome: Outcome, accepted: bool, refused: bool) -> None:
+        """The next hop answered the message: ``accepted`` it, or ``refused`` it for good. A
+        conference made for invitations that were all refused is deleted (a temporary refusal
+        keeps it: the MTA's retry reuses it)."""
+        invitation = outcome.decision.invitation
+        if not outcome.url or invitation is None:
+            return
+        unwanted = self._unsent.answered(outcome.url, accepted)
+        if not (refused and unwanted):
+            return
+        async with self._locks.hold((invitation.organizer, invitation.uid)):
+            stored = await self._store.get(invitation.organizer, invitation.uid)
+            if stored is None or stored.state is not EventState.ACTIVE or stored.url != outcome.url:
+                return  # changed by a message meanwhile
+            log.info("uid=%s: the next hop refused the invitation; deleting conference %s made "
+                     "for it", invitation.uid, stored.conference_id)
+            await self._delete(Outcome(Decision(Action.DELETE, "invitation refused")), stored)
 
     async def _follow_series(self, outcome: Outcome, stored: StoredEvent, series: SeriesState) -> None:
         """Move the conference to the series' nearest occurrence after an instance changed."""
@@ -605,6 +707,7 @@ class Pipeline:
         )
         outcome.content = await _off_loop(rewrite_message, parsed, insertion, size=len(parsed.raw))
         outcome.url = url
+        self._unsent.carried(url)
 
     def _needs_notice(self, previous: ConferenceSpec | None, spec: ConferenceSpec) -> bool:
         if not self._config.notices:

@@ -140,6 +140,7 @@ class StandIn:
         self._requests: list[RecordedRequest] = []
         self._tokens: dict[str, float] = {}  # token -> expiry on time.monotonic()
         self._fault: _Fault | None = None
+        self._join_url = ""  # a template for the links of new conferences; "" for real ones
         self._ids = itertools.count(4_000_000_001)  # never reused, even across reset()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -218,19 +219,28 @@ class StandIn:
         with self._lock:
             self._fault = _Fault(count, status, path_prefix) if count > 0 else None
 
+    def set_join_url(self, template: str) -> None:
+        """Give conferences created from now on this join link ("{id}" becomes the conference
+        id), e.g. ``javascript:alert(1)`` as a server that was tampered with would; "" for the
+        stand-in's own links."""
+        with self._lock:
+            self._join_url = template
+
     def set_latency(self, seconds: float) -> None:
         """Delay every API request by ``seconds`` before answering."""
         with self._lock:
             self._latency = max(0.0, seconds)
 
     def reset(self) -> None:
-        """Forget conferences, requests, tokens, faults and latency; keep users and credentials."""
+        """Forget conferences, requests, tokens, faults, latency and a join link template; keep
+        users and credentials."""
         with self._lock:
             self._conferences.clear()
             self._requests.clear()
             self._tokens.clear()
             self._fault = None
             self._latency = 0.0
+            self._join_url = ""
 
     # request handling (called from handler threads)
 
@@ -381,7 +391,8 @@ class StandIn:
             record.setdefault("access", "private")
         record.update(
             id=conference_id,
-            url=f"{self.url}/c/{conference_id}",
+            url=(self._join_url.replace("{id}", conference_id) if self._join_url
+                 else f"{self.url}/c/{conference_id}"),
             state="stopped",
             created_at=int(time.time()),
         )
@@ -503,6 +514,7 @@ def _control_fail(standin: StandIn, body: dict[str, Any]) -> None:
 _CONTROL_ACTIONS: dict[str, Callable[[StandIn, dict[str, Any]], None]] = {
     "expire-tokens": lambda standin, body: standin.expire_tokens(),
     "fail": _control_fail,
+    "join-url": lambda standin, body: standin.set_join_url(str(body["template"])),
     "latency": lambda standin, body: standin.set_latency(float(body["seconds"])),
     "reset": lambda standin, body: standin.reset(),
 }

@@ -444,6 +444,22 @@ def test_latency_delays_api_requests(standin: StandIn, http: httpx.Client) -> No
     assert time.monotonic() - began >= 0.3
 
 
+def test_join_url_template_gives_new_conferences_that_link(
+    standin: StandIn, http: httpx.Client
+) -> None:
+    """set_join_url (and /_standin/join-url) gives new conferences the given link, until reset."""
+    standin.set_join_url("javascript:alert({id})")
+    hostile = create(http)
+    assert hostile["url"] == f"javascript:alert({hostile['id']})"
+    standin.set_join_url("")
+    assert create(http)["url"].startswith(f"{standin.url}/c/")
+    chosen = http.post("/_standin/join-url", json={"template": "https://x.test/{id}"})
+    assert chosen.status_code == 204
+    assert create(http)["url"].startswith("https://x.test/")
+    standin.reset()
+    assert create(http)["url"].startswith(f"{standin.url}/c/")
+
+
 def test_requests_are_recorded_without_the_secret() -> None:
     """Recorded requests keep method, path, query, headers and body, with the secret redacted."""
     with StandIn(client_secret="hush-4711") as standin, httpx.Client(base_url=standin.url) as http:

@@ -61,6 +61,18 @@ def test_check_fails_on_bad_credentials_and_dead_next_hop(tmp_path):
     assert SECRET not in result.stdout + result.stderr
 
 
+def test_check_fails_for_a_store_that_went_missing(tmp_path):
+    """A store file gone after mailhook made it is a FAIL line, not "serve creates it"."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        config = write_config(tmp_path, standin.url, sink.port, 0)
+        (tmp_path / "state.sqlite3.created").write_text("made before\n")
+        result = mailhook("check", "--config", str(config))
+    assert result.returncode == 1
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert " store " in failed and "missing" in failed
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
 def test_check_reports_a_bad_config(tmp_path):
     """A config that does not load is a FAIL line and exit status 2."""
     config = tmp_path / "bad.toml"

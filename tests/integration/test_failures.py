@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mailhook.core.decide import Policy
+from mailhook.core.model import EventState
 from mailhook.pipeline import Inbound, Pipeline, PipelineConfig
 from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
@@ -166,6 +167,63 @@ async def test_next_hop_failure_reuses_the_conference(daemon, standin, sink):
     assert (await send(daemon, raw))[0] == 250
     assert len(api_calls(standin, "POST")) == 1 and len(standin.conferences) == 1
     reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
+
+
+async def test_invitation_refused_for_good_leaves_no_conference(daemon, standin, sink):
+    """A conference created for an invitation the next hop then refuses with 5xx is deleted and
+    the store keeps no live conference for the event; a later send gets a new one."""
+    sink.handler.script.data.append("554 5.7.1 Message refused")
+    reliability.fault("next hop 554 at DATA after the conference was created")
+    raw = thunderbird(EVENT)
+    assert (await send(daemon, raw))[0] == 554
+    assert len(api_calls(standin, "POST")) == 1 and standin.conferences == {}
+    stored = await daemon.store.get(EVENT.organizer, EVENT.uid)
+    assert stored is not None and stored.state is EventState.DELETED
+    assert await daemon.store.count_pending() == 0
+    assert (await send(daemon, raw))[0] == 250  # the organizer sends it again
+    [conference] = standin.conferences.values()
+    assert conference["url"] in invitations(sink)[-1].content.decode()
+    reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
+
+
+async def test_refusal_for_good_after_a_temporary_one_leaves_no_conference(daemon, standin, sink):
+    """A 4xx keeps the conference for the MTA's retry; a 5xx to that retry deletes it."""
+    sink.handler.script.data.extend(["451 4.3.0 try later", "550 5.7.1 Refused after all"])
+    reliability.fault("next hop 451, then 550 to the retry")
+    raw = thunderbird(EVENT)
+    assert (await send(daemon, raw))[0] == 451
+    assert len(standin.conferences) == 1
+    assert (await send(daemon, raw))[0] == 550
+    assert standin.conferences == {} and len(api_calls(standin, "POST")) == 1
+    reliability.survived(lost=0, duplicates=False)
+
+
+async def test_conference_another_copy_carries_is_kept_when_one_copy_is_refused(daemon, standin):
+    """Of two copies of one invitation, the one refused for good does not take the conference
+    away from the other while that one is on its way; when both are refused it is deleted."""
+    raw = thunderbird(EVENT)
+    made = await daemon.pipeline.process(Inbound("alice@example.com", ("bob@example.com",), raw))
+    copy = await daemon.pipeline.process(Inbound("alice@example.com", ("zoe@example.net",), raw))
+    assert made.url and copy.url == made.url
+    await daemon.pipeline.settle(made, accepted=False, refused=True)
+    assert len(standin.conferences) == 1
+    await daemon.pipeline.settle(copy, accepted=False, refused=True)
+    assert standin.conferences == {}
+
+
+async def test_unsafe_join_link_leaves_no_conference(daemon, standin, sink):
+    """A conference whose returned link mailhook refuses (javascript:) is deleted again; the
+    invitation goes out unchanged and the store keeps no live conference for the event."""
+    standin.set_join_url("javascript:alert({id})")
+    reliability.fault("TrueConf returns a javascript: join link")
+    raw = thunderbird(EVENT)
+    assert (await send(daemon, raw))[0] == 250
+    assert invitations(sink)[0].content == raw
+    assert len(api_calls(standin, "POST")) == 1 and standin.conferences == {}
+    stored = await daemon.store.get(EVENT.organizer, EVENT.uid)
+    assert stored is None or stored.state is not EventState.ACTIVE and not stored.conference_id
+    assert await daemon.store.count_pending() == 0
+    reliability.survived(lost=0, duplicates=False)
 
 
 async def test_non_http_link_from_trueconf_is_never_written(tmp_path):

@@ -1,14 +1,17 @@
-"""The SQLite store: round trips, migrations, WAL, parent folders."""
+"""The SQLite store: round trips, migrations, WAL, parent folders, failures never silent."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import replace
 
+import pytest
 import sqlite_utils
 
 from mailhook.core.model import ConferenceSpec, EventState, Invitee, StoredEvent
-from mailhook.store.sqlite import MIGRATIONS, SqliteStore, migrate
+from mailhook.errors import StoreUnavailable
+from mailhook.store.sqlite import MIGRATIONS, SqliteStore, migrate, prepare
 
 SPEC = ConferenceSpec("Sync", "alice", (Invitee("bob", "Bob B"),), 1900000000, 3600, False, 36, "tag1")
 EVENT = StoredEvent(
@@ -134,3 +137,95 @@ async def test_page_caches_hold_a_large_stores_indexes(tmp_path):
         assert READER_CACHE_KIB >= 8 * 1024
     finally:
         await store.close()
+
+
+def _other_event(number: int) -> StoredEvent:
+    return replace(EVENT, uid=f"uid-{number}", calendar="X" * 2000)
+
+
+async def test_failed_write_is_raised_and_reported_until_one_works(tmp_path, caplog):
+    """A write the disk cannot take raises StoreUnavailable, the store pings as failing and the
+    error is logged once; the first write that works again clears it."""
+    store = SqliteStore(str(tmp_path / "m.sqlite3"))
+    try:
+        await store.put(EVENT)
+        await store.cap_pages(1)  # the disk is full from here on
+        with pytest.raises(StoreUnavailable, match="full"):
+            for number in range(100):
+                await store.put(_other_event(number))
+        with pytest.raises(StoreUnavailable, match="full"):
+            await store.put(_other_event(1000))
+        with pytest.raises(StoreUnavailable, match="the last write to the store failed"):
+            await store.ping()
+        assert await store.get("alice@example.com", "uid-1") == EVENT  # reads still work
+        await store.cap_pages(None)
+        await store.put(_other_event(1000))
+        await store.ping()
+    finally:
+        await store.close()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "disk is full" in errors[0].getMessage()
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_file_gone_under_the_store_is_refused_and_rescued(tmp_path, caplog, how):
+    """When the file is deleted or replaced while open, reads, writes and pings fail (logged once
+    at error level) and what the store held is saved beside it."""
+    path = tmp_path / "m.sqlite3"
+    store = SqliteStore(str(path))
+    try:
+        await store.put(EVENT)
+        path.unlink()
+        if how == "replaced":
+            sqlite3.connect(path).execute("create table other (x)").connection.close()
+        with pytest.raises(StoreUnavailable, match=how):
+            await store.put(replace(EVENT, sequence=4))
+        with pytest.raises(StoreUnavailable, match=how):
+            await store.get("alice@example.com", "uid-1")
+        with pytest.raises(StoreUnavailable, match=how):
+            await store.ping()
+    finally:
+        await store.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and how in errors[0]
+    [rescued] = tmp_path.glob("m.sqlite3.rescued-*")
+    assert str(rescued) in errors[0]
+    copy = SqliteStore(str(rescued))
+    try:
+        assert await copy.get("alice@example.com", "uid-1") == EVENT
+    finally:
+        await copy.close()
+
+
+async def test_missing_store_is_not_started_again_empty(tmp_path, caplog):
+    """A store file that disappeared while mailhook was stopped is reported, not recreated empty,
+    until the note beside it is deleted on purpose."""
+    path = tmp_path / "m.sqlite3"
+    store = SqliteStore(str(path))
+    await store.put(EVENT)
+    await store.close()
+    for leftover in tmp_path.glob("m.sqlite3*"):
+        if not leftover.name.endswith(".created"):
+            leftover.unlink()
+    again = SqliteStore(str(path))
+    try:
+        await again.open()  # does not raise: the daemon starts and holds invitations
+        with pytest.raises(StoreUnavailable, match="missing"):
+            await again.get("alice@example.com", "uid-1")
+        with pytest.raises(StoreUnavailable, match="missing"):
+            await again.put(EVENT)
+        with pytest.raises(StoreUnavailable, match="missing"):
+            await again.ping()
+    finally:
+        await again.close()
+    assert prepare(str(path)) == ""
+    assert not path.exists()
+    assert any("missing" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    (tmp_path / "m.sqlite3.created").unlink()
+    fresh = SqliteStore(str(path))
+    try:
+        assert await fresh.get("alice@example.com", "uid-1") is None
+        await fresh.ping()
+    finally:
+        await fresh.close()
