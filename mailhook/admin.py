@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mailhook.config import Settings
 from mailhook.core.model import EventState, StoredEvent
-from mailhook.errors import MailhookError
+from mailhook.errors import MailhookError, StoreUnavailable
 from mailhook.health import Check
 
 Print = Callable[[str], None]
@@ -60,6 +60,8 @@ def verdicts(checks: Iterable[Check]) -> list[str]:
 def check_store(settings: Settings) -> Check:
     """The store file can be read (a missing one is fine: serve creates it, unless it went
     missing after it was made)."""
+    from mailhook.store.sqlite import missing
+
     from mailhook.store.sqlite import missing
 
     path = Path(settings.store.path)
@@ -109,8 +111,13 @@ def read_events(path: Path) -> list[StoredEvent]:
 
 
 def stored_events(settings: Settings) -> list[StoredEvent]:
-    """The stored events; none when the store does not exist yet."""
+    """The stored events; none when the store does not exist yet. A store that went missing
+    after mailhook made it is an error, not an empty list."""
+    from mailhook.store.sqlite import missing
+
     path = Path(settings.store.path)
+    if gone := missing(str(path)):
+        raise StoreUnavailable(gone)
     return read_events(path) if path.exists() else []
 
 

@@ -34,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
     _setup_logging(args.log_level or "info")
-    return int(args.func(args))
+    from mailhook.errors import StoreUnavailable
+
+    try:
+        return int(args.func(args))
+    except StoreUnavailable as exc:
+        # The store's own error line says what is wrong and how to recover; no traceback.
+        _error(f"mailhook: the store is not usable: {exc}")
+        return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:

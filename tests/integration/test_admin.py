@@ -73,6 +73,19 @@ def test_check_fails_for_a_store_that_went_missing(tmp_path):
     assert not (tmp_path / "state.sqlite3").exists()
 
 
+def test_admin_commands_refuse_a_store_that_went_missing(tmp_path):
+    """conferences and reschedule name a lost store in one line and exit 1, never showing an
+    empty list or a traceback."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 0)
+    (tmp_path / "state.sqlite3.created").write_text("made before\n")
+    for command in (("conferences", "list"), ("conferences", "delete", "uid-1"), ("reschedule",)):
+        result = mailhook(*command, "--config", str(config))
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert "missing" in result.stderr and "Traceback" not in result.stderr
+        assert "no conferences stored" not in result.stdout
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
 def test_check_reports_a_bad_config(tmp_path):
     """A config that does not load is a FAIL line and exit status 2."""
     config = tmp_path / "bad.toml"
