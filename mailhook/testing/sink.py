@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder the messages are written to, one .eml each")
     parser.add_argument("--line-ends", choices=("crlf", "strict", "lenient"), default="crlf",
                         help="how lines are read: CRLF only (default), refuse anything else "
-                             "like a strict MTA, or take a bare LF as a line end like Postfix")
+                             "like a strict MTA, or take a bare LF as a line end like Postfix's "
+                             "smtpd before 3.9")
     args = parser.parse_args(argv)
     sink = Sink(args.host, args.port, args.maildir, args.line_ends).start()
     print(f"sink listening on {sink.host}:{sink.port}, writing to {args.maildir}", flush=True)
