@@ -67,7 +67,10 @@ class RelaySettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(10026, ge=1, le=65535)
-    timeout: float = Field(60.0, gt=0)
+    timeout: float = Field(60.0, gt=0)  # connect, commands, each piece of the message
+    # RFC 5321 4.5.3.2.6: 10 minutes for the reply to the final dot. Giving up sooner answers
+    # 451 for a message the next hop may still accept, and the MTA's retry duplicates it.
+    data_timeout: float = Field(600.0, gt=0)
     helo_name: str = ""  # "" means this machine's FQDN
     pool_size: int = Field(16, ge=0)  # idle sessions kept open between messages
 

@@ -2,11 +2,13 @@
 
 A transaction is opened when the client names its first recipient, so that every recipient
 gets the next hop's own answer at RCPT time, and the message gets the next hop's answer to
-DATA. Message bytes are sent exactly as given: only SMTP dot-stuffing is applied.
+DATA. Message bytes are sent as given, in the form SMTP requires: every line end a CRLF
+(a bare LF or CR becomes one), no line longer than 998 octets, leading dots doubled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from mailhook import compat
 from mailhook.config import RelaySettings
 
 log = logging.getLogger("mailhook.relay")
@@ -85,17 +88,18 @@ class NextHop:
         """An idle session from the pool, or a new one; and whether it was reused."""
         while self._idle:
             client, since = self._idle.pop()
-            if client.is_connected and time.monotonic() - since < IDLE_SECONDS:
+            if _reusable(client) and time.monotonic() - since < IDLE_SECONDS:
                 return client, True
             client.close()
         client = self._client()
         await client.connect()
+        compat.watch_replies(client)
         await client.ehlo()
         return client, False
 
     def give_back(self, client: aiosmtplib.SMTP) -> None:
         """Keep a session that ended its transaction cleanly for the next message."""
-        if client.is_connected and len(self._idle) < self._settings.pool_size:
+        if _reusable(client) and len(self._idle) < self._settings.pool_size:
             self._idle.append((client, time.monotonic()))
         else:
             client.close()
@@ -213,7 +217,9 @@ class Transaction:
         return Reply(response.code, response.message)
 
     async def data(self, content: bytes) -> Reply:
-        """Send the message exactly as given and return the next hop's reply."""
+        """Send the message (in SMTP's wire form, see dot_stuffed) and return the next hop's
+        reply to the final dot, waited for up to ``relay.data_timeout`` seconds."""
+        settings = self._hop._settings
         try:
             start = await self._client.execute_command(b"DATA")
             if start.code != 354:
@@ -224,12 +230,13 @@ class Transaction:
             for piece in dot_stuffed(content):
                 protocol.write(piece)
                 # Wait while the socket is backed up, so a big message is never copied whole
-                # into the transport's buffer.
-                await protocol._drain_helper()  # noqa: SLF001
-            response = await protocol.read_response(timeout=self._client.timeout)
+                # into the transport's buffer; a next hop that stops reading is given up on.
+                async with asyncio.timeout(settings.timeout):
+                    await compat.drain(protocol)
+            response = await protocol.read_response(timeout=settings.data_timeout)
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
             self._client.close()
             return UNREACHABLE
         self._finished = True
@@ -246,6 +253,18 @@ class Transaction:
             await self._hop._reset(self._client)
 
 
+def _reusable(client: aiosmtplib.SMTP) -> bool:
+    """Whether a session may carry another message: still connected, and in step with the
+    next hop (no reply arrived that no command asked for)."""
+    if not client.is_connected:
+        return False
+    unread = compat.unread_reply_bytes(client)
+    if unread:
+        log.warning("next hop sent %d bytes of replies nobody asked for; closing that session",
+                    unread)
+    return not unread
+
+
 async def _quit(client: aiosmtplib.SMTP) -> None:
     """End a session politely; a dead connection is just dropped."""
     try:
@@ -258,11 +277,16 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 
 
 CHUNK = 1024 * 1024
+MAX_LINE_OCTETS = 998  # RFC 5321 4.5.3.1.6: 1000 octets with the CRLF
 
 
 def dot_stuffed(content: bytes) -> Iterator[bytes | memoryview]:
-    """The DATA payload in pieces of about CHUNK bytes, without copying the message whole:
-    leading dots doubled, CRLF-terminated, ended by the lone dot."""
+    """The DATA payload in pieces of about CHUNK bytes: the message in its wire form (see
+    wire_form), leading dots doubled, CRLF-terminated, ended by the lone dot.
+
+    Ordinary mail is already in wire form and is sent without being copied whole.
+    """
+    content = wire_form(content)
     view = memoryview(content)
     if content.startswith(b"."):
         yield b"."
@@ -285,6 +309,52 @@ def dot_stuffed(content: bytes) -> Iterator[bytes | memoryview]:
 def dot_stuff(content: bytes) -> bytes:
     """The whole DATA payload at once (see dot_stuffed)."""
     return b"".join(dot_stuffed(content))
+
+
+def wire_form(content: bytes) -> bytes:
+    """The message as SMTP may carry it: every line end a CRLF, every line at most 998 octets.
+
+    A bare LF or CR becomes CRLF (as Postfix's ``smtpd_forbid_bare_newline = normalize`` does),
+    so a next hop that reads a bare LF as a line end sees the same lines as one that does not,
+    and every line gets dot-stuffed: "\\n.\\r\\n" can no longer end the data early and smuggle
+    what follows in as SMTP commands. A longer line is folded the way Postfix's SMTP client
+    folds it (``smtp_line_length_limit``): CRLF and a space inserted after 998 octets.
+    """
+    if _has_bare_line_end(content):
+        content = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if _has_long_line(content):
+        content = b"\r\n".join(_folded(line) for line in content.split(b"\r\n"))
+    return content
+
+
+def _has_bare_line_end(content: bytes) -> bool:
+    # Every CR and every LF belongs to a CRLF exactly when the three counts agree; counting
+    # is much cheaper than a regular expression over a large message.
+    pairs = content.count(b"\r\n")
+    return content.count(b"\r") != pairs or content.count(b"\n") != pairs
+
+
+def _has_long_line(content: bytes) -> bool:
+    """Whether a CRLF-delimited line is longer than MAX_LINE_OCTETS; it looks at one line end
+    per 1000-octet window, so ordinary mail costs about a thousand searches per megabyte."""
+    start, size = 0, len(content)
+    while size - start > MAX_LINE_OCTETS:
+        newline = content.rfind(b"\n", start, start + MAX_LINE_OCTETS + 2)
+        if newline < 0:
+            return True
+        start = newline + 1
+    return False
+
+
+def _folded(line: bytes) -> bytes:
+    """A line cut into pieces of at most MAX_LINE_OCTETS octets, each continuation starting
+    with a space (a folded header field stays one field)."""
+    if len(line) <= MAX_LINE_OCTETS:
+        return line
+    step = MAX_LINE_OCTETS - 1
+    pieces = [line[:MAX_LINE_OCTETS]]
+    pieces += [b" " + line[at:at + step] for at in range(MAX_LINE_OCTETS, len(line), step)]
+    return b"\r\n".join(pieces)
 
 
 async def _send_xforward(client: aiosmtplib.SMTP, xforward: dict[str, str]) -> None:

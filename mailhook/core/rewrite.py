@@ -40,6 +40,8 @@ MAX_LINE_OCTETS = 998
 _PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
 # HTML renditions of DESCRIPTION: Outlook's and Zimbra's X-ALT-DESC, RFC 9073's STYLED-DESCRIPTION.
 _HTML_DESCRIPTIONS = frozenset({"X-ALT-DESC", "STYLED-DESCRIPTION"})
+_TEXT_LINE_BREAK = re.compile(rb"\r?\n")
+_BARE_CR = re.compile(r"\r(?!\n)")
 _DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORECASE | re.DOTALL)
 
 # --- calendar text ----------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def rewrite_calendar_text(text: str, insertion: LinkInsertion) -> str:
     out: list[str] = []
     event: list[ContentLine] | None = None
     depth = 0
-    for line in unfold(text):
+    for line in unfold(_without_bare_cr(text)):
         if not line.logical.strip():
             continue  # blank lines are no content lines (a part's trailing newline, mostly)
         name, _params, value = split_content_line(line.logical)
@@ -222,6 +224,19 @@ def rewrite_calendar_text(text: str, insertion: LinkInsertion) -> str:
     if event is not None:
         out.extend(physical for line in event for physical in line.physical)  # unterminated
     return "\r\n".join(out) + "\r\n"
+
+
+def _without_bare_cr(text: str) -> str:
+    """The object with each CR that ends no line written as the TEXT escape for a line break.
+
+    Content lines end in CRLF (RFC 5545 3.1), so a lone CR inside a line is part of the value
+    (``SUMMARY:Q3<CR>X-INJECTED:1`` is one property); writing it raw would let a reader that
+    takes CR as a line end see a property that was never there. An object whose lines all
+    end in a bare CR (old Mac software) has no other line end, and keeps them as line ends.
+    """
+    if "\n" not in text or text.count("\r") == text.count("\r\n"):
+        return text
+    return _BARE_CR.sub(r"\\n", text)
 
 
 # --- message bytes ----------------------------------------------------------------------------
@@ -409,10 +424,12 @@ def _with_eol(payload: bytes, eol: bytes) -> bytes:
 
 
 def _needs_quoting(body: bytes, cte: str) -> bool:
-    long_lines = max(map(len, body.split(b"\n"))) > MAX_LINE_OCTETS
+    # Lines over 998 octets and bare CRs are not allowed in 7bit or 8bit text (RFC 2045 2.7,
+    # 2.8); quoted-printable carries both without changing the text.
+    unfit = max(map(len, body.split(b"\n"))) > MAX_LINE_OCTETS or _has_bare_cr(body)
     if cte in ("8bit", "binary"):
-        return long_lines and cte == "8bit"
-    return long_lines or not body.isascii()
+        return unfit and cte == "8bit"
+    return unfit or not body.isascii()
 
 
 def _base64(payload: bytes, eol: bytes, trailing: bool) -> bytes:
@@ -422,7 +439,27 @@ def _base64(payload: bytes, eol: bytes, trailing: bool) -> bytes:
 
 
 def _quoted_printable(payload: bytes, eol: bytes) -> bytes:
-    return binascii.b2a_qp(_with_eol(payload, eol), istext=True)
+    """Quoted-printable text whose every line break, hard or soft, is ``eol``.
+
+    binascii takes its soft line break from the text's first line end, so a body without one
+    (a one-line HTML body, common from Outlook and Apple Mail) got "=\\n" soft breaks in a CRLF
+    message. A bare CR is no line break in text: it is written as "=0D", never raw.
+    """
+    if _has_bare_cr(payload):
+        soft_break = b"=" + eol
+        return eol.join(
+            binascii.b2a_qp(line, istext=False).replace(b"=\n", soft_break)
+            for line in _TEXT_LINE_BREAK.split(payload)
+        )
+    text = _with_eol(payload, eol)
+    encoded = binascii.b2a_qp(text, istext=True)
+    if eol == b"\r\n" and b"\n" not in text:
+        encoded = encoded.replace(b"=\n", b"=\r\n")  # every LF in it is a soft break
+    return encoded
+
+
+def _has_bare_cr(data: bytes) -> bool:
+    return data.count(b"\r") != data.count(b"\r\n")
 
 
 # --- headers ----------------------------------------------------------------------------------

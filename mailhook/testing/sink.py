@@ -1,22 +1,37 @@
 """A sink SMTP server: accepts mail on loopback and keeps it, for tests and rehearsals.
 
-Replies can be scripted per command, so tests can make the next hop refuse or fail.
+Replies can be scripted per command, so tests can make the next hop refuse or fail. It reads
+lines in one of three ways (``line_ends``):
 
-    python -m mailhook.testing.sink --port 10026 --maildir var/sink
+- ``"crlf"`` (the default): only CRLF ends a line, and lines of any length are taken;
+- ``"strict"``: like a strict MTA, any message with a bare LF, a bare CR or a line over 998
+  octets is refused with 500 (and kept in ``refused``);
+- ``"lenient"``: like Postfix's smtpd with ``smtpd_forbid_bare_newline = no`` (the default
+  before 3.9), a bare LF also ends a line, so "<LF>.<CR><LF>" ends the data and whatever
+  follows is read as SMTP commands.
+
+    python -m mailhook.testing.sink --port 10026 --maildir var/sink [--line-ends strict]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+
+LineEnds = Literal["crlf", "strict", "lenient"]
+MAX_LINE_OCTETS = 998  # RFC 5321 4.5.3.1.6, without the CRLF
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +51,25 @@ class Script:
     rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply
     data: list[str] = field(default_factory=list)  # replies for the next DATA commands
     data_delay: float = 0.0
+    # A reply to send after the next accepted message's own reply, unasked for (as a next
+    # hop does when it read more from the data than the client meant), and whether to send
+    # it in the same write ("") or after this many seconds.
+    extra_reply: str = ""
+    extra_reply_delay: float = 0.0
 
 
 class SinkHandler:
     """Keeps what it accepts; replies as scripted."""
 
-    def __init__(self, maildir: Path | None = None) -> None:
+    def __init__(self, maildir: Path | None = None, line_ends: LineEnds = "crlf") -> None:
         self.messages: list[Received] = []
+        self.refused: list[tuple[str, Received]] = []  # strict mode: (reply, message)
         self.data_started = 0  # DATA commands begun, accepted or not
         self.sessions = 0  # EHLO/HELO greetings seen: roughly, connections
+        self.extra_replies_sent = 0
+        self._pushing: set[asyncio.Task[None]] = set()
         self.script = Script()
+        self.line_ends = line_ends
         self._maildir = maildir
         self._lock = threading.Lock()
         self.arrived = threading.Condition(self._lock)
@@ -78,6 +102,17 @@ class SinkHandler:
             envelope.original_content or b"",
             tuple(envelope.mail_options),
         )
+        if self.line_ends == "strict":
+            refusal = strict_refusal(message.content)
+            if refusal:
+                self.refused.append((refusal, message))
+                return refusal
+        reply = self._keep(message)
+        if self.script.extra_reply:
+            return await self._with_extra_reply(server, reply)
+        return reply
+
+    def _keep(self, message: Received) -> str:
         with self.arrived:
             self.messages.append(message)
             number = len(self.messages)
@@ -87,6 +122,25 @@ class SinkHandler:
             (self._maildir / f"{time.time():.6f}-{number}.eml").write_bytes(message.content)
         return f"250 2.0.0 Ok: queued as SINK{number}"
 
+    async def _with_extra_reply(self, server: SMTP, reply: str) -> str:
+        """The message's reply, with the scripted unasked one (sent once) in the same write
+        or on its own a little later."""
+        extra, self.script.extra_reply = self.script.extra_reply, ""
+        if not self.script.extra_reply_delay:
+            self.extra_replies_sent += 1
+            return f"{reply}\r\n{extra}"
+        pushing = asyncio.get_running_loop().create_task(
+            self._push_later(server, extra, self.script.extra_reply_delay)
+        )
+        self._pushing.add(pushing)
+        pushing.add_done_callback(self._pushing.discard)
+        return reply
+
+    async def _push_later(self, server: SMTP, reply: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await server.push(reply)
+        self.extra_replies_sent += 1
+
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Block until at least ``count`` messages arrived; return them all."""
         with self.arrived:
@@ -94,21 +148,67 @@ class SinkHandler:
             return list(self.messages)
 
 
+def strict_refusal(content: bytes) -> str:
+    """The 500 reply a strict MTA gives a message that is not in SMTP's wire form, or ""."""
+    if _BARE_LF.search(content):
+        return "500 5.5.2 Error: bare <LF> received"
+    if _BARE_CR.search(content):
+        return "500 5.5.2 Error: bare <CR> received"
+    if any(len(line) > MAX_LINE_OCTETS for line in content.split(b"\r\n")):
+        return "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
+    return ""
+
+
 class _LongLineSMTP(SMTP):
-    # Like Postfix, the sink takes lines longer than RFC 5321's 1000 octets.
+    # Like Postfix, the sink takes lines longer than RFC 5321's 1000 octets (strict mode
+    # refuses them itself, with the message read to its end).
     line_length_limit = 16 * 1024 * 1024
+
+
+class _LenientSMTP(_LongLineSMTP):
+    """Reads DATA the way Postfix's smtpd did by default before 3.9: a bare LF ends a line too."""
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        lines: list[bytes] = []
+        while True:
+            line = await self._reader.readuntil(b"\n")
+            if line in (b".\r\n", b".\n"):
+                break
+            lines.append(line[1:] if line.startswith(b".") else line)
+        self.envelope.content = self.envelope.original_content = b"".join(lines)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
 
 class _Controller(Controller):
     def factory(self) -> SMTP:
-        return _LongLineSMTP(self.handler, **self.SMTP_kwargs)
+        lenient = getattr(self.handler, "line_ends", "crlf") == "lenient"
+        return (_LenientSMTP if lenient else _LongLineSMTP)(self.handler, **self.SMTP_kwargs)
 
 
 class Sink:
     """The sink server on a free loopback port, in a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, maildir: Path | None = None) -> None:
-        self.handler = SinkHandler(maildir)
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        maildir: Path | None = None,
+        line_ends: LineEnds = "crlf",
+    ) -> None:
+        self.handler = SinkHandler(maildir, line_ends)
         self._controller = _Controller(
             self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=True,
             data_size_limit=None,
@@ -156,8 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=10026)
     parser.add_argument("--maildir", type=Path, default=Path("var/sink"),
                         help="folder the messages are written to, one .eml each")
+    parser.add_argument("--line-ends", choices=("crlf", "strict", "lenient"), default="crlf",
+                        help="how lines are read: CRLF only (default), refuse anything else "
+                             "like a strict MTA, or take a bare LF as a line end like Postfix's "
+                             "smtpd before 3.9")
     args = parser.parse_args(argv)
-    sink = Sink(args.host, args.port, args.maildir).start()
+    sink = Sink(args.host, args.port, args.maildir, args.line_ends).start()
     print(f"sink listening on {sink.host}:{sink.port}, writing to {args.maildir}", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

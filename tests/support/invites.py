@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -175,3 +176,45 @@ def single_part(ics: str, method: str, organizer: str = "alice@example.com",
         "Content-Transfer-Encoding: 8bit\r\n\r\n"
     )
     return (head + ics).encode("utf-8")
+
+
+def outlook_one_line_html(event: Event, html_octets: int = 3000,
+                          message_id: str = "<outlook-1@example.com>") -> bytes:
+    """alt[text/plain QP, text/html QP, text/calendar base64], like Outlook, with an HTML body
+    written on one line of about ``html_octets`` octets: its quoted-printable form ends in a
+    soft line break, so the decoded HTML has no line end at all."""
+    paragraph = "<p class=MsoNormal><span lang=EN-US>Let's go through the plan.</span></p>"
+    html = "<html><body>" + paragraph * (html_octets // len(paragraph)) + "</body></html>"
+    html_qp = binascii.b2a_qp(html.encode("ascii")).decode("ascii").replace("=\n", "=\r\n")
+    ics = base64.encodebytes(calendar(event).encode("utf-8")).decode().replace("\n", "\r\n")
+    parts = [
+        f"From: Alice Example <{event.organizer}>",
+        "To: " + ", ".join(event.attendees),
+        f"Subject: {event.summary}",
+        f"Message-ID: {message_id}",
+        "Date: Mon, 03 Mar 2031 10:00:00 +0000",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/alternative; boundary="_000_outlook_"',
+        "",
+        "--_000_outlook_",
+        'Content-Type: text/plain; charset="us-ascii"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        "Let's go through the plan.",
+        "",
+        "--_000_outlook_",
+        'Content-Type: text/html; charset="us-ascii"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        html_qp + "=",
+        "",
+        "--_000_outlook_",
+        f'Content-Type: text/calendar; charset="utf-8"; method={event.method}',
+        "Content-Transfer-Encoding: base64",
+        "",
+        ics.rstrip("\r\n"),
+        "",
+        "--_000_outlook_--",
+        "",
+    ]
+    return "\r\n".join(parts).encode("ascii")

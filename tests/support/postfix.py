@@ -144,7 +144,8 @@ smtputf8_enable = yes
             "mailhook unix - - n - 10 smtp\n"
             "  -o smtp_send_xforward_command=yes\n"
             "  -o disable_mime_output_conversion=yes\n"
-            "  -o smtp_generic_maps=",
+            "  -o smtp_generic_maps=\n"
+            "  -o smtp_data_done_timeout=1200s",
             f"127.0.0.1:{self.reinject_port} inet n - n - 10 smtpd\n"
             "  -o syslog_name=postfix/mailhook-reinject\n"
             "  -o content_filter=\n"

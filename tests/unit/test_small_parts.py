@@ -99,9 +99,10 @@ async def test_keyed_locks_serialise_one_key_only():
 
 
 def test_dot_stuffing_is_exact():
-    """Leading dots are doubled, bare LF is left alone, and the terminator is added."""
+    """Leading dots are doubled (also after a bare LF, which becomes CRLF), and the terminator
+    is added."""
     assert dot_stuff(b".a\r\n..b\r\nc.\r\n") == b"..a\r\n...b\r\nc.\r\n.\r\n"
-    assert dot_stuff(b"x\n.y\r\n") == b"x\n.y\r\n.\r\n"
+    assert dot_stuff(b"x\n.y\r\n") == b"x\r\n..y\r\n.\r\n"
     assert dot_stuff(b"no end") == b"no end\r\n.\r\n"
 
 
