@@ -27,11 +27,16 @@ from mailhook import logfmt
 from mailhook.core.decide import Action, Decision
 from mailhook.faults import checkpoint
 from mailhook.pipeline import Inbound, Outcome
-from mailhook.relay import NextHop, Reply, Transaction
+from mailhook.relay import BAD_RECIPIENT, BAD_SENDER, NextHop, Reply, Transaction
 
 log = logging.getLogger("mailhook.smtp")
 
 INTERNAL_ERROR = "451 4.3.0 Temporary local problem, please try again later"
+# RFC 6531 3.5: a UTF-8 address in a transaction begun without the SMTPUTF8 parameter.
+UTF8_WITHOUT_SMTPUTF8 = "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter"
+# RFC 6531 3.2 and 4 (X.6.9): a UTF-8 header section must not go to a server without SMTPUTF8.
+UTF8_HEADER_NOT_RELAYABLE = ("550 5.6.9 Message has a UTF-8 header section and the next hop "
+                             "does not support SMTPUTF8")
 XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 XFORWARD_MAX_VALUE = 255
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
@@ -279,6 +284,9 @@ class Handler:
         await self._abort(session)
         if self.stopping:
             return "421 4.3.2 Shutting down, please try again later"
+        refusal = address_refusal(address, envelope.smtp_utf8, str(BAD_SENDER))
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
@@ -286,6 +294,9 @@ class Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        refusal = address_refusal(address, envelope.smtp_utf8, str(BAD_RECIPIENT))
+        if refusal:
+            return refusal
         transaction = self._transactions.get(id(session))
         if transaction is None:
             begun = await self._next_hop.begin(
@@ -325,7 +336,8 @@ class Handler:
             )
             with logfmt.message_context(queue_id=upstream.queue_id, client=upstream.client,
                                         message_id=_one_line(headers.get("Message-ID"))):
-                outcome = await self._outcome(inbound)
+                outcome = (smtputf8_refusal(envelope, transaction, content)
+                           or await self._outcome(inbound))
                 if outcome.content is None:
                     reply = Reply(int(outcome.reply[:3]), outcome.reply[4:])
                 else:
@@ -380,6 +392,34 @@ def header_section(content: bytes) -> Message:
     end = min((i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0),
               default=min(len(content), 65536))
     return BytesHeaderParser(policy=compat32).parsebytes(content[:end])
+
+
+def address_refusal(address: str, smtputf8: bool, bad_syntax: str) -> str:
+    """The refusal for an envelope address the transaction cannot carry, or "" when it can.
+
+    aiosmtpd keeps bytes that are not UTF-8 as lone surrogates: that is a syntax error. A
+    UTF-8 address needs the SMTPUTF8 parameter on MAIL (RFC 6531 3.5).
+    """
+    if address.isascii():
+        return ""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return bad_syntax
+    return "" if smtputf8 else UTF8_WITHOUT_SMTPUTF8
+
+
+def smtputf8_refusal(envelope: Envelope, transaction: Transaction, content: bytes) -> Outcome | None:
+    """The refusal for an SMTPUTF8 message whose header section is not ASCII when the next hop
+    does not take SMTPUTF8; None when the message can go (an all-ASCII header section goes
+    without the parameter, which then asks for nothing)."""
+    if not envelope.smtp_utf8 or transaction.smtputf8:
+        return None
+    end = content.find(b"\r\n\r\n")
+    if (content if end < 0 else content[:end]).isascii():
+        return None
+    decision = Decision(Action.PASS, "UTF-8 header section, next hop without SMTPUTF8")
+    return Outcome(decision, content=None, reply=UTF8_HEADER_NOT_RELAYABLE)
 
 
 def _one_line(value: object) -> str:

@@ -107,10 +107,12 @@ class _Controller(Controller):
 class Sink:
     """The sink server on a free loopback port, in a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, maildir: Path | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, maildir: Path | None = None,
+                 smtputf8: bool = True) -> None:
         self.handler = SinkHandler(maildir)
+        # smtputf8=False: a next hop that does not announce SMTPUTF8 (and refuses UTF-8 commands).
         self._controller = _Controller(
-            self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=True,
+            self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8,
             data_size_limit=None,
         )
 
