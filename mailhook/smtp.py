@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -313,18 +314,21 @@ class MailhookSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         if not self._admitted:
-            await self.push(TOO_MANY_CONNECTIONS)
-            if self.transport is not None:
-                self.transport.close()
+            await self._turn_away(TOO_MANY_CONNECTIONS)
             return
         peer = self.session.peer if self.session else None
         if not _is_trusted(peer, self._trusted):
             log.warning("refused connection from %s: not in smtp.trusted_networks", peer)
-            await self.push("554 5.7.1 Access denied")
-            if self.transport is not None:
-                self.transport.close()
+            await self._turn_away("554 5.7.1 Access denied")
             return
         await super()._handle_client()
+
+    async def _turn_away(self, reply: str) -> None:
+        """Give a client that is not served its one reply and hang up."""
+        with contextlib.suppress(ConnectionError):  # it may have gone already
+            await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted and self._limit is not None:
