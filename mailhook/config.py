@@ -50,6 +50,7 @@ class SmtpSettings(_Section):
     command_call_limit: int = Field(100, ge=1)  # NOOP, VRFY, HELP... per session
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     workers: int = Field(1, ge=1, le=64)  # processes sharing the listening socket
+    max_connections: int = Field(1000, ge=1)  # per process; more clients get 421
 
     @field_validator("trusted_networks")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import socket
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailhook import logfmt
-from mailhook.config import ConfigError, Settings, load_settings
+from mailhook.config import ConfigError, Settings, SmtpSettings, load_settings
 from mailhook.errors import StoreUnavailable
 from mailhook.health import Health
 from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of, shared_totals
@@ -28,7 +29,14 @@ from mailhook.core.decide import Policy
 from mailhook.locks import EventLocks, KeyedLocks, lock_path
 from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig, UnsentLinks
 from mailhook.relay import NextHop, Reply
-from mailhook.smtp import Handler, MailhookSMTP, Upstream, trusted_networks
+from mailhook.smtp import (
+    ConnectionLimit,
+    Handler,
+    MailhookSMTP,
+    Upstream,
+    quiet_accept_errors,
+    trusted_networks,
+)
 from mailhook.status import StatusServer
 from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
@@ -79,6 +87,50 @@ def event_locks(settings: Settings, create: bool = True) -> EventLocks | KeyedLo
             log.warning("cannot open the lock file %s (%s); locking within this process only",
                         lock_path(path), exc.strerror or exc)
         return KeyedLocks()
+
+
+FILES_PER_CONNECTION = 2  # the client's socket and, during a transaction, the next hop's
+# Open files a process needs besides its connections: standard streams, the event loop, the
+# listening and metrics sockets, the store and its lock file, and up to 100 connections to
+# TrueConf Server (the API client's pool); the next hop's idle sessions are added to these.
+FILES_RESERVED = 160
+
+
+def connection_cap(smtp: SmtpSettings, pool_size: int, warn: bool = True) -> int:
+    """smtp.max_connections, or fewer when the open-files limit cannot hold that many.
+
+    The soft limit is first raised as far as needed and the hard limit allows (what systemd
+    advises programs that need many files to do); a client turned away with 421 comes back
+    later, while one accepted past the limit would fail in the middle of its transaction.
+    """
+    wanted = smtp.max_connections * FILES_PER_CONNECTION + FILES_RESERVED + pool_size
+    files = _raise_open_files(wanted)
+    if files is None:
+        return smtp.max_connections
+    ceiling = max(1, (files - FILES_RESERVED - pool_size) // FILES_PER_CONNECTION)
+    if smtp.max_connections <= ceiling:
+        return smtp.max_connections
+    if warn:
+        log.warning("smtp.max_connections = %d needs about %d open files but the limit is %d "
+                    "(LimitNOFILE); lowered to %d connections", smtp.max_connections, wanted,
+                    files, ceiling)
+    return ceiling
+
+
+def _raise_open_files(wanted: int) -> int | None:
+    """The soft open-files limit, raised toward ``wanted`` when the hard limit allows; None
+    when there is no limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft < wanted and soft != hard:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
 
 
 def call_limits(limit: int) -> dict[str, int]:
@@ -158,6 +210,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._extra_servers: list[asyncio.AbstractServer] = []
+        self._undo_quiet_accept: Callable[[], None] | None = None
 
     async def startup(self) -> None:
         """Open the store and the listening socket."""
@@ -166,11 +219,14 @@ class Daemon:
         trusted = trusted_networks(smtp.trusted_networks)
         hostname = smtp.hostname or socket.getfqdn()
         loop = asyncio.get_running_loop()
+        connections = ConnectionLimit(
+            connection_cap(smtp, self.settings.relay.pool_size, warn=self.primary))
 
         def session() -> MailhookSMTP:
             return MailhookSMTP(
                 self.handler,
                 trusted,
+                connections,
                 hostname=hostname,
                 data_size_limit=smtp.max_message_size,
                 timeout=smtp.timeout,
@@ -179,6 +235,7 @@ class Daemon:
                 command_call_limit=call_limits(smtp.command_call_limit),
             )
 
+        self._undo_quiet_accept = quiet_accept_errors(loop)
         if not self.sockets:
             self.server = await loop.create_server(
                 session, host=smtp.listen_host, port=smtp.listen_port, reuse_address=True
@@ -403,6 +460,8 @@ class Daemon:
         await self.next_hop.aclose()
         await self.store.close()
         self.notifier.close()
+        if self._undo_quiet_accept is not None:
+            self._undo_quiet_accept()
         log.info("stopped")
 
     async def _process(self, inbound: Inbound) -> Outcome:

@@ -60,6 +60,11 @@ UNREACHABLE = Reply(451, "4.4.1 Next hop unavailable, try again later")
 IDLE_SECONDS = 60.0  # a pooled session older than this is closed, not reused
 BAD_SENDER = Reply(553, "5.1.7 Bad sender address syntax")
 BAD_RECIPIENT = Reply(553, "5.1.3 Bad recipient address syntax")
+# RFC 6531 3.2: a UTF-8 address must not go to a server that does not announce SMTPUTF8.
+UTF8_SENDER_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII sender address and the next hop does "
+                                       "not support SMTPUTF8")
+UTF8_RECIPIENT_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII recipient address and the next hop "
+                                          "does not support SMTPUTF8")
 
 
 class NextHop:
@@ -139,9 +144,13 @@ class NextHop:
         xforward: dict[str, str] | None,
     ) -> Transaction | Reply:
         try:
-            await _send_xforward(client, xforward or {})
             options = _supported(mail_options, _MAIL_PARAMETER_EXTENSIONS, client)
-            await client.mail(mail_from, options=options)
+            smtputf8 = "SMTPUTF8" in (option.upper() for option in options)
+            if not (smtputf8 or mail_from.isascii()):
+                self.give_back(client)  # nothing was sent: the session is still clean
+                return UTF8_SENDER_NOT_RELAYABLE
+            await _send_xforward(client, xforward or {})
+            await client.mail(mail_from, options=options, encoding="utf-8" if smtputf8 else "ascii")
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
             return Reply(exc.code, exc.message)
@@ -152,7 +161,7 @@ class NextHop:
         except (aiosmtplib.SMTPException, OSError):
             client.close()
             return UNREACHABLE
-        return Transaction(client, self)
+        return Transaction(client, self, smtputf8)
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:
         """RSET a session whose transaction went nowhere, and keep it if that worked."""
@@ -198,16 +207,20 @@ class NextHop:
 class Transaction:
     """One MAIL transaction on the next hop."""
 
-    def __init__(self, client: aiosmtplib.SMTP, hop: NextHop) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, hop: NextHop, smtputf8: bool = False) -> None:
         self._client = client
         self._hop = hop
+        self.smtputf8 = smtputf8  # MAIL went with SMTPUTF8: addresses may be UTF-8
         self._finished = False  # DATA got its final reply: the session is clean again
 
     async def rcpt(self, address: str, options: list[str]) -> Reply:
         """Send RCPT TO and return the next hop's reply."""
+        if not (self.smtputf8 or address.isascii()):
+            return UTF8_RECIPIENT_NOT_RELAYABLE
         try:
             options = _supported(options, _RCPT_PARAMETER_EXTENSIONS, self._client)
-            response = await self._client.rcpt(address, options=options)
+            response = await self._client.rcpt(
+                address, options=options, encoding="utf-8" if self.smtputf8 else "ascii")
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)
         except ValueError:

@@ -10,6 +10,9 @@ appear in mailhook's log line and are passed on to the next hop.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import errno
 import ipaddress
 import logging
 import re
@@ -27,11 +30,22 @@ from mailhook import logfmt
 from mailhook.core.decide import Action, Decision
 from mailhook.faults import checkpoint
 from mailhook.pipeline import Inbound, Outcome
-from mailhook.relay import NextHop, Reply, Transaction
+from mailhook.relay import BAD_RECIPIENT, BAD_SENDER, NextHop, Reply, Transaction
 
 log = logging.getLogger("mailhook.smtp")
 
 INTERNAL_ERROR = "451 4.3.0 Temporary local problem, please try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+LINE_TOO_LONG = "500 5.5.2 Line too long"
+# RFC 5321 4.5.3.1.4 allows 512 octets; the rest is room for extensions' parameters (XFORWARD,
+# SIZE, SMTPUTF8, DSN), as Postfix's smtpd allows 2048.
+COMMAND_LINE_LIMIT = 2048
+TOO_MUCH_DATA = "552 5.3.4 Message size exceeds fixed maximum message size"
+# RFC 6531 3.5: a UTF-8 address in a transaction begun without the SMTPUTF8 parameter.
+UTF8_WITHOUT_SMTPUTF8 = "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter"
+# RFC 6531 3.2 and 4 (X.6.9): a UTF-8 header section must not go to a server without SMTPUTF8.
+UTF8_HEADER_NOT_RELAYABLE = ("550 5.6.9 Message has a UTF-8 header section and the next hop "
+                             "does not support SMTPUTF8")
 XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 XFORWARD_MAX_VALUE = 255
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
@@ -81,17 +95,116 @@ def xtext_decode(value: str) -> str:
     return "".join(ch if " " < ch < "\x7f" else "?" for ch in decoded)
 
 
+class ThrottledWarning:
+    """One warning line per interval for something that can happen in floods (a line per
+    occurrence would bury the journal); the next line says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" ({self._left_out} more since the last such line)"
+        self._log.warning(message, *args)
+        self._left_out = 0
+        self._next = now + self._interval
+
+
+class ConnectionLimit:
+    """The open client connections of this process, at most ``maximum`` (smtp.max_connections,
+    as lowered to what the open-files limit holds)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.open = 0
+        self._warning = ThrottledWarning(log)
+
+    def admit(self) -> bool:
+        """Count one more connection, or say it is over the limit (and warn, now and then)."""
+        if self.open >= self.maximum:
+            self._warning.warn("refusing connections with 421: %d open, smtp.max_connections "
+                               "reached", self.open)
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+class CommandReader:
+    """The client's stream as aiosmtpd's command loop reads it.
+
+    A command line longer than the stream's limit (COMMAND_LINE_LIMIT) is answered at once and
+    its octets are dropped as they come, up to its line end; so a client holds at most about
+    one socket read of memory however long its line is. aiosmtpd alone would buffer the line
+    to its end before answering. Everything else is the stream's own (mailhook offers no
+    STARTTLS, the one aiosmtpd path that reaches into the stream's internals).
+    """
+
+    def __init__(self, stream: asyncio.StreamReader, refuse: Callable[[], Awaitable[None]]) -> None:
+        self.stream = stream
+        self._refuse = refuse
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        while True:
+            try:
+                return await self.stream.readuntil(separator)
+            except asyncio.LimitOverrunError as exc:
+                await self.stream.read(exc.consumed)
+                await self._refuse()
+                await self._skip_line(separator)
+
+    async def _skip_line(self, separator: bytes) -> None:
+        while True:
+            try:
+                await self.stream.readuntil(separator)
+                return
+            except asyncio.LimitOverrunError as exc:
+                await self.stream.read(exc.consumed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 class MailhookSMTP(SMTP):
-    """aiosmtpd's SMTP with long lines allowed and refusal of untrusted clients."""
+    """aiosmtpd's SMTP with bounded command lines, long message lines read in pieces, a cap
+    on connections and refusal of untrusted clients."""
 
-    # Real MTAs pass on lines longer than RFC 5321's 1000 octets; refusing them would bounce mail.
-    line_length_limit = 16 * 1024 * 1024
+    # The stream's limit: it bounds command lines; message lines are read in pieces of at
+    # least this size (see _read_message), so long ones (real MTAs send them) still pass.
+    line_length_limit = COMMAND_LINE_LIMIT
+    command_size_limit = COMMAND_LINE_LIMIT
 
-    def __init__(self, handler: Handler, trusted: tuple[Any, ...], **kwargs: Any) -> None:
+    def __init__(self, handler: Handler, trusted: tuple[Any, ...],
+                 limit: ConnectionLimit | None = None, **kwargs: Any) -> None:
         self.xforward: dict[str, str] = {}
         super().__init__(handler, **kwargs)
+        # aiosmtpd keeps these limits in a dict shared by every session of the class, and
+        # raises MAIL's by 36 at each EHLO; mailhook's one limit is the stream's, per session.
+        self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT)
         self._trusted = trusted
         self._mailhook_handler = handler
+        self._limit = limit
+        self._admitted = False
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        super()._cb_client_connected(reader, writer)
+        self._message_stream = reader
+        self._reader = CommandReader(reader, self._refuse_long_line)  # type: ignore[assignment]
+
+    async def _refuse_long_line(self) -> None:
+        await self.push(LINE_TOO_LONG)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd's parser builds a class on every call; a plain <user@domain> needs none of it.
@@ -136,41 +249,39 @@ class MailhookSMTP(SMTP):
 
     async def _read_message(self) -> tuple[bytes | None, str]:
         """The message up to the lone dot, unstuffed (RFC 5321 4.5.2), and the refusal for it
-        ("" when it is fine); None when the connection ended first."""
-        reader, limit = self._reader, self.data_size_limit
+        ("" when it is fine); None when the connection ended first.
+
+        smtp.max_message_size applies to the message as it will be relayed: the dots SMTP
+        adds in transit are not counted. A line longer than the stream's limit comes in
+        pieces; past the size limit nothing more is kept.
+        """
+        stream, limit = self._message_stream, self.data_size_limit
         buffer = bytearray()
-        size = 0
-        problem = ""
+        too_big = False
         line_start = True  # the next bytes begin a line
         while self.transport is not None:
             try:
-                line = await reader.readuntil(b"\r\n")
+                piece = await stream.readuntil(b"\r\n")
+                line_end = True
             except asyncio.CancelledError:
                 self._writer.close()  # the connection was reset during DATA
                 raise
             except asyncio.LimitOverrunError as exc:
-                # A line longer than line_length_limit: take what is there, refuse at the end.
-                problem = problem or "500 Line too long (see RFC5321 4.5.3.1.6)"
-                buffer = bytearray()
-                await reader.read(exc.consumed)
-                line_start = False
-                continue
-            if line_start and line == b".\r\n":
-                if problem:
-                    return b"", problem
+                piece = await stream.read(exc.consumed)  # the part of a long line there is
+                line_end = False
+            if line_start and piece == b".\r\n":
+                if too_big:
+                    return b"", TOO_MUCH_DATA
                 content = bytes(buffer)
                 del buffer[:]
                 return content, ""
-            size += len(line)
-            if limit and size > limit and not problem:
-                problem = "552 Error: Too much mail data"
-            if problem:
+            text = memoryview(piece)[1:] if line_start and piece[:1] == b"." else piece
+            if not too_big and limit and len(buffer) + len(text) > limit:
+                too_big = True
                 buffer = bytearray()  # keep reading to the end, but keep nothing
-            elif line_start and line[:1] == b".":
-                buffer += memoryview(line)[1:]
-            else:
-                buffer += line
-            line_start = True
+            if not too_big:
+                buffer += text
+            line_start = line_end
         return None, ""
 
     def _set_post_data_state(self) -> None:
@@ -197,20 +308,64 @@ class MailhookSMTP(SMTP):
                 self.xforward[name] = value
         await self.push("250 2.0.0 Ok")
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._admitted = self._limit is None or self._limit.admit()
+        super().connection_made(transport)
+
     async def _handle_client(self) -> None:
+        if not self._admitted:
+            await self._turn_away(TOO_MANY_CONNECTIONS)
+            return
         peer = self.session.peer if self.session else None
         if not _is_trusted(peer, self._trusted):
             log.warning("refused connection from %s: not in smtp.trusted_networks", peer)
-            await self.push("554 5.7.1 Access denied")
-            if self.transport is not None:
-                self.transport.close()
+            await self._turn_away("554 5.7.1 Access denied")
             return
         await super()._handle_client()
 
+    async def _turn_away(self, reply: str) -> None:
+        """Give a client that is not served its one reply and hang up."""
+        with contextlib.suppress(ConnectionError):  # it may have gone already
+            await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted and self._limit is not None:
+            self._limit.release()
+        self._admitted = False
         if self.session is not None:
             self._mailhook_handler.forget(self.session)
         super().connection_lost(error)
+
+
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Make asyncio's report of a failed accept() for want of files or memory one warning line
+    a minute; returns the undo.
+
+    asyncio logs a traceback for every attempt, and it makes many attempts a second while the
+    shortage lasts (tens of thousands of tracebacks in a minute of overload). The clients wait
+    in the listen queue meanwhile and are taken when files are free again.
+    """
+    previous = loop.get_exception_handler()
+    warning = ThrottledWarning(log)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if "socket" in context and isinstance(error, OSError) and error.errno in _OUT_OF_RESOURCES:
+            warning.warn("cannot accept connections: out of files or memory (%s); clients wait "
+                         "until some are free (see smtp.max_connections and LimitNOFILE)",
+                         error.strerror)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+    return lambda: loop.set_exception_handler(previous)
 
 
 def _xforward_attributes(arg: str) -> dict[str, str] | str:
@@ -279,6 +434,9 @@ class Handler:
         await self._abort(session)
         if self.stopping:
             return "421 4.3.2 Shutting down, please try again later"
+        refusal = address_refusal(address, envelope.smtp_utf8, str(BAD_SENDER))
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
@@ -286,6 +444,9 @@ class Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        refusal = address_refusal(address, envelope.smtp_utf8, str(BAD_RECIPIENT))
+        if refusal:
+            return refusal
         transaction = self._transactions.get(id(session))
         if transaction is None:
             begun = await self._next_hop.begin(
@@ -325,7 +486,8 @@ class Handler:
             )
             with logfmt.message_context(queue_id=upstream.queue_id, client=upstream.client,
                                         message_id=_one_line(headers.get("Message-ID"))):
-                outcome = await self._outcome(inbound)
+                outcome = (smtputf8_refusal(envelope, transaction, content)
+                           or await self._outcome(inbound))
                 if outcome.content is None:
                     reply = Reply(int(outcome.reply[:3]), outcome.reply[4:])
                 else:
@@ -380,6 +542,34 @@ def header_section(content: bytes) -> Message:
     end = min((i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0),
               default=min(len(content), 65536))
     return BytesHeaderParser(policy=compat32).parsebytes(content[:end])
+
+
+def address_refusal(address: str, smtputf8: bool, bad_syntax: str) -> str:
+    """The refusal for an envelope address the transaction cannot carry, or "" when it can.
+
+    aiosmtpd keeps bytes that are not UTF-8 as lone surrogates: that is a syntax error. A
+    UTF-8 address needs the SMTPUTF8 parameter on MAIL (RFC 6531 3.5).
+    """
+    if address.isascii():
+        return ""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return bad_syntax
+    return "" if smtputf8 else UTF8_WITHOUT_SMTPUTF8
+
+
+def smtputf8_refusal(envelope: Envelope, transaction: Transaction, content: bytes) -> Outcome | None:
+    """The refusal for an SMTPUTF8 message whose header section is not ASCII when the next hop
+    does not take SMTPUTF8; None when the message can go (an all-ASCII header section goes
+    without the parameter, which then asks for nothing)."""
+    if not envelope.smtp_utf8 or transaction.smtputf8:
+        return None
+    end = content.find(b"\r\n\r\n")
+    if (content if end < 0 else content[:end]).isascii():
+        return None
+    decision = Decision(Action.PASS, "UTF-8 header section, next hop without SMTPUTF8")
+    return Outcome(decision, content=None, reply=UTF8_HEADER_NOT_RELAYABLE)
 
 
 def _one_line(value: object) -> str:

@@ -207,10 +207,12 @@ class Sink:
         port: int = 0,
         maildir: Path | None = None,
         line_ends: LineEnds = "crlf",
+        smtputf8: bool = True,
     ) -> None:
         self.handler = SinkHandler(maildir, line_ends)
+        # smtputf8=False: a next hop that does not announce SMTPUTF8 (and refuses UTF-8 commands).
         self._controller = _Controller(
-            self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=True,
+            self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8,
             data_size_limit=None,
         )
 

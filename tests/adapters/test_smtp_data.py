@@ -9,7 +9,7 @@ import pytest
 
 from aiosmtpd.smtp import SMTP
 
-from mailhook.smtp import MailhookSMTP
+from mailhook.smtp import COMMAND_LINE_LIMIT, MailhookSMTP
 
 
 class Recorder:
@@ -117,14 +117,33 @@ async def test_too_much_data_is_refused_after_the_end_and_the_session_goes_on(se
     assert recorder.messages == [b"Subject: small\r\n\r\nok\r\n"]
 
 
-async def test_a_line_over_the_line_limit_is_refused_after_the_end(server, monkeypatch) -> None:
+async def test_lines_longer_than_the_stream_limit_come_whole_and_unstuffed(server) -> None:
+    """Message lines far over the command line limit are read in pieces and kept whole: a
+    leading dot is unstuffed once, and a CRLF split between two reads still ends the line."""
     recorder, connect = server
-    monkeypatch.setattr(MailhookSMTP, "line_length_limit", 4096)
-    session = await connect()  # a new session takes the lower limit
-    reply = await transaction(session, b"Subject: long\r\n\r\n" + b"y" * 20000 + b"\r\n.\r\n")
-    assert reply.startswith("500")
-    assert recorder.messages == []
-    assert (await transaction(session, b"Subject: next\r\n\r\nok\r\n.\r\n")).startswith("250")
+    session = await connect()
+    assert (await session.command(b"MAIL FROM:<a@example.com>\r\n")).startswith("250")
+    assert (await session.command(b"RCPT TO:<b@example.com>\r\n")).startswith("250")
+    assert (await session.command(b"DATA\r\n")).startswith("354")
+    long_dot = b".." + b"y" * 300_000 + b"\r\n"
+    session.writer.write(b"Subject: long\r\n\r\n" + long_dot + b"z" * 5000 + b"\r")
+    await session.writer.drain()
+    await asyncio.sleep(0.05)
+    assert (await session.command(b"\n.\r\n")).startswith("250")
+    assert recorder.messages == [b"Subject: long\r\n\r\n" + long_dot[1:] + b"z" * 5000 + b"\r\n"]
+
+
+async def test_a_command_line_over_the_limit_is_answered_before_it_ends(server) -> None:
+    """A command line longer than COMMAND_LINE_LIMIT gets 500 while it is still coming; the
+    rest of it is dropped and the next line is a command again."""
+    recorder, connect = server
+    session = await connect()
+    session.writer.write(b"NOOP " + b"n" * 100_000)
+    assert (await session.reply()).startswith("500 5.5.2 Line too long")
+    session.writer.write(b"n" * 100_000)
+    assert (await session.command(b"\r\nNOOP\r\n")).startswith("250")
+    assert (await session.command(b"NOOP " + b"n" * (COMMAND_LINE_LIMIT - 10) + b"\r\n")
+            ).startswith("250")
 
 
 async def test_a_large_message_takes_far_less_memory_than_aiosmtpds_reader(

@@ -52,6 +52,17 @@ def test_unit_runs_as_a_notify_service_with_its_own_state_and_credentials():
         assert key in unit, key
 
 
+def test_unit_raises_the_open_files_limit_above_what_max_connections_needs():
+    """LimitNOFILE leaves room for the default smtp.max_connections, two files each."""
+    from mailhook.config import SmtpSettings
+    from mailhook.daemon import FILES_PER_CONNECTION, FILES_RESERVED
+
+    [limit] = settings()["LimitNOFILE"]
+    needed = SmtpSettings().max_connections * FILES_PER_CONNECTION + FILES_RESERVED
+    assert int(limit) >= 4 * needed
+    assert f"LimitNOFILE={limit}" in (ROOT / "docs" / "systemd.md").read_text()
+
+
 @needs_analyze
 def test_systemd_rates_the_unit_exposure_at_most_2():
     """`systemd-analyze security` rates the unit's exposure 2.0 or below, as the docs state."""
