@@ -1,0 +1,136 @@
+"""Hostile text against every scan of message content: each finishes in time linear in its input.
+
+The inputs are a few hundred KiB, built so that a pattern which backtracks over the rest of
+the text from every candidate start takes tens of seconds; a linear scan takes milliseconds.
+The bound of one second is generous for a loaded machine.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailhook.core import blocks
+from mailhook.core.mime import parse_message
+from mailhook.core.model import LinkInsertion
+from mailhook.core.rewrite import rewrite_message
+from tests.support import reliability
+from tests.support.invites import Event, exchange, thunderbird
+
+URL = "https://video.example.com/c/0123456789"
+BOUND = 1.0  # seconds
+T = TypeVar("T")
+
+OPENER_LINES = (blocks.PLAIN_START + "\r\n") * 12_000  # 12,000 openers, no closer: 375 KiB
+HTML_OPENERS = blocks.HTML_START * 15_000  # 15,000 start markers, no end marker: 470 KiB
+
+
+def timed(work: Callable[..., T], *args: object) -> tuple[T, float]:
+    """The result of ``work(*args)`` and the seconds it took."""
+    start = time.perf_counter()
+    result = work(*args)
+    return result, time.perf_counter() - start
+
+
+# --- the link blocks --------------------------------------------------------------------------
+
+
+def test_plain_block_lookup_is_linear_in_opener_lines():
+    """Opener lines without a closer get the block appended, in linear time."""
+    inserted, seconds = timed(blocks.insert_plain_block, OPENER_LINES, URL)
+    assert seconds < BOUND
+    assert inserted.startswith(OPENER_LINES) and inserted.rstrip().endswith(blocks.PLAIN_END)
+    removed, seconds = timed(blocks.remove_plain_block, OPENER_LINES)
+    assert seconds < BOUND and removed == OPENER_LINES
+    reliability.hostile("12,000 plain block opener lines")
+
+
+def test_plain_block_lookup_is_linear_after_an_opener():
+    """One opener before long lines of spaces and short runs of "~" is scanned once."""
+    text = blocks.PLAIN_START + "\n" + (" " * 200 + "\n" + "~" * 9 + "\n") * 2_000
+    inserted, seconds = timed(blocks.insert_plain_block, text, URL)
+    assert seconds < BOUND and inserted.count(blocks.PLAIN_START) == 2
+    reliability.hostile("plain block opener before padding lines")
+
+
+def test_html_block_lookup_is_linear_in_start_markers():
+    """Start markers without an end marker get the block appended, in linear time."""
+    inserted, seconds = timed(blocks.insert_html_block, HTML_OPENERS, URL)
+    assert seconds < BOUND and inserted.startswith(HTML_OPENERS)
+    assert inserted.endswith(blocks.HTML_END)
+    removed, seconds = timed(blocks.remove_html_block, HTML_OPENERS)
+    assert seconds < BOUND and removed == HTML_OPENERS
+    reliability.hostile("15,000 HTML block start markers")
+
+
+def test_html_block_goes_before_the_last_of_many_body_ends():
+    """Among many "</body>" fragments the block goes before the last one."""
+    markup = "</body\t>" * 60_000 + "<p>x</p></BODY >"
+    inserted, seconds = timed(blocks.insert_html_block, markup, URL)
+    assert seconds < BOUND
+    assert inserted == markup[:-8] + blocks.html_block(URL) + "</BODY >"
+    reliability.hostile("60,000 </body> fragments")
+
+
+# The one-pattern definition of a block that the scans replace; it is the reference on small text.
+PLAIN_DEFINITION = re.compile(
+    r"^[ \t]*~+ TrueConf ~+[ \t]*\r?\n.*?^[ \t]*~{10,}[ \t]*(?=\r?$)", re.MULTILINE | re.DOTALL
+)
+HTML_DEFINITION = re.compile(re.escape(blocks.HTML_START) + ".*?" + re.escape(blocks.HTML_END),
+                             re.DOTALL)
+PIECES = ["~", "~" * 10, " ", "\t", "\r", "\n", "\r\n", " TrueConf ", "x", blocks.PLAIN_START,
+          blocks.PLAIN_END, blocks.HTML_START, blocks.HTML_END, "<!-- mailhook:trueconf:"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=14).map("".join))
+def test_blocks_are_found_where_the_definition_finds_them(text):
+    """The scans find the same block (or none) as the single-pattern definition."""
+    plain = PLAIN_DEFINITION.search(text)
+    html = HTML_DEFINITION.search(text)
+    plain_removed = text[: plain.start()].rstrip("\r\n") if plain else text
+    if plain:
+        tail = text[plain.end() :]
+        plain_removed = plain_removed + tail if plain_removed else tail.lstrip("\r\n")
+    assert blocks.remove_plain_block(text) == plain_removed
+    assert blocks.remove_html_block(text) == (HTML_DEFINITION.sub("", text, 1) if html else text)
+
+
+# --- whole messages ---------------------------------------------------------------------------
+
+
+def test_invitation_full_of_block_markers_is_rewritten_in_time():
+    """Markers in the body, DESCRIPTION and X-ALT-DESC: the link is written within the bound."""
+    event = Event(
+        description="\\n".join([blocks.PLAIN_START] * 12_000),
+        extra=("X-ALT-DESC;FMTTYPE=text/html:" + HTML_OPENERS,),
+    )
+    raw = thunderbird(event).replace(
+        b"You have been invited to Quarterly planning.", OPENER_LINES.encode()
+    )
+    rewritten, seconds = timed(_rewrite, raw)
+    assert seconds < 2 * BOUND
+    assert rewritten.count(b"CONFERENCE;VALUE=URI") == 2  # inline and attached copy
+    assert rewritten.count(URL.encode()) > 2
+    reliability.hostile("invitation with block markers in body, DESCRIPTION and X-ALT-DESC")
+
+
+def test_html_invitation_full_of_start_markers_is_rewritten_in_time():
+    """An HTML body of start markers without an end marker gets the block within the bound."""
+    raw = exchange(Event()).replace(
+        b"<html><body><p>Let's meet.</p></body></html>", HTML_OPENERS.encode()
+    )
+    rewritten, seconds = timed(_rewrite, raw)
+    assert seconds < BOUND and blocks.HTML_END.encode() in rewritten
+    reliability.hostile("HTML body of 15,000 block start markers")
+
+
+def _rewrite(raw: bytes) -> bytes:
+    parsed = parse_message(raw)
+    assert parsed.calendar is not None, parsed.skip_reason
+    return rewrite_message(parsed, LinkInsertion(URL))
