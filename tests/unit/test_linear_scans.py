@@ -134,3 +134,42 @@ def _rewrite(raw: bytes) -> bytes:
     parsed = parse_message(raw)
     assert parsed.calendar is not None, parsed.skip_reason
     return rewrite_message(parsed, LinkInsertion(URL))
+
+
+# --- header fields ----------------------------------------------------------------------------
+
+
+def test_long_line_of_encoded_word_starts_is_left_undecoded():
+    """A Subject line of 14,000 unterminated encoded words is read in time and kept as sent."""
+    subject = "=?utf-8?q?a" * 14_000  # 150 KiB on one line
+    raw = thunderbird(Event()).replace(b"Invitation: Quarterly planning", subject.encode(), 1)
+    parsed, seconds = timed(parse_message, raw)
+    assert seconds < BOUND
+    assert parsed.calendar is not None and parsed.subject == subject
+    reliability.hostile("Subject of 14,000 unterminated encoded words")
+
+
+def test_folded_encoded_subject_is_still_decoded():
+    """Encoded words folded onto lines of ordinary length are decoded as before."""
+    words = "\r\n ".join(["=?utf-8?b?0J/RgNC40LPQu9Cw0YjQtdC90LjQtQ==?="] * 40)
+    raw = thunderbird(Event()).replace(b"Invitation: Quarterly planning", words.encode(), 1)
+    assert parse_message(raw).subject == "Приглашение" * 40
+
+
+def test_content_type_with_endless_parameters_is_read_in_time():
+    """A calendar part whose Content-Type holds an open quote and 130,000 ";" is read in time."""
+    padding = b'; x="' + b";" * 130_000
+    raw = thunderbird(Event()).replace(b"method=REQUEST; charset=UTF-8", b"method=REQUEST" + padding, 1)
+    parsed, seconds = timed(parse_message, raw)
+    assert seconds < BOUND
+    assert parsed.calendar is not None and parsed.calendar.method == "REQUEST"
+    reliability.hostile("Content-Type with an open quote and 130,000 parameter separators")
+
+
+def test_multipart_with_endless_parameters_is_passed_over():
+    """A multipart whose Content-Type is too costly to read is not split: it passes unchanged."""
+    raw = thunderbird(Event()).replace(b'boundary="Boundary_(ID_outer)"',
+                                       b'boundary="Boundary_(ID_outer)"; x="' + b";" * 130_000, 1)
+    parsed, seconds = timed(parse_message, raw)
+    assert seconds < BOUND and parsed.calendar is None and parsed.skip_reason == "no calendar"
+    reliability.hostile("multipart Content-Type with an open quote and 130,000 separators")
