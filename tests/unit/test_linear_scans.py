@@ -20,6 +20,7 @@ from mailhook.core import blocks
 from mailhook.core.mime import parse_message
 from mailhook.core.model import LinkInsertion
 from mailhook.core.rewrite import rewrite_message
+from mailhook.smtp import _PLAIN_PATH
 from tests.support import reliability
 from tests.support.invites import Event, exchange, thunderbird
 
@@ -173,3 +174,18 @@ def test_multipart_with_endless_parameters_is_passed_over():
     parsed, seconds = timed(parse_message, raw)
     assert seconds < BOUND and parsed.calendar is None and parsed.skip_reason == "no calendar"
     reliability.hostile("multipart Content-Type with an open quote and 130,000 separators")
+
+
+# --- SMTP arguments ---------------------------------------------------------------------------
+
+
+def test_plain_path_pattern_gives_up_in_linear_time():
+    """The MAIL/RCPT quick path refuses a padded argument with a line break in linear time.
+
+    aiosmtpd hands over command lines without their line break, so this guards the pattern
+    itself for any other caller.
+    """
+    argument = "<alice@example.com> SIZE=1" + " \t" * 40_000 + "\n"
+    found, seconds = timed(_PLAIN_PATH.fullmatch, argument)
+    assert found is None and seconds < BOUND
+    assert _PLAIN_PATH.fullmatch("<alice@example.com> SIZE=1" + " \t" * 40_000)
