@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mailhook.core import blocks
 from mailhook.core.mime import parse_message
 from mailhook.core.model import LinkInsertion
-from mailhook.core.rewrite import rewrite_message
+from mailhook.core.rewrite import MAX_READABLE_BYTES, rewrite_message
 from mailhook.smtp import _PLAIN_PATH
 from tests.support import reliability
 from tests.support.invites import Event, exchange, thunderbird
@@ -129,6 +129,15 @@ def test_html_invitation_full_of_start_markers_is_rewritten_in_time():
     rewritten, seconds = timed(_rewrite, raw)
     assert seconds < BOUND and blocks.HTML_END.encode() in rewritten
     reliability.hostile("HTML body of 15,000 block start markers")
+
+
+def test_text_body_over_the_cap_keeps_no_block():
+    """A text body over MAX_READABLE_BYTES is left as it is; the calendar copies get the link."""
+    body = ("word " * 15 + "\r\n").encode() * (MAX_READABLE_BYTES // 77 + 1)
+    raw = thunderbird(Event()).replace(b"You have been invited to Quarterly planning.", body)
+    rewritten = _rewrite(raw)
+    assert b"8bit\r\n\r\n" + body + b"\r\n\r\n--Boundary_(ID_inner)" in rewritten  # as it came
+    assert rewritten.count(b"CONFERENCE;VALUE=URI") == 2
 
 
 def _rewrite(raw: bytes) -> bytes:
