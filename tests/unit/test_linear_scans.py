@@ -91,15 +91,22 @@ PIECES = ["~", "~" * 10, " ", "\t", "\r", "\n", "\r\n", " TrueConf ", "x", block
 
 @given(st.lists(st.sampled_from(PIECES), max_size=14).map("".join))
 def test_blocks_are_found_where_the_definition_finds_them(text):
-    """The scans find the same block (or none) as the single-pattern definition."""
+    """A block is replaced exactly where the single-pattern definition finds one, else kept."""
+    newline = "\r\n" if "\r\n" in text else "\n"
     plain = PLAIN_DEFINITION.search(text)
-    html = HTML_DEFINITION.search(text)
-    plain_removed = text[: plain.start()].rstrip("\r\n") if plain else text
     if plain:
-        tail = text[plain.end() :]
-        plain_removed = plain_removed + tail if plain_removed else tail.lstrip("\r\n")
-    assert blocks.remove_plain_block(text) == plain_removed
-    assert blocks.remove_html_block(text) == (HTML_DEFINITION.sub("", text, 1) if html else text)
+        block = blocks.plain_block(URL).replace("\n", newline)
+        expected = text[: plain.start()] + block + text[plain.end() :]
+        assert blocks.insert_plain_block(text, URL) == expected
+    else:
+        assert blocks.remove_plain_block(text) == text
+    html = HTML_DEFINITION.search(text)
+    if html:
+        block = blocks.html_block(URL)
+        expected = text[: html.start()] + block + text[html.end() :]
+        assert blocks.insert_html_block(text, URL) == expected
+    else:
+        assert blocks.remove_html_block(text) == text
 
 
 # --- whole messages ---------------------------------------------------------------------------
@@ -169,7 +176,8 @@ def test_folded_encoded_subject_is_still_decoded():
 def test_content_type_with_endless_parameters_is_read_in_time():
     """A calendar part whose Content-Type holds an open quote and 130,000 ";" is read in time."""
     padding = b'; x="' + b";" * 130_000
-    raw = thunderbird(Event()).replace(b"method=REQUEST; charset=UTF-8", b"method=REQUEST" + padding, 1)
+    raw = thunderbird(Event()).replace(b"method=REQUEST; charset=UTF-8",
+                                       b"method=REQUEST" + padding, 1)
     parsed, seconds = timed(parse_message, raw)
     assert seconds < BOUND
     assert parsed.calendar is not None and parsed.calendar.method == "REQUEST"
