@@ -53,9 +53,10 @@ _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 _RECEIVED_ID = re.compile(r"\bid\s+([A-Za-z0-9][A-Za-z0-9.-]{4,63})(?=[\s;]|$)")
 # The common MAIL/RCPT argument: <dot-atom@domain>, then nothing or parameters. Anything else
 # (quoted local parts, source routes, literals, comments) takes aiosmtpd's full parser.
+# Parameters or padding, never both: padding after ".*" would be retried at every position.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
-    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+([^ \t(].*))?[ \t]*"
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+([^ \t(].*)|[ \t]*)"
 )
 
 

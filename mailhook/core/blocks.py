@@ -20,10 +20,11 @@ _TEXTS = {
     "en": ("TrueConf video conference", "Join from a web browser or the TrueConf app."),
     "ru": ("Видеоконференция TrueConf", "Подключиться можно из браузера или приложения TrueConf."),
 }
-_PLAIN_BLOCK = re.compile(
-    r"^[ \t]*~+ TrueConf ~+[ \t]*\r?\n.*?^[ \t]*~{10,}[ \t]*(?=\r?$)", re.MULTILINE | re.DOTALL
-)
-_HTML_BLOCK = re.compile(re.escape(HTML_START) + r".*?" + re.escape(HTML_END), re.DOTALL)
+# A plain block is an opener line, then anything, then a line of ten or more "~". The two lines
+# are looked for one after the other: one pattern with ".*?" between them would rescan the rest
+# of the text from every opener line that has no closer, quadratic in a hostile body.
+_PLAIN_OPENER = re.compile(r"^[ \t]*~+ TrueConf ~+[ \t]*\r?\n", re.MULTILINE)
+_PLAIN_CLOSER = re.compile(r"^[ \t]*~{10,}[ \t]*(?=\r?$)", re.MULTILINE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f\"<>\\`{}|^]")
 
@@ -65,13 +66,32 @@ def _newline_of(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"
 
 
+def _plain_block_span(text: str) -> tuple[int, int] | None:
+    """Where the first plain block is: its opener line up to the end of its closer line.
+
+    When the first opener has no closer after it, no later opener has one either.
+    """
+    opener = _PLAIN_OPENER.search(text)
+    if opener is None:
+        return None
+    closer = _PLAIN_CLOSER.search(text, opener.end())
+    return (opener.start(), closer.end()) if closer else None
+
+
+def _html_block_span(markup: str) -> tuple[int, int] | None:
+    """Where the first HTML block is, from its start marker to the end of its end marker."""
+    start = markup.find(HTML_START)
+    end = markup.find(HTML_END, start + len(HTML_START)) if start >= 0 else -1
+    return (start, end + len(HTML_END)) if end >= 0 else None
+
+
 def insert_plain_block(text: str, url: str, language: str = "en") -> str:
     """Put the plain block into text: replace an existing one, else append after a blank line."""
     newline = _newline_of(text)
     block = plain_block(url, language).replace("\n", newline)
-    match = _PLAIN_BLOCK.search(text)
-    if match:
-        return text[: match.start()] + block + text[match.end() :]
+    span = _plain_block_span(text)
+    if span:
+        return text[: span[0]] + block + text[span[1] :]
     if not text.strip():
         return block + newline if text.endswith(("\n", "\r")) else block
     trailing = newline if text.endswith(("\n", "\r")) else ""
@@ -80,26 +100,30 @@ def insert_plain_block(text: str, url: str, language: str = "en") -> str:
 
 def remove_plain_block(text: str) -> str:
     """Remove the plain block (and the blank line written before it), if present."""
-    match = _PLAIN_BLOCK.search(text)
-    if not match:
+    span = _plain_block_span(text)
+    if not span:
         return text
-    head = text[: match.start()].rstrip("\r\n")
-    tail = text[match.end() :]
+    head = text[: span[0]].rstrip("\r\n")
+    tail = text[span[1] :]
     return head + tail if head else tail.lstrip("\r\n")
 
 
 def insert_html_block(markup: str, url: str, language: str = "en") -> str:
     """Put the HTML block into markup: replace an existing one, else before </body> or at the end."""
     block = html_block(url, language)
-    if _HTML_BLOCK.search(markup):
-        return _HTML_BLOCK.sub(lambda _m: block, markup, count=1)
-    ends = list(_BODY_END.finditer(markup))
-    if ends:
-        at = ends[-1].start()
+    span = _html_block_span(markup)
+    if span:
+        return markup[: span[0]] + block + markup[span[1] :]
+    last_end = None
+    for last_end in _BODY_END.finditer(markup):  # only the last one counts; keep no list
+        pass
+    if last_end:
+        at = last_end.start()
         return markup[:at] + block + markup[at:]
     return markup + block
 
 
 def remove_html_block(markup: str) -> str:
     """Remove the HTML block, if present."""
-    return _HTML_BLOCK.sub("", markup, count=1)
+    span = _html_block_span(markup)
+    return markup[: span[0]] + markup[span[1] :] if span else markup

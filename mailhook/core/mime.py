@@ -24,6 +24,15 @@ from mailhook.core.model import CalendarObject, CalendarPart, ParsedMessage
 MAX_DEPTH = 50
 MAX_PARTS = 1000
 MAX_CALENDAR_BYTES = 16 * 1024 * 1024
+# RFC 5322's limit for a header line. The email package finds encoded words with a pattern that
+# looks for the word's end from every "=?" on a line, in time that grows with the square of the
+# line: a field with a longer line is used as it stands, undecoded.
+MAX_HEADER_LINE = 998
+# The email package reads a field's parameters in time that grows with the field's length times
+# its number of ";" (it copies the rest of the field at each one, and counts quotes from the
+# start): a field over this budget is read as having no parameters. Real fields use a few
+# thousandths of it.
+MAX_PARAMETER_WORK = 1_000_000
 
 CALENDAR_TYPES = frozenset({"text/calendar", "application/ics"})
 NAMED_CALENDAR_TYPES = frozenset(
@@ -89,7 +98,8 @@ class MimePart:
         """A Content-Type parameter, unquoted, or None (the first one of a repeated name)."""
         memo = self._memo
         if _PARAMS_READ not in memo:
-            params = self.headers.get_params(header="content-type") or []
+            cheap = _cheap_params(self.headers, "content-type")
+            params = (self.headers.get_params(header="content-type") if cheap else None) or []
             for key, value in params:
                 memo.setdefault("param:" + key.lower(), _param_text(value))
             memo[_PARAMS_READ] = None
@@ -105,7 +115,8 @@ class MimePart:
     def filename(self) -> str:
         """The decoded file name from Content-Disposition filename or Content-Type name."""
         if "filename" not in self._memo:
-            name = self.headers.get_filename() or self.param("name") or ""
+            cheap = _cheap_params(self.headers, "content-disposition", "content-type")
+            name = (self.headers.get_filename() if cheap else None) or self.param("name") or ""
             self._memo["filename"] = _decode_words(str(name)).strip()
         return self._memo["filename"] or ""
 
@@ -269,8 +280,17 @@ def _eol_of(raw: bytes, start: int, end: int) -> bytes:
     return b"\n" if newline >= 0 else b"\r\n"
 
 
+def _cheap_params(headers: Message, *names: str) -> bool:
+    """Whether the email package reads these fields' parameters within MAX_PARAMETER_WORK."""
+    for name in names:
+        value = str(headers.get(name, ""))
+        if value.count(";") * len(value) > MAX_PARAMETER_WORK:
+            return False
+    return True
+
+
 def _boundary_bytes(headers: Message) -> bytes:
-    boundary = headers.get_boundary()
+    boundary = headers.get_boundary() if _cheap_params(headers, "content-type") else None
     if not boundary:
         return b""
     try:
@@ -330,7 +350,7 @@ def _after_line_end(raw: bytes, pos: int, end: int) -> int:
 
 
 def _decode_words(value: str) -> str:
-    if "=?" not in value:
+    if "=?" not in value or max(map(len, value.splitlines())) > MAX_HEADER_LINE:
         return value
     try:
         return str(make_header(decode_header(value)))

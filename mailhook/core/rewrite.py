@@ -365,7 +365,14 @@ def _encode_calendar(raw: bytes, part: MimePart, text: str) -> _Encoded:
     return _encode_payload(raw, part, payload, charset)
 
 
+# A text body larger than this keeps no block (the calendar still gets the link): decoding,
+# scanning and encoding it are single steps that hold the interpreter for as long as they take.
+MAX_READABLE_BYTES = 8 * 1024 * 1024
+
+
 def _encode_readable(raw: bytes, part: MimePart, insertion: LinkInsertion) -> _Encoded | None:
+    if part.body_end - part.body_start > MAX_READABLE_BYTES:
+        return None
     label = part.param("charset")
     codec = valid_charset(label) if label else "utf-8"
     if codec is None:
