@@ -226,6 +226,35 @@ class StoreSettings(_Section):
     # "full": every change is on disk before the message is answered; "normal": a change
     # survives any crash of mailhook but may roll back on power loss or an OS crash.
     synchronous: Literal["full", "normal"] = "full"
+    # A PostgreSQL database shared by several instances; when set, ``path`` is not used.
+    url: str = ""
+    password_file: str = ""  # the database password, e.g. a systemd credential
+    pool_size: int = Field(10, ge=1, le=1000)  # connections per process for queries
+    keep_deleted_days: float = Field(180.0, ge=0)  # 0: keep events of deleted conferences
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URI: postgresql://user@host/database")
+        from psycopg.conninfo import conninfo_to_dict
+        import psycopg
+
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            # libpq's own message may quote the URI, password and all.
+            raise ValueError("is not a valid PostgreSQL URI") from None
+        return value
+
+    def password(self) -> str:
+        """The database password from ``password_file`` ("" when none is named)."""
+        if not self.password_file:
+            return ""
+        return Path(self.password_file).read_text(encoding="utf-8").strip()
 
 
 class Settings(BaseSettings):
@@ -280,6 +309,7 @@ def load_settings(path: Path) -> Settings:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
     _check_secret(settings, path)
+    _check_store_password(settings, path)
     return settings
 
 
@@ -307,6 +337,15 @@ def _describe(exc: ValidationError) -> str:
     return f"bad value for {key}: {message}"
 
 
+def _check_store_password(settings: Settings, path: Path) -> None:
+    try:
+        settings.store.password()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: bad value for store.password_file: cannot read it ({exc.strerror})"
+        ) from None
+
+
 def _check_secret(settings: Settings, path: Path) -> None:
     try:
         secret = settings.trueconf.secret()
@@ -324,4 +363,13 @@ def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, with the secret masked."""
     data = settings.model_dump(mode="json")
     data["trueconf"]["client_secret"] = "********" if settings.trueconf.secret() else ""
+    data["store"]["url"] = masked_url(settings.store.url)
     return data
+
+
+def masked_url(url: str) -> str:
+    """A database URI with any password in it (user:password@ or password=) masked."""
+    import re
+
+    url = re.sub(r"^([a-z]+://[^:/@?]*:)[^@/?]*@", r"\1********@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1********", url)

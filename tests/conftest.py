@@ -28,3 +28,22 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.section("reliability figures")
         for line in reliability.summary():
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A PostgreSQL server of the tests' own, for the whole run (skipped without binaries)."""
+    from tests.support.postgres import PostgresServer, why_not_available
+
+    reason = why_not_available()
+    if reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    server = PostgresServer().init().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    """A new, empty database on the tests' PostgreSQL server (its password is apart)."""
+    return str(postgres_server.new_database())

@@ -13,82 +13,66 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import logging
 import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import sqlite_utils
 
-from mailhook.core.model import ConferenceSpec, Invitee, PendingDelete
+from mailhook.core.model import PendingDelete
 from mailhook.errors import StoreUnavailable
-from mailhook.store.base import EventState, StoredEvent
+from mailhook.locks import EventLocks, KeyedLocks, lock_path
+from mailhook.store import schema
+from mailhook.store.base import CLAIM_BATCH, CachedUsers, EventState, StoredEvent
+from mailhook.store.rows import (
+    PRUNE_SQL,
+    cached_users,
+    event_from_row,
+    pending_from_row,
+    to_row,
+    upsert_sql,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("mailhook.store")
 
 
-def _create_events(db: sqlite_utils.Database) -> None:
-    db["events"].create(
-        {
-            "organizer": str,
-            "uid": str,
-            "state": str,
-            "tag": str,
-            "conference_id": str,
-            "url": str,
-            "spec": str,
-            "attendees": str,
-            "sequence": int,
-            "calendar": str,
-            "first_seen": float,
-            "updated_at": float,
-        },
-        pk=("organizer", "uid"),
-        not_null={"organizer", "uid", "state", "tag"},
-    )
-    db["events"].create_index(["conference_id"])
-
-
-def _add_occurrence_end(db: sqlite_utils.Database) -> None:
-    db["events"].add_column("occurrence_end", float)
-    db["events"].create_index(["state", "occurrence_end"])
-
-
-def _add_retries(db: sqlite_utils.Database) -> None:
-    for column, kind in (("pending_update", int), ("retry_at", float), ("attempts", int),
-                         ("retry_since", float)):
-        db["events"].add_column(column, kind)
-    db["events"].create_index(["pending_update", "retry_at"])
-    db["pending_deletes"].create(
-        {"conference_id": str, "organizer": str, "uid": str, "attempts": int, "retry_at": float,
-         "last_error": str},
-        pk="conference_id",
-    )
-    db["pending_deletes"].create_index(["retry_at"])
-
-
-# Each entry moves the schema one version up; never edit an entry once released.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
-    _create_events,
-    _add_occurrence_end,
-    _add_retries,
+# Each entry moves the schema one version up (see schema.py); never edit one once released.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = tuple(
+    step.sqlite for step in schema.MIGRATIONS
 )
 
 
 def migrate(db: sqlite_utils.Database) -> int:
-    """Bring the schema to the newest version; return that version."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        with db.conn:
+    """Bring the schema to the newest version; return that version.
+
+    The steps run in one transaction that holds SQLite's write lock from its start, so two
+    processes opening the store together never both migrate it: the second waits, then finds
+    the work done.
+    """
+    if _version(db) == len(MIGRATIONS):
+        return len(MIGRATIONS)
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db)
+        for step in MIGRATIONS[version:]:
             step(db)
-            db.execute(f"PRAGMA user_version = {number}")
+        db.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
     return len(MIGRATIONS)
+
+
+def _version(db: sqlite_utils.Database) -> int:
+    return int(db.conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def prepare(path: str) -> str:
@@ -176,6 +160,7 @@ class SqliteStore:
         self._failing = ""  # why the last write failed; cleared by one that works
         self._unwritable = ""  # why the file will not open for writing after a restart
         self._reported = ""  # the condition last logged, so that each change is logged once
+        self._locks: EventLocks | KeyedLocks | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -335,8 +320,8 @@ class SqliteStore:
     def _put(self, event: StoredEvent) -> None:
         # Plain SQL: the table helpers look the schema up on every call, which costs more
         # than the write itself on the invitation path.
-        row = _to_row(event)
-        self._open().conn.execute(_upsert_sql(tuple(row)), list(row.values()))
+        row = to_row(event)
+        self._open().conn.execute(upsert_sql(tuple(row)), list(row.values()))
 
     async def list_events(self) -> list[StoredEvent]:
         return await self._run(self._list)
@@ -368,14 +353,119 @@ class SqliteStore:
         await self._run(self._write, self._put_pending_delete, pending)
 
     def _put_pending_delete(self, pending: PendingDelete) -> None:
-        self._open()["pending_deletes"].upsert(dataclasses.asdict(pending), pk="conference_id")
+        row = {**dataclasses.asdict(pending), "claimed_by": "", "claimed_until": 0.0}
+        self._open()["pending_deletes"].upsert(row, pk="conference_id")
 
     async def due_deletes(self, now: float) -> list[PendingDelete]:
         return await self._run(self._due_deletes, now)
 
     def _due_deletes(self, now: float) -> list[PendingDelete]:
         rows = self._checked()["pending_deletes"].rows_where("retry_at <= ?", [now], order_by="retry_at")
-        return [PendingDelete(**row) for row in rows]
+        return [pending_from_row(row) for row in rows]
+
+    async def pending_deletes(self) -> list[PendingDelete]:
+        return await self._run(self._pending_deletes)
+
+    def _pending_deletes(self) -> list[PendingDelete]:
+        rows = self._checked()["pending_deletes"].rows_where(order_by="retry_at")
+        return [pending_from_row(row) for row in rows]
+
+    # --- coordination ---------------------------------------------------------------------
+
+    def event_lock(self, organizer: str, uid: str) -> AbstractAsyncContextManager[None]:
+        return self._event_locks().hold((organizer, uid))
+
+    def _event_locks(self) -> EventLocks | KeyedLocks:
+        """The lock file beside the store, shared with every process that uses it (in-process
+        locks for a store in memory, or when the file cannot be had)."""
+        if self._locks is None:
+            self._locks = KeyedLocks()
+            if self._path != ":memory:":
+                try:
+                    Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                    self._locks = EventLocks.for_path(lock_path(self._path))
+                except OSError as exc:
+                    log.warning("cannot open the lock file %s (%s); locking within this process "
+                                "only", lock_path(self._path), exc.strerror or exc)
+        return self._locks
+
+    async def claim_due_reschedules(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+        where = "state = ? and occurrence_end > 0 and occurrence_end <= ?"
+        rows = await self._run(self._write_returning, self._claim, "events", where,
+                               [str(EventState.ACTIVE), now], "occurrence_end", now, owner, lease)
+        return [event_from_row(row) for row in rows]
+
+    async def claim_due_updates(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+        where = "pending_update = 1 and state = ? and retry_at <= ?"
+        rows = await self._run(self._write_returning, self._claim, "events", where,
+                               [str(EventState.ACTIVE), now], "retry_at", now, owner, lease)
+        return [event_from_row(row) for row in rows]
+
+    async def claim_due_deletes(self, now: float, owner: str, lease: float) -> list[PendingDelete]:
+        rows = await self._run(self._write_returning, self._claim, "pending_deletes",
+                               "retry_at <= ?", [now], "retry_at", now, owner, lease)
+        return [pending_from_row(row) for row in rows]
+
+    def _write_returning(self, fn: Callable[..., list[dict[str, Any]]], *args: Any
+                         ) -> list[dict[str, Any]]:
+        found: list[list[dict[str, Any]]] = []
+        self._write(lambda: found.append(fn(*args)))
+        return found[0]
+
+    def _claim(self, table: str, where: str, params: list[Any], order: str, now: float,
+               owner: str, lease: float) -> list[dict[str, Any]]:
+        # One statement: SQLite runs writers one at a time, so two claims never take one row.
+        cursor = self._open().conn.execute(
+            f"update {table} set claimed_by = ?, claimed_until = ? where rowid in ("
+            f"select rowid from {table} where {where} and claimed_until <= ? "
+            f"order by {order} limit {CLAIM_BATCH}) returning *",
+            [owner, now + lease, *params, now],
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    # --- the users directory cache ----------------------------------------------------------
+
+    async def load_users(self, server: str) -> CachedUsers | None:
+        return await self._run(self._load_users, server)
+
+    def _load_users(self, server: str) -> CachedUsers | None:
+        row = self._checked().execute(
+            "select fetched_at, users from users_cache where server = ?", [server]).fetchone()
+        return cached_users(row[0], row[1]) if row else None
+
+    async def save_users(self, server: str, users: CachedUsers) -> None:
+        await self._run(self._write, self._save_users, server, users)
+
+    def _save_users(self, server: str, users: CachedUsers) -> None:
+        self._open().conn.execute(
+            "insert into users_cache (server, fetched_at, users) values (?, ?, ?) on conflict "
+            "(server) do update set fetched_at = excluded.fetched_at, users = excluded.users",
+            [server, users.fetched_at, json.dumps(users.users)],
+        )
+
+    # --- upkeep -----------------------------------------------------------------------------
+
+    async def prune_deleted(self, before: float) -> int:
+        counted: list[int] = []
+        await self._run(self._write, lambda: counted.append(self._prune_deleted(before)))
+        return counted[0]
+
+    def _prune_deleted(self, before: float) -> int:
+        cursor = self._open().conn.execute(PRUNE_SQL.replace("%s", "?"),
+                                           [str(EventState.DELETED), before])
+        return int(cursor.rowcount)
+
+    async def backup(self, target: str) -> None:
+        """Copy the store to ``target`` while it is in use: one consistent snapshot."""
+        await self._run(self._backup, target)
+
+    def _backup(self, target: str) -> None:
+        copy = sqlite3.connect(target)
+        try:
+            self._checked().conn.backup(copy)
+        finally:
+            copy.close()
 
     async def finish_delete(self, conference_id: str) -> None:
         await self._run(self._write, self._finish_delete, conference_id)
@@ -437,52 +527,3 @@ def _get(conn: sqlite3.Connection, organizer: str, uid: str) -> StoredEvent | No
     if row is None:
         return None
     return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
-
-
-@functools.cache
-def _upsert_sql(columns: tuple[str, ...]) -> str:
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("organizer", "uid"))
-    return (
-        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "
-        f"on conflict (organizer, uid) do update set {updates}"
-    )
-
-
-def _to_row(event: StoredEvent) -> dict[str, Any]:
-    # Field by field: asdict would deep-copy the spec, which is serialised below anyway.
-    row = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-    row["state"] = str(event.state)
-    row["spec"] = json.dumps(dataclasses.asdict(event.spec)) if event.spec else ""
-    row["attendees"] = json.dumps(list(event.attendees))
-    row["pending_update"] = int(event.pending_update)
-    return row
-
-
-def event_from_row(row: dict[str, Any]) -> StoredEvent:
-    return StoredEvent(
-        organizer=row["organizer"],
-        uid=row["uid"],
-        state=EventState(row["state"]),
-        tag=row["tag"],
-        conference_id=row["conference_id"] or "",
-        url=row["url"] or "",
-        spec=_spec_from_json(row["spec"]),
-        attendees=tuple(json.loads(row["attendees"] or "[]")),
-        sequence=row["sequence"] or 0,
-        calendar=row["calendar"] or "",
-        first_seen=row["first_seen"] or 0.0,
-        updated_at=row["updated_at"] or 0.0,
-        occurrence_end=row.get("occurrence_end") or 0.0,
-        pending_update=bool(row.get("pending_update")),
-        retry_at=row.get("retry_at") or 0.0,
-        attempts=row.get("attempts") or 0,
-        retry_since=row.get("retry_since") or 0.0,
-    )
-
-
-def _spec_from_json(text: str | None) -> ConferenceSpec | None:
-    if not text:
-        return None
-    data = json.loads(text)
-    data["invitees"] = tuple(Invitee(**item) for item in data["invitees"])
-    return ConferenceSpec(**data)
