@@ -2,6 +2,8 @@
 
 Either the server's user list (paged through the users API and cached for a while), or, for
 servers whose TrueConf ids are the mailbox names, the local part of local-domain addresses.
+The user list can also be kept in the store, so that a restarted mailhook knows the accounts
+while TrueConf is away.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailhook.errors import TrueConfError
+from mailhook.errors import StoreUnavailable, TrueConfError
+from mailhook.store.base import CachedUsers
 
 log = logging.getLogger("mailhook.trueconf")
 RETRY_AFTER = 60.0  # seconds before a failed refresh of the user list is tried again
@@ -30,6 +33,13 @@ class Account:
 class UserSource(Protocol):
     async def list_users(self) -> list:  # items have .id, .email, .display_name
         ...
+
+
+class UsersCache(Protocol):
+    """Where the user list outlives the process (the store)."""
+
+    async def load_users(self, server: str) -> CachedUsers | None: ...
+    async def save_users(self, server: str, users: CachedUsers) -> None: ...
 
 
 class Directory(Protocol):
@@ -53,14 +63,23 @@ class LocalPartDirectory:
 
 
 class UserListDirectory:
-    """The server's user list, matched by e-mail case-insensitively, cached for ``ttl`` seconds."""
+    """The server's user list, matched by e-mail case-insensitively, cached for ``ttl`` seconds.
+
+    With a ``cache`` (the store) the list fetched last is kept there under ``server``: after a
+    restart it is used while it is fresh, and for as long as TrueConf cannot give a new one.
+    """
 
     def __init__(
-        self, source: UserSource, ttl: float, clock: Callable[[], float] = time.monotonic
+        self, source: UserSource, ttl: float, clock: Callable[[], float] = time.monotonic,
+        *, cache: UsersCache | None = None, server: str = "",
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
         self._ttl = ttl
         self._clock = clock
+        self._cache = cache
+        self._server = server
+        self._wall_clock = wall_clock
         self._accounts: dict[str, Account] | None = None
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
@@ -74,6 +93,8 @@ class UserListDirectory:
             assert self._accounts is not None
             return self._accounts
         async with self._lock:
+            if self._accounts is None:
+                await self._from_cache()
             if not self._fresh():
                 await self._reload()
             assert self._accounts is not None
@@ -81,6 +102,20 @@ class UserListDirectory:
 
     def _fresh(self) -> bool:
         return self._accounts is not None and self._clock() - self._loaded_at < self._ttl
+
+    async def _from_cache(self) -> None:
+        """Take the list the store kept, as old as it is (a fresh one is then not fetched)."""
+        if self._cache is None:
+            return
+        try:
+            kept = await self._cache.load_users(self._server)
+        except StoreUnavailable:
+            return  # the store logs its own trouble; TrueConf is asked instead
+        if kept is None:
+            return
+        self._accounts = {email: Account(user_id, name) for email, user_id, name in kept.users}
+        age = max(0.0, self._wall_clock() - kept.fetched_at)
+        self._loaded_at = self._clock() - age
 
     async def _reload(self) -> None:
         try:
@@ -99,3 +134,14 @@ class UserListDirectory:
             if getattr(user, "email", "")
         }
         self._loaded_at = self._clock()
+        await self._keep()
+
+    async def _keep(self) -> None:
+        """Save the list just fetched in the store (best effort: mail does not wait on it)."""
+        if self._cache is None or self._accounts is None:
+            return
+        entries = tuple((email, a.id, a.display_name) for email, a in self._accounts.items())
+        try:
+            await self._cache.save_users(self._server, CachedUsers(self._wall_clock(), entries))
+        except StoreUnavailable:
+            pass  # the store logs its own trouble; the list is kept in memory all the same

@@ -379,3 +379,58 @@ async def test_sqlite_store_backup_is_a_consistent_copy(tmp_path: Path,
         assert len(await copy.list_events()) == 20
     finally:
         await copy.close()
+
+
+# --- the users directory kept in the store ------------------------------------------------------
+
+
+class Users:
+    """TrueConf's users API as the directory sees it; ``down`` makes it fail."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls = 0
+
+    async def list_users(self) -> list[Any]:
+        from mailhook.errors import TrueConfUnavailable
+        from mailhook.trueconf.payload import TrueConfUser
+
+        self.calls += 1
+        if self.down:
+            raise TrueConfUnavailable("TrueConf is down")
+        return [TrueConfUser(id="bob", email="bob@example.com", display_name="Bob B")]
+
+
+async def test_directory_restarted_while_trueconf_is_down_knows_the_accounts(backend: Backend
+                                                                             ) -> None:
+    """A directory started anew on the same store while TrueConf's users API fails still finds
+    the accounts the previous one fetched, however old that list is."""
+    from mailhook.trueconf.directory import UserListDirectory
+
+    users = Users()
+    first = UserListDirectory(users, ttl=600, cache=backend.store(), server="https://tc")
+    assert (await first.lookup(["bob@example.com"]))["bob@example.com"].id == "bob"
+    users.down = True
+    later = [NOW + 86_400.0]  # a day later: the kept list is long past its TTL
+    restarted = UserListDirectory(users, ttl=600, cache=backend.store(), server="https://tc",
+                                  wall_clock=lambda: later[0])
+    found = await restarted.lookup(["BOB@example.com", "eve@example.com"])
+    assert found == {"bob@example.com": first_account()}
+    assert users.calls == 2  # it did try TrueConf first
+
+
+async def test_directory_uses_a_fresh_kept_list_without_asking_trueconf(backend: Backend) -> None:
+    """A list the store kept within the TTL is used as is after a restart: no users API call."""
+    from mailhook.trueconf.directory import UserListDirectory
+
+    users = Users()
+    await UserListDirectory(users, ttl=600, cache=backend.store(), server="https://tc").lookup([])
+    restarted = UserListDirectory(users, ttl=600, cache=backend.store(), server="https://tc")
+    assert "bob@example.com" in await restarted.lookup(["bob@example.com"])
+    assert users.calls == 1
+
+
+def first_account() -> Any:
+    from mailhook.trueconf.directory import Account
+
+    return Account("bob", "Bob B")

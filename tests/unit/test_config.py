@@ -164,3 +164,29 @@ def test_bad_delegate_entry_names_it(tmp_path, entry, named):
         load_settings(write(tmp_path, MINIMAL + f"delegates = {{ {entry} }}\n"))
     message = str(caught.value)
     assert "policy.delegates" in message and named in message and "\n" not in message
+
+
+def test_store_url_and_password_file(tmp_path):
+    """[store] url takes a PostgreSQL URI with libpq parameters; password_file supplies its
+    password; a missing password file or another kind of URL is a one-line error."""
+    secret = tmp_path / "db-password"
+    secret.write_text("db-pa55word\n")
+    text = MINIMAL + (f'[store]\nurl = "postgresql://mailhook@db.example.com/mailhook'
+                      f'?sslmode=verify-full"\npassword_file = "{secret}"\n')
+    settings = load_settings(write(tmp_path, text))
+    assert settings.store.url.endswith("sslmode=verify-full")
+    assert settings.store.password() == "db-pa55word"
+    with pytest.raises(ConfigError, match="store.password_file"):
+        load_settings(write(tmp_path, text.replace(str(secret), "/nonexistent")))
+    with pytest.raises(ConfigError, match="store.url: must be a PostgreSQL URI"):
+        load_settings(write(tmp_path, MINIMAL + '[store]\nurl = "mysql://db/x"\n'))
+
+
+def test_masked_hides_the_database_password(tmp_path):
+    """A password written into the store's URI (user:password@ or password=) is masked."""
+    text = MINIMAL + ('[store]\nurl = "postgresql://mailhook:hunter3-db@db.example.com:5433/'
+                      'mailhook?sslmode=require&password=hunter4-db"\n')
+    data = masked(load_settings(write(tmp_path, text)))
+    assert data["store"]["url"] == ("postgresql://mailhook:********@db.example.com:5433/mailhook"
+                                    "?sslmode=require&password=********")
+    assert "hunter3" not in repr(data) and "hunter4" not in repr(data)
