@@ -139,6 +139,17 @@ class TrueConfClient:
             return None
         return parse_conference(self._ok_json(response, "read the conference"))
 
+    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None:
+        """The tags a conference carries (none when the server lists none), or None when
+        TrueConf does not know the conference."""
+        response = await self._call("GET", _conference_path(conference_id))
+        if _conference_missing(response):
+            return None
+        body = self._ok_json(response, "read the conference")
+        parse_conference(body)  # the same checks as any read of a conference
+        tags = body["conference"].get("tags")
+        return tuple(tag for tag in tags if isinstance(tag, str)) if isinstance(tags, list) else ()
+
     async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None:
         """Find the conference carrying a tag: v3 lists by tag, v4 by owner, paging through both."""
         seen = 0

@@ -1,0 +1,49 @@
+"""Postponed work acts only on its own conference.
+
+A deletion or update that waited for TrueConf names its conference by id. Meanwhile TrueConf
+may have given that id to another meeting: a server restored from a backup or set up anew
+counts ids from where it did before. Each conference mailhook makes carries the event's tag
+(``core.decide.event_tag``), so before postponed work touches a conference it reads it back
+and checks the tag; another meeting's conference is left alone and the work is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Protocol
+
+from mailhook.core.decide import event_tag
+
+log = logging.getLogger("mailhook.retry")
+
+
+class Owner(Enum):
+    """Whose the conference with the id is now."""
+
+    EVENT = "event"  # it carries the event's tag: the work may go ahead
+    OTHER = "other"  # another meeting has the id now: leave it alone, drop the work
+    GONE = "gone"  # TrueConf has no conference with the id
+
+
+class ConferenceTags(Protocol):
+    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None: ...
+
+
+async def owner_of(trueconf: ConferenceTags, conference_id: str, organizer: str, uid: str
+                   ) -> Owner:
+    """Whose the conference is now; TrueConf's errors are raised as they come (a
+    TemporaryError: try again later)."""
+    tags = await trueconf.conference_tags(conference_id)
+    if tags is None:
+        return Owner.GONE
+    if event_tag(organizer, uid) in tags:
+        return Owner.EVENT
+    return Owner.OTHER
+
+
+def log_dropped(work: str, conference_id: str, organizer: str, uid: str) -> None:
+    """Say that postponed work was dropped because its conference id names another meeting."""
+    log.warning("conference %s now belongs to another meeting on TrueConf (its id was given "
+                "anew); the postponed %s for uid=%s organizer=%s is dropped and that "
+                "conference is left alone", conference_id, work, uid, organizer)
