@@ -1,5 +1,5 @@
 """The ``mailhook`` command: serve, check-config, check, explain, conferences, reschedule,
-standin, version."""
+store, standin, version."""
 
 from __future__ import annotations
 
@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(reschedule)
     reschedule.set_defaults(func=_reschedule)
+
+    _store_commands(commands)
 
     check = commands.add_parser("check-config", help="validate the config and print it, secrets masked")
     _config_option(check)
@@ -326,6 +328,61 @@ def _read_stored(settings: Settings) -> dict[tuple[str, str], object]:
         return {}
     events = [event_from_row(dict(row)) for row in rows]
     return {(event.organizer, event.uid): event for event in events}
+
+
+def _store_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    store = commands.add_parser("store", help="copy, back up or prune the store")
+    actions = store.add_subparsers(dest="action", metavar="ACTION", required=True)
+    copy = actions.add_parser("copy", help="copy every event, pending deletion and the user "
+                                           "list from one store to another (e.g. SQLite to PostgreSQL)")
+    copy.add_argument("--from", dest="source", required=True, metavar="CONFIG",
+                      help="config file naming the store to copy from")
+    copy.add_argument("--to", dest="target", required=True, metavar="CONFIG",
+                      help="config file naming the store to copy to")
+    copy.set_defaults(func=_store_copy)
+    backup = actions.add_parser("backup", help="write a consistent copy of the SQLite store "
+                                               "while mailhook runs")
+    _config_option(backup)
+    backup.add_argument("file", metavar="FILE", help="the new file to write")
+    backup.set_defaults(func=_store_backup)
+    prune = actions.add_parser("prune", help="forget events deleted over store.keep_deleted_days "
+                                             "days ago (the daemon does this periodically)")
+    _config_option(prune)
+    prune.set_defaults(func=_store_prune)
+
+
+def _store_copy(args: argparse.Namespace) -> int:
+    from mailhook.storetools import copy_store
+
+    configs = []
+    for path in (args.source, args.target):
+        try:
+            configs.append(load_settings(Path(path)))
+        except ConfigError as exc:
+            print(f"mailhook: config error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    for settings in configs:
+        logfmt.redact(settings.store.password())
+    return asyncio.run(copy_store(configs[0], configs[1], print, _error))
+
+
+def _store_backup(args: argparse.Namespace) -> int:
+    from mailhook.storetools import backup
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(backup(settings, args.file, print, _error))
+
+
+def _store_prune(args: argparse.Namespace) -> int:
+    from mailhook.storetools import prune_command
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    logfmt.redact(settings.store.password())
+    return asyncio.run(prune_command(settings, print))
 
 
 def _standin(args: argparse.Namespace) -> int:
