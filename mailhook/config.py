@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -51,6 +52,17 @@ class SmtpSettings(_Section):
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     workers: int = Field(1, ge=1, le=64)  # processes sharing the listening socket
     max_connections: int = Field(1000, ge=1)  # per process; more clients get 421
+    tls_cert_file: str = ""  # STARTTLS is offered when a certificate (PEM chain) is given
+    tls_key_file: str = ""  # its private key; "" when it is in tls_cert_file
+    require_tls: bool = False  # refuse mail from clients that did not STARTTLS first
+
+    @model_validator(mode="after")
+    def _tls(self) -> SmtpSettings:
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ValueError("smtp.tls_key_file is set but smtp.tls_cert_file is not")
+        if self.require_tls and not self.tls_cert_file:
+            raise ValueError("smtp.require_tls needs smtp.tls_cert_file (and its key)")
+        return self
 
     @field_validator("trusted_networks")
     @classmethod
@@ -74,6 +86,11 @@ class RelaySettings(_Section):
     data_timeout: float = Field(600.0, gt=0)
     helo_name: str = ""  # "" means this machine's FQDN
     pool_size: int = Field(16, ge=0)  # idle sessions kept open between messages
+    # "opportunistic": STARTTLS when the next hop offers it, certificate not checked;
+    # "required": STARTTLS always, certificate checked (against ca_file, else the system's CAs).
+    tls: Literal["none", "opportunistic", "required"] = "none"
+    ca_file: str = ""
+    tls_name: str = ""  # the name the certificate must carry; "" means ``host``
 
 
 class TrueConfSettings(_Section):
@@ -310,6 +327,7 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
     _check_secret(settings, path)
     _check_store_password(settings, path)
+    _check_tls_files(settings, path)
     return settings
 
 
@@ -335,6 +353,30 @@ def _describe(exc: ValidationError) -> str:
         return f"unknown setting {key}"
     message = error["msg"].removeprefix("Value error, ")
     return f"bad value for {key}: {message}"
+
+
+def _check_tls_files(settings: Settings, path: Path) -> None:
+    """The listener's certificate and key load, and the next hop's CA file reads."""
+    import ssl
+
+    smtp, relay = settings.smtp, settings.relay
+    if smtp.tls_cert_file:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(smtp.tls_cert_file, smtp.tls_key_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{path}: bad value for smtp.tls_cert_file/tls_key_file: cannot "
+                              f"load the certificate and key ({_tls_reason(exc)})") from None
+    if relay.ca_file:
+        try:
+            ssl.create_default_context(cafile=relay.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{path}: bad value for relay.ca_file: cannot load it "
+                              f"({_tls_reason(exc)})") from None
+
+
+def _tls_reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def _check_store_password(settings: Settings, path: Path) -> None:

@@ -35,6 +35,7 @@ from mailhook.smtp import (
     MailhookSMTP,
     Upstream,
     quiet_accept_errors,
+    tls_options,
     trusted_networks,
 )
 from mailhook.status import StatusServer
@@ -221,6 +222,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         connections = ConnectionLimit(
             connection_cap(smtp, self.settings.relay.pool_size, warn=self.primary))
+        tls = tls_options(smtp)
 
         def session() -> MailhookSMTP:
             return MailhookSMTP(
@@ -233,6 +235,7 @@ class Daemon:
                 enable_SMTPUTF8=True,
                 ident="mailhook",
                 command_call_limit=call_limits(smtp.command_call_limit),
+                **tls,
             )
 
         self._undo_quiet_accept = quiet_accept_errors(loop)

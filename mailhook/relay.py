@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,23 @@ UTF8_RECIPIENT_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII recipient address and
                                           "does not support SMTPUTF8")
 
 
+class TlsRefused(aiosmtplib.SMTPException):
+    """relay.tls is "required" and the next hop does not offer STARTTLS."""
+
+
+def _tls_context(settings: RelaySettings) -> ssl.SSLContext | None:
+    """The context STARTTLS to the next hop uses: verifying when TLS is required, merely
+    encrypting when it is opportunistic (as Postfix's "may" level does: a check that fails
+    would only fall back to no TLS at all)."""
+    if settings.tls == "none":
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    if settings.tls == "opportunistic":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class NextHop:
     """Opens transactions on the configured next-hop SMTP server.
 
@@ -79,6 +97,8 @@ class NextHop:
         # Looked up once: aiosmtplib would ask the resolver again for every connection.
         self._helo = settings.helo_name or socket.getfqdn()
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._tls = _tls_context(settings)
+        self._tls_name = settings.tls_name or settings.host
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -99,8 +119,25 @@ class NextHop:
         client = self._client()
         await client.connect()
         compat.watch_replies(client)
-        await client.ehlo()
+        try:
+            await self._greet(client)
+        except BaseException:
+            client.close()
+            raise
         return client, False
+
+    async def _greet(self, client: aiosmtplib.SMTP) -> aiosmtplib.SMTPResponse:
+        """EHLO, then STARTTLS and EHLO again as relay.tls asks; the last EHLO reply."""
+        response = await client.ehlo()
+        if self._settings.tls == "none":
+            return response
+        if not client.supports_extension("starttls"):
+            if self._settings.tls == "required":
+                raise TlsRefused(f"the next hop {self._settings.host}:{self._settings.port} "
+                                 "does not offer STARTTLS (relay.tls = \"required\")")
+            return response
+        await client.starttls(tls_context=self._tls, server_hostname=self._tls_name)
+        return await client.ehlo()
 
     def give_back(self, client: aiosmtplib.SMTP) -> None:
         """Keep a session that ended its transaction cleanly for the next message."""
@@ -177,7 +214,7 @@ class NextHop:
         client = self._client()
         try:
             await client.connect()
-            response = await client.ehlo()
+            response = await self._greet(client)
             await client.quit()
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)

@@ -16,6 +16,7 @@ import errno
 import ipaddress
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from mailhook import logfmt
+from mailhook.config import SmtpSettings
 from mailhook.core.decide import Action, Decision
 from mailhook.faults import checkpoint
 from mailhook.pipeline import Inbound, Outcome
@@ -148,13 +150,21 @@ class CommandReader:
     A command line longer than the stream's limit (COMMAND_LINE_LIMIT) is answered at once and
     its octets are dropped as they come, up to its line end; so a client holds at most about
     one socket read of memory however long its line is. aiosmtpd alone would buffer the line
-    to its end before answering. Everything else is the stream's own (mailhook offers no
-    STARTTLS, the one aiosmtpd path that reaches into the stream's internals).
+    to its end before answering. Everything else is the stream's own, including the transport
+    aiosmtpd swaps in after STARTTLS.
     """
 
     def __init__(self, stream: asyncio.StreamReader, refuse: Callable[[], Awaitable[None]]) -> None:
         self.stream = stream
         self._refuse = refuse
+
+    @property
+    def _transport(self) -> Any:
+        return self.stream._transport  # type: ignore[attr-defined]  # noqa: SLF001
+
+    @_transport.setter
+    def _transport(self, transport: Any) -> None:
+        self.stream._transport = transport  # type: ignore[attr-defined]  # noqa: SLF001
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         while True:
@@ -310,7 +320,11 @@ class MailhookSMTP(SMTP):
         await self.push("250 2.0.0 Ok")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._admitted = self._limit is None or self._limit.admit()
+        if self._original_transport is None:
+            self._admitted = self._limit is None or self._limit.admit()
+        elif self.session is not None:
+            # After STARTTLS aiosmtpd starts the session afresh (RFC 3207 4.2), so does mailhook.
+            self._mailhook_handler.forget(self.session)
         super().connection_made(transport)
 
     async def _handle_client(self) -> None:
@@ -367,6 +381,15 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
 
     loop.set_exception_handler(handle)
     return lambda: loop.set_exception_handler(previous)
+
+
+def tls_options(smtp: SmtpSettings) -> dict[str, Any]:
+    """aiosmtpd's STARTTLS arguments from smtp.tls_*: none when no certificate is set."""
+    if not smtp.tls_cert_file:
+        return {}
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(smtp.tls_cert_file, smtp.tls_key_file or None)
+    return {"tls_context": context, "require_starttls": smtp.require_tls}
 
 
 def _xforward_attributes(arg: str) -> dict[str, str] | str:

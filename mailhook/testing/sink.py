@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import re
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Received:
     rcpt_tos: tuple[str, ...]
     content: bytes
     mail_options: tuple[str, ...] = ()
+    tls: bool = False  # it came over a session that had done STARTTLS
 
 
 @dataclass
@@ -101,6 +103,7 @@ class SinkHandler:
             tuple(envelope.rcpt_tos),
             envelope.original_content or b"",
             tuple(envelope.mail_options),
+            session.ssl is not None,
         )
         if self.line_ends == "strict":
             refusal = strict_refusal(message.content)
@@ -208,12 +211,14 @@ class Sink:
         maildir: Path | None = None,
         line_ends: LineEnds = "crlf",
         smtputf8: bool = True,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.handler = SinkHandler(maildir, line_ends)
         # smtputf8=False: a next hop that does not announce SMTPUTF8 (and refuses UTF-8 commands).
+        # tls_context: STARTTLS is offered with it.
         self._controller = _Controller(
             self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8,
-            data_size_limit=None,
+            data_size_limit=None, **({"tls_context": tls_context} if tls_context else {}),
         )
 
     @property

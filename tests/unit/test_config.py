@@ -190,3 +190,15 @@ def test_masked_hides_the_database_password(tmp_path):
     assert data["store"]["url"] == ("postgresql://mailhook:********@db.example.com:5433/mailhook"
                                     "?sslmode=require&password=********")
     assert "hunter3" not in repr(data) and "hunter4" not in repr(data)
+
+
+def test_tls_settings_are_checked_at_load(tmp_path):
+    """A TLS key without a certificate, require_tls without one, or a certificate file that
+    does not load is a one-line error naming the setting."""
+    for smtp, expected in (('tls_key_file = "k.pem"', "tls_key_file is set"),
+                           ("require_tls = true", "require_tls needs"),
+                           ('tls_cert_file = "/nonexistent.pem"', "smtp.tls_cert_file")):
+        with pytest.raises(ConfigError, match=expected):
+            load_settings(write(tmp_path, MINIMAL + f"[smtp]\n{smtp}\n"))
+    with pytest.raises(ConfigError, match="relay.ca_file"):
+        load_settings(write(tmp_path, MINIMAL + '[relay]\ntls = "required"\nca_file = "/no.pem"\n'))
