@@ -53,14 +53,19 @@ class Store(Protocol):
     async def due_updates(self, now: float) -> list[StoredEvent]:
         """Active events whose pending update is due for another try."""
 
-    async def claim_due_reschedules(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
-        """Take the events ``due`` at ``now`` that nobody holds a claim on, for ``lease``
-        seconds (a later ``put`` ends the claim)."""
+    async def claim_due_reschedules(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[StoredEvent]:
+        """Take up to ``limit`` of the events ``due`` at ``now`` that nobody holds a claim on,
+        for ``lease`` seconds (a later ``put`` ends the claim). A claim that ran out is taken
+        again: the work is checked against the store under the event's lock, so doing it
+        twice costs effort, never a second effect."""
 
-    async def claim_due_updates(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+    async def claim_due_updates(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[StoredEvent]:
         """Take the pending updates due at ``now`` that nobody holds a claim on."""
 
-    async def claim_due_deletes(self, now: float, owner: str, lease: float) -> list[PendingDelete]:
+    async def claim_due_deletes(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[PendingDelete]:
         """Take the deletions due at ``now`` that nobody holds a claim on (a later
         ``put_pending_delete`` or ``finish_delete`` ends the claim)."""
 

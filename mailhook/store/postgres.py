@@ -46,8 +46,8 @@ CONNECT_TIMEOUT = 5  # seconds for libpq to reach the server
 # Seconds a query waits for a free (or new) connection before the message gets 451.
 POOL_TIMEOUT = 10.0
 # Seconds a message waits for a connection to hold its event's lock on (one per event being
-# handled at once); waiting for the lock itself is not bounded here.
-LOCK_POOL_TIMEOUT = 30.0
+# handled at once), then gets 451; waiting for the lock itself is not bounded here.
+LOCK_POOL_TIMEOUT = 10.0
 # Connections that may hold event locks at once: events handled at the same time.
 LOCK_CONNECTIONS = 64
 # The advisory lock taken while the schema is migrated (any fixed number; this is "mailhook").
@@ -97,6 +97,7 @@ class PostgresStore:
         self._local = KeyedLocks()  # one task per event in this process asks the database
         self._failing = ""  # why the last use failed; cleared by one that works
         self._opened = False
+        self._opening = asyncio.Lock()  # tasks that find the store unopened open it once
         # The store reports the database's condition itself, once per change; the pool would
         # log every reconnection attempt while it is away.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
@@ -105,8 +106,11 @@ class PostgresStore:
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""
-        if self._opened:
-            return
+        async with self._opening:
+            if not self._opened:
+                await self._open()
+
+    async def _open(self) -> None:
         # A connection of its own first: a wrong password or host is reported as libpq says
         # it, at once, rather than as a pool that found no connection in time.
         try:
@@ -266,30 +270,34 @@ class PostgresStore:
         assert self._lock_pool is not None
         await self._lock_pool.putconn(conn)
 
-    async def claim_due_reschedules(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+    async def claim_due_reschedules(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[StoredEvent]:
         rows = await self._claim("events", "organizer, uid",
                                  "state = %s and occurrence_end > 0 and occurrence_end <= %s",
-                                 [str(EventState.ACTIVE), now], "occurrence_end", now, owner, lease)
+                                 [str(EventState.ACTIVE), now], "occurrence_end", now, owner, lease, limit)
         return [event_from_row(row) for row in rows]
 
-    async def claim_due_updates(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+    async def claim_due_updates(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[StoredEvent]:
         rows = await self._claim("events", "organizer, uid",
                                  "pending_update = 1 and state = %s and retry_at <= %s",
-                                 [str(EventState.ACTIVE), now], "retry_at", now, owner, lease)
+                                 [str(EventState.ACTIVE), now], "retry_at", now, owner, lease, limit)
         return [event_from_row(row) for row in rows]
 
-    async def claim_due_deletes(self, now: float, owner: str, lease: float) -> list[PendingDelete]:
+    async def claim_due_deletes(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[PendingDelete]:
         rows = await self._claim("pending_deletes", "conference_id", "retry_at <= %s", [now],
-                                 "retry_at", now, owner, lease)
+                                 "retry_at", now, owner, lease, limit)
         return [pending_from_row(row) for row in rows]
 
     async def _claim(self, table: str, key: str, where: str, params: list[Any], order: str,
-                     now: float, owner: str, lease: float) -> list[dict[str, Any]]:
+                     now: float, owner: str, lease: float, limit: int
+                     ) -> list[dict[str, Any]]:
         # Rows another instance is claiming right now are skipped, not waited for.
         return await self._rows(
             f"update {table} set claimed_by = %s, claimed_until = %s where ({key}) in ("
             f"select {key} from {table} where {where} and claimed_until <= %s "
-            f"order by {order} limit {CLAIM_BATCH} for update skip locked) returning *",
+            f"order by {order} limit {int(limit)} for update skip locked) returning *",
             [owner, now + lease, *params, now])
 
     # --- the users directory cache ----------------------------------------------------------

@@ -389,21 +389,24 @@ class SqliteStore:
                                 "only", lock_path(self._path), exc.strerror or exc)
         return self._locks
 
-    async def claim_due_reschedules(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+    async def claim_due_reschedules(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[StoredEvent]:
         where = "state = ? and occurrence_end > 0 and occurrence_end <= ?"
         rows = await self._run(self._write_returning, self._claim, "events", where,
-                               [str(EventState.ACTIVE), now], "occurrence_end", now, owner, lease)
+                               [str(EventState.ACTIVE), now], "occurrence_end", now, owner, lease, limit)
         return [event_from_row(row) for row in rows]
 
-    async def claim_due_updates(self, now: float, owner: str, lease: float) -> list[StoredEvent]:
+    async def claim_due_updates(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[StoredEvent]:
         where = "pending_update = 1 and state = ? and retry_at <= ?"
         rows = await self._run(self._write_returning, self._claim, "events", where,
-                               [str(EventState.ACTIVE), now], "retry_at", now, owner, lease)
+                               [str(EventState.ACTIVE), now], "retry_at", now, owner, lease, limit)
         return [event_from_row(row) for row in rows]
 
-    async def claim_due_deletes(self, now: float, owner: str, lease: float) -> list[PendingDelete]:
+    async def claim_due_deletes(self, now: float, owner: str, lease: float,
+                                    limit: int = CLAIM_BATCH) -> list[PendingDelete]:
         rows = await self._run(self._write_returning, self._claim, "pending_deletes",
-                               "retry_at <= ?", [now], "retry_at", now, owner, lease)
+                               "retry_at <= ?", [now], "retry_at", now, owner, lease, limit)
         return [pending_from_row(row) for row in rows]
 
     def _write_returning(self, fn: Callable[..., list[dict[str, Any]]], *args: Any
@@ -413,12 +416,12 @@ class SqliteStore:
         return found[0]
 
     def _claim(self, table: str, where: str, params: list[Any], order: str, now: float,
-               owner: str, lease: float) -> list[dict[str, Any]]:
+               owner: str, lease: float, limit: int) -> list[dict[str, Any]]:
         # One statement: SQLite runs writers one at a time, so two claims never take one row.
         cursor = self._open().conn.execute(
             f"update {table} set claimed_by = ?, claimed_until = ? where rowid in ("
             f"select rowid from {table} where {where} and claimed_until <= ? "
-            f"order by {order} limit {CLAIM_BATCH}) returning *",
+            f"order by {order} limit {int(limit)}) returning *",
             [owner, now + lease, *params, now],
         )
         names = [column[0] for column in cursor.description]
