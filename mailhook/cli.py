@@ -200,7 +200,8 @@ def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | Non
         log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
                   exc.strerror or exc)
         return EXIT_FAILED
-    problem = prepare(settings.store.path)  # schema migrations, before several processes open it
+    # Schema migrations, before several processes open the file (a database: under its lock).
+    problem = "" if settings.store.url else prepare(settings.store.path)
     if problem:
         log.error("cannot open the store: %s", problem)
         return EXIT_FAILED

@@ -26,7 +26,7 @@ from mailhook.health import Health
 from mailhook.metrics import InstrumentedTrueConf, Metrics, outcome_of, shared_totals
 from mailhook.notify import Notifier
 from mailhook.core.decide import Policy
-from mailhook.locks import EventLocks, KeyedLocks, lock_path
+from mailhook.locks import EventLocks, KeyedLocks, StoreLocks, lock_path
 from mailhook.pipeline import Inbound, Outcome, Pipeline, PipelineConfig, UnsentLinks
 from mailhook.relay import NextHop, Reply
 from mailhook.smtp import (
@@ -39,9 +39,16 @@ from mailhook.smtp import (
     trusted_networks,
 )
 from mailhook.status import StatusServer
-from mailhook.store import SqliteStore
+from mailhook.claims import lease
+from mailhook.store import build_store
+from mailhook.storetools import prune
 from mailhook.trueconf.client import TrueConfClient
-from mailhook.trueconf.directory import Directory, LocalPartDirectory, UserListDirectory
+from mailhook.trueconf.directory import (
+    Directory,
+    LocalPartDirectory,
+    UserListDirectory,
+    UsersCache,
+)
 
 log = logging.getLogger("mailhook")
 
@@ -51,11 +58,14 @@ STATUS_INTERVAL = 30.0  # seconds between STATUS updates when systemd asks for n
 RELOADABLE = frozenset({"log", "policy", "notice", "recurrence", "trueconf"})
 
 
-def build_directory(settings: Settings, client: TrueConfClient) -> Directory:
-    """The configured way to find TrueConf accounts for addresses."""
+def build_directory(settings: Settings, client: TrueConfClient,
+                    store: UsersCache | None = None) -> Directory:
+    """The configured way to find TrueConf accounts for addresses (the user list kept in the
+    store too, when one is given)."""
     if settings.trueconf.user_mapping == "local_part":
         return LocalPartDirectory(settings.policy.local_domains)
-    return UserListDirectory(client, ttl=settings.trueconf.users_cache_ttl)
+    return UserListDirectory(client, ttl=settings.trueconf.users_cache_ttl, cache=store,
+                             server=settings.trueconf.server_url)
 
 
 def build_client(settings: Settings) -> TrueConfClient:
@@ -161,6 +171,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         retry_deadline=settings.retry.deadline,
         backoff_initial=settings.retry.backoff_initial,
         backoff_max=settings.retry.backoff_max,
+        claim_lease=lease(settings.trueconf.timeout, settings.retry.interval),
     )
 
 
@@ -187,13 +198,15 @@ class Daemon:
         self.config_file = config_file  # re-read on SIGHUP; None: nothing to reload from
         self.log_level_fixed = log_level_fixed  # --log-level was given: a reload keeps it
         self.metrics = Metrics()
-        self.store = SqliteStore(settings.store.path, settings.store.synchronous)
+        self.store = build_store(settings.store)
+        logfmt.redact(settings.store.password())
         self.client = build_client(settings)
         # The pipeline holds the instrumented client, so a reload can swap the client behind it.
         self.trueconf = InstrumentedTrueConf(self.client, self.metrics)
         self.next_hop = NextHop(settings.relay)
         self._clock = clock
-        self._locks = event_locks(settings)
+        # With a shared database the per-event lock is held there, for every instance.
+        self._locks = StoreLocks(self.store) if settings.store.url else event_locks(settings)
         self._unsent = UnsentLinks()
         self.pipeline = self._build_pipeline(settings)
         self.handler = Handler(self._process, self.next_hop, self._delivered)
@@ -284,6 +297,7 @@ class Daemon:
                 moved = await self.pipeline.reschedule_due()
                 if moved:
                     log.info("rescheduled %d conference(s) to their next occurrence", moved)
+                await prune(self.store, self.settings.store.keep_deleted_days)
             except StoreUnavailable:
                 pass  # the store logs its own trouble, once
             except Exception:
@@ -375,7 +389,7 @@ class Daemon:
     # --- reload -----------------------------------------------------------------------------
 
     def _build_pipeline(self, settings: Settings) -> Pipeline:
-        directory = build_directory(settings, self.trueconf)  # type: ignore[arg-type]
+        directory = build_directory(settings, self.trueconf, self.store)  # type: ignore[arg-type]
         extra = {"clock": self._clock} if self._clock else {}
         return Pipeline(pipeline_config(settings), self.store, self.trueconf, directory,
                         locks=self._locks, unsent=self._unsent, **extra)

@@ -17,7 +17,8 @@ import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 # Bytes of the lock file that keys are spread over.
 STRIPES = 1 << 20
@@ -115,3 +116,15 @@ class EventLocks:
 def lock_path(store_path: str) -> str:
     """The lock file that goes with a store."""
     return f"{store_path}.locks"
+
+
+class StoreLocks:
+    """The store's own per-event lock (held in the database when several instances share one),
+    in the shape of ``KeyedLocks``."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def hold(self, key: tuple[str, str]) -> AbstractAsyncContextManager[None]:
+        organizer, uid = key
+        return self._store.event_lock(organizer, uid)  # type: ignore[no-any-return]

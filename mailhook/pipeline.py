@@ -55,7 +55,9 @@ from mailhook.errors import (
     TrueConfRejected,
 )
 from mailhook.faults import checkpoint
+from mailhook.claims import claimed
 from mailhook.locks import EventLocks, KeyedLocks
+from mailhook.postponed_check import Owner, log_dropped, owner_of
 from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
 
@@ -104,6 +106,7 @@ class ConferenceService(Protocol):
     async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference: ...
     async def delete_conference(self, conference_id: str) -> None: ...
     async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None: ...
+    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,7 @@ class PipelineConfig:
     retry_deadline: float = 1800.0  # seconds of 451 before an invitation goes out without a link
     backoff_initial: float = 30.0
     backoff_max: float = 3600.0
+    claim_lease: float = 45.0  # seconds this instance holds the due work it claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +200,14 @@ class Pipeline:
         found = classify(parsed, inbound.mail_from, self._config.policy)
         if isinstance(found, Decision):
             return self._passed(inbound, parsed, found)
-        async with self._locks.hold((found.organizer, found.uid)):
-            try:
+        try:
+            # The lock may be held in the store (a shared database): it can fail like the store.
+            async with self._locks.hold((found.organizer, found.uid)):
                 return await self._process_invitation(inbound, parsed, found)
-            except StoreUnavailable as exc:
-                # Without its store mailhook cannot tell what it did for the event before.
-                unknown = Decision(Action.PASS, "the store is not available", found)
-                return self._hold_for_store(self._passed(inbound, parsed, unknown), exc)
+        except StoreUnavailable as exc:
+            # Without its store mailhook cannot tell what it did for the event before.
+            unknown = Decision(Action.PASS, "the store is not available", found)
+            return self._hold_for_store(self._passed(inbound, parsed, unknown), exc)
 
     async def _process_invitation(
         self, inbound: Inbound, parsed: ParsedMessage, invitation: Invitation
@@ -503,7 +508,8 @@ class Pipeline:
         """Move every conference whose occurrence is over to the next one; the number moved."""
         now = self._clock()
         moved = 0
-        for due in await self._store.due(now.timestamp()):
+        async for due in claimed(self._store.claim_due_reschedules, now.timestamp(),
+                                 self._config.claim_lease):
             async with self._locks.hold((due.organizer, due.uid)):
                 stored = await self._store.get(due.organizer, due.uid)
                 if stored is None or stored != due:
@@ -635,9 +641,13 @@ class Pipeline:
             return ""
         return found.id if found else ""
 
-    async def _try_delete(self, pending: PendingDelete) -> bool:
-        """Delete on TrueConf (404 counts as done); on failure re-schedule it with backoff."""
+    async def _try_delete(self, pending: PendingDelete, postponed: bool = False) -> bool:
+        """Delete on TrueConf (404 counts as done); on failure re-schedule it with backoff.
+        A ``postponed`` deletion first checks that the conference is still the event's."""
         try:
+            if postponed and (owner := await self._owner(pending)) is not Owner.EVENT:
+                await self._store.finish_delete(pending.conference_id)
+                return owner is Owner.GONE  # gone already: as good as deleted
             await self._trueconf.delete_conference(pending.conference_id)
         except (TemporaryError, PermanentError) as exc:
             attempts = pending.attempts + 1
@@ -650,19 +660,40 @@ class Pipeline:
         await self._store.finish_delete(pending.conference_id)
         return True
 
+    async def _owner(self, pending: PendingDelete) -> Owner:
+        """Whose the conference is now (another meeting's is left alone, and logged)."""
+        owner = await owner_of(self._trueconf, pending.conference_id, pending.organizer,
+                               pending.uid)
+        if owner is Owner.OTHER:
+            log_dropped("deletion", pending.conference_id, pending.organizer, pending.uid)
+        return owner
+
     async def retry_pending(self, now: float | None = None) -> int:
         """One pass over deletions and updates TrueConf has not taken yet; the number done."""
         now = time.time() if now is None else now
         done = 0
-        for pending in await self._store.due_deletes(now):
-            done += await self._try_delete(pending)
-        for due in await self._store.due_updates(now):
+        lease = self._config.claim_lease
+        async for pending in claimed(self._store.claim_due_deletes, now, lease):
+            done += await self._try_delete(pending, postponed=True)
+        async for due in claimed(self._store.claim_due_updates, now, lease):
             async with self._locks.hold((due.organizer, due.uid)):
                 stored = await self._store.get(due.organizer, due.uid)
                 if stored is None or not stored.pending_update or stored.spec is None:
                     continue
                 try:
+                    owner = await owner_of(self._trueconf, stored.conference_id, stored.organizer,
+                                           stored.uid)
+                    if owner is Owner.GONE:
+                        raise TrueConfRejected(f"conference {stored.conference_id} is gone",
+                                               status=404)
+                    if owner is Owner.OTHER:
+                        log_dropped("update", stored.conference_id, stored.organizer, stored.uid)
+                        await self._store.put(dataclasses.replace(stored, pending_update=False))
+                        continue
                     taken = await self._try_update(stored.conference_id, stored.spec)
+                except TemporaryError as exc:
+                    log.warning("conference %s: update postponed: %s", stored.conference_id, exc)
+                    taken = False
                 except PermanentError as exc:
                     log.error("conference %s refused the postponed update, dropping it: %s",
                               stored.conference_id, exc)

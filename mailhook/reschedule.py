@@ -11,15 +11,17 @@ from mailhook.config import Settings
 async def reschedule_once(settings: Settings, now: datetime | None = None) -> int:
     """Run one pass against the configured store and TrueConf; the number of conferences moved."""
     from mailhook.daemon import build_client, build_directory, event_locks, pipeline_config
+    from mailhook.locks import StoreLocks
     from mailhook.pipeline import Pipeline
-    from mailhook.store import SqliteStore
+    from mailhook.store import build_store
 
-    store = SqliteStore(settings.store.path)
+    store = build_store(settings.store)
+    locks = StoreLocks(store) if settings.store.url else event_locks(settings, create=False)
     client = build_client(settings)
     moment = now or datetime.now(timezone.utc)
     pipeline = Pipeline(
         pipeline_config(settings), store, client, build_directory(settings, client),
-        clock=lambda: moment, locks=event_locks(settings, create=False),
+        clock=lambda: moment, locks=locks,
     )
     try:
         return await pipeline.reschedule_due()

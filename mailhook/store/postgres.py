@@ -257,8 +257,12 @@ class PostgresStore:
     async def _unlock(self, conn: psycopg.AsyncConnection[Any], key: int) -> None:
         try:
             await conn.execute("select pg_advisory_unlock(%s)", [key])
+        except FAILURES:
+            # The session is broken (the database went away): ending it lets go of the lock
+            # just as well, and what was done under the lock stands.
+            await self._drop(conn)
+            return
         except BaseException:
-            # Ending the session lets go of the lock just as well.
             await self._drop(conn)
             raise
         assert self._lock_pool is not None

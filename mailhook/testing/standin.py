@@ -13,6 +13,7 @@ Stdlib only, so rehearsing needs nothing beyond mailhook itself::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import html
 import itertools
@@ -173,6 +174,7 @@ class StandIn:
             return
         self._server.shutdown()
         self._server.server_close()
+        self._server.hang_up()  # a client's kept-alive connection must not reach a stopped server
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
@@ -823,7 +825,16 @@ class _Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.standin = standin
+        self.connections: set[socket.socket] = set()  # open keep-alive connections
+        self.connections_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def hang_up(self) -> None:
+        """Close every open connection, as a server that stops does."""
+        with self.connections_lock:
+            for connection in self.connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (timeout tests do) leaves a broken pipe; that is not news.
@@ -837,6 +848,16 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms each.
     disable_nagle_algorithm = True
     server_version = "TrueConfStandIn/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:  # the name http.server dispatches to
         self._dispatch()
