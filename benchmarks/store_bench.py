@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +94,13 @@ def drive(ports: list[int], messages: list[Message], sessions: int) -> Run:
     return total
 
 
+def conferences(port: int) -> int:
+    """How many conferences the stand-in holds."""
+    url = f"http://127.0.0.1:{port}/_standin/conferences"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return len(json.loads(response.read())["conferences"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="invitations per slice and store")
@@ -116,17 +125,20 @@ def main(argv: list[str] | None = None) -> int:
             "--users", str(ROOT / "config" / "standin-users.json"), "--client-secret",
             API_SECRET], standin_port, work, smtp=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILHOOK_")}
+        database_section = f'url = "{url}"\npassword_file = "{work / "db-password"}"'
         stores = {
             "sqlite": ['path = "%s"' % (work / "sqlite" / "mailhook.sqlite3")],
-            "postgresql": [f'url = "{url}"\npassword_file = "{work / "db-password"}"'] * 2,
+            "postgresql": [database_section],
+            "postgresql, 2 daemons": [database_section] * 2,
         }
         ports: dict[str, list[int]] = {}
         for name, sections in stores.items():
             for number, section in enumerate(sections):
                 port = free_port()
-                path = config(work / f"{name}-{number}.toml", port, sink_port, standin_port,
-                              section, args.workers)
-                servers.append(start(f"mailhook-{name}-{number}", [
+                label = f"{len(servers)}-{name.split(',')[0]}"
+                path = config(work / f"{label}.toml", port, sink_port, standin_port, section,
+                              args.workers)
+                servers.append(start(f"mailhook-{len(servers)}", [
                     sys.executable, "-m", "mailhook", "serve", "--config", str(path)],
                     port, work, env=env))
                 ports.setdefault(name, []).append(port)
@@ -142,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         load_average = os.getloadavg()
         report(runs, load_average, args)
         failures = sum(sum(r.failures.values()) for rs in runs.values() for r in rs)
-        return 1 if failures else 0
+        made = conferences(standin_port)
+        accepted = sum(r.accepted for rs in runs.values() for r in rs)
+        print(f"conferences on the stand-in: {made} for {accepted} invitations accepted")
+        return 1 if failures or made != accepted else 0
     finally:
         for server in reversed(servers):
             server.stop()
@@ -164,7 +179,7 @@ def report(runs: dict[str, list[Run]], load_average: tuple[float, float, float],
         latencies = Run(latencies=[x for r in slices for x in r.latencies])
         rates[name] = accepted / elapsed if elapsed else 0.0
         refused = sum(sum(r.failures.values()) for r in slices)
-        daemons = 2 if name == "postgresql" else 1
+        daemons = 2 if "2 daemons" in name else 1
         print(f"| {name} | {daemons} | {accepted} | {rates[name]:.0f} | "
               f"{latencies.percentile(0.5) * 1000:.0f} | {latencies.percentile(0.99) * 1000:.0f}"
               f" | {refused} |")

@@ -117,8 +117,7 @@ class PostgresStore:
             async with await psycopg.AsyncConnection.connect(self._url, **self._kwargs) as conn:
                 await migrate(conn)
         except FAILURES as exc:
-            self._fail(exc)
-            raise StoreUnavailable(f"{self.where}: {_reason(exc)}") from exc
+            raise self._unavailable(exc) from exc
         self._pool = self._new_pool("mailhook-store", self._pool_size, POOL_TIMEOUT)
         self._lock_pool = self._new_pool("mailhook-locks", LOCK_CONNECTIONS, LOCK_POOL_TIMEOUT)
         await self._pool.open(wait=False)
@@ -129,25 +128,56 @@ class PostgresStore:
     def _new_pool(self, name: str, size: int, timeout: float) -> AsyncConnectionPool:
         return AsyncConnectionPool(
             self._url, kwargs=self._kwargs, min_size=1, max_size=size, open=False, name=name,
-            timeout=timeout, check=AsyncConnectionPool.check_connection,
+            timeout=timeout,
             # A failed connection attempt is retried with a growing delay only this long; then the
             # next query starts a new one, so a database that comes back is used at once.
             reconnect_timeout=POOL_TIMEOUT,
         )
 
-    @asynccontextmanager
-    async def _use(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection for one piece of work; failures become StoreUnavailable."""
+    async def _query(self, sql: str, params: Any, rows: bool) -> Any:
+        """Run one statement: its rows (``rows``) or its row count. Failures become
+        StoreUnavailable.
+
+        Pooled connections are not checked before use (that would cost a round trip per
+        query); one the database dropped while it was idle (a restart) fails at once, is
+        discarded, and the statement goes to another. Every statement mailhook runs gives
+        the same result when run twice, so this is safe even if the first one got through.
+        """
+        pool = await self._opened_pool()
+        for _ in range(self._pool_size + 1):
+            conn = await self._connection(pool)
+            try:
+                cursor = await conn.execute(sql, params)
+                found = (await cursor.fetchall() if cursor.description else []) if rows \
+                    else cursor.rowcount
+            except FAILURES as exc:
+                await pool.putconn(conn)
+                if conn.broken or conn.closed:
+                    continue  # dropped while idle: the next connection (or a new one) runs it
+                raise self._unavailable(exc) from exc
+            except BaseException:
+                await pool.putconn(conn)
+                raise
+            await pool.putconn(conn)
+            self._works()
+            return found
+        raise self._unavailable(psycopg.OperationalError("every connection was broken"))
+
+    async def _opened_pool(self) -> AsyncConnectionPool:
         if not self._opened:
             await self.open()
         assert self._pool is not None
+        return self._pool
+
+    async def _connection(self, pool: AsyncConnectionPool) -> psycopg.AsyncConnection[Any]:
         try:
-            async with self._pool.connection() as conn:
-                yield conn
+            return await pool.getconn()
         except FAILURES as exc:
-            self._fail(exc)
-            raise StoreUnavailable(f"{self.where}: {_reason(exc)}") from exc
-        self._works()
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        self._fail(exc)
+        return StoreUnavailable(f"{self.where}: {_reason(exc)}")
 
     def _fail(self, exc: BaseException) -> None:
         problem = f"{self.where}: {_reason(exc)}"
@@ -161,14 +191,10 @@ class PostgresStore:
             log.warning("store: %s works again", self.where)
 
     async def _rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
-        async with self._use() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall() if cursor.description else []
+        return await self._query(sql, params, rows=True)  # type: ignore[no-any-return]
 
     async def _execute(self, sql: str, params: Any = None) -> int:
-        async with self._use() as conn:
-            cursor = await conn.execute(sql, params)
-            return cursor.rowcount
+        return await self._query(sql, params, rows=False)  # type: ignore[no-any-return]
 
     # --- events -----------------------------------------------------------------------------
 
@@ -230,29 +256,30 @@ class PostgresStore:
     @asynccontextmanager
     async def _hold(self, key: int) -> AsyncIterator[None]:
         async with self._local.hold(key):
-            conn = await self._lock_connection()
-            try:
-                await conn.execute("select pg_advisory_lock(%s)", [key])
-            except BaseException as exc:
-                await self._drop(conn)
-                if isinstance(exc, FAILURES):
-                    self._fail(exc)
-                    raise StoreUnavailable(f"{self.where}: {_reason(exc)}") from exc
-                raise
+            conn = await self._lock(key)
             try:
                 yield
             finally:
                 await self._unlock(conn, key)
 
-    async def _lock_connection(self) -> psycopg.AsyncConnection[Any]:
+    async def _lock(self, key: int) -> psycopg.AsyncConnection[Any]:
+        """A connection holding the lock ``key`` (one dropped while idle is replaced)."""
         if not self._opened:
             await self.open()
         assert self._lock_pool is not None
-        try:
-            return await self._lock_pool.getconn()
-        except FAILURES as exc:
-            self._fail(exc)
-            raise StoreUnavailable(f"{self.where}: {_reason(exc)}") from exc
+        for _ in range(LOCK_CONNECTIONS + 1):
+            conn = await self._connection(self._lock_pool)
+            try:
+                await conn.execute("select pg_advisory_lock(%s)", [key])
+            except BaseException as exc:
+                await self._drop(conn)
+                if not isinstance(exc, FAILURES):
+                    raise
+                if conn.broken:
+                    continue
+                raise self._unavailable(exc) from exc
+            return conn
+        raise self._unavailable(psycopg.OperationalError("every connection was broken"))
 
     async def _unlock(self, conn: psycopg.AsyncConnection[Any], key: int) -> None:
         try:

@@ -434,3 +434,27 @@ def first_account() -> Any:
     from mailhook.trueconf.directory import Account
 
     return Account("bob", "Bob B")
+
+
+async def test_connections_dropped_by_a_database_restart_are_replaced(tmp_path: Path) -> None:
+    """After the database restarted while the store's connections sat idle, the next queries
+    and locks are served at once on new connections: none fails for the stale ones."""
+    from tests.support.postgres import PostgresServer, why_not_available
+
+    if reason := why_not_available():
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    server = PostgresServer().init().start()
+    store = PostgresStore(server.new_database(), server.password)
+    try:
+        await asyncio.gather(*(store.put(_event(n)) for n in range(8)))  # several connections
+        async with store.event_lock("alice@example.com", "uid-1"):
+            pass
+        await asyncio.to_thread(server.stop, "fast")
+        await asyncio.to_thread(server.start)
+        assert len(await store.list_events()) == 8
+        await asyncio.gather(*(store.get("alice@example.com", f"uid-{n}") for n in range(8)))
+        async with store.event_lock("alice@example.com", "uid-1"):
+            await store.put(_event(1, sequence=9))
+    finally:
+        await store.close()
+        server.destroy()
