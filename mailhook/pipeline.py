@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone
 from typing import Protocol, TypeVar
 
 from mailhook.core.blocks import is_safe_url
@@ -22,16 +21,12 @@ from mailhook.core.decide import (
     Action,
     Decision,
     Invitation,
-    Policy,
     build_spec,
-    classify,
-    decide,
     event_tag,
     follow,
     participant_addresses,
     topic_of,
 )
-from mailhook.core.mime import may_contain_calendar, parse_message
 from mailhook.core.model import (
     Conference,
     ConferenceSpec,
@@ -45,7 +40,17 @@ from mailhook.core.model import (
 )
 from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice
 from mailhook.core.rewrite import rewrite_message
-from mailhook.core.series import Occurrence, SeriesError, merge_series, next_occurrence
+from mailhook.core.plan import (
+    FlowConfig,
+    Plan,
+    Reading,
+    Step,
+    needs_series,
+    passed,
+    plan,
+    read_message,
+)
+from mailhook.core.series import Occurrence, next_occurrence
 from mailhook.errors import (
     InvitationError,
     PermanentError,
@@ -60,16 +65,11 @@ from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
 
 log = logging.getLogger("mailhook.pipeline")
-# Lines that make an event more than one occurrence.
-_RECURRENCE_LINE = re.compile(r"(?im)^(RRULE|RDATE|EXDATE|RECURRENCE-ID)[;:]")
-# DTSTART/DTEND lines, and the ones that give an absolute time (a TZID, or UTC).
-_TIME_LINE = re.compile(r"(?im)^(?:DTSTART|DTEND)[;:][^\r\n]*")
-_ZONED_TIME = re.compile(r"(?i)^[^:]*;TZID=|^[^;:]*(;[^:]*)?:\d{8}T\d{6}Z\s*$")
 T = TypeVar("T")
+PipelineConfig = FlowConfig  # the name the tests and tools used before
 
 TEMPORARY_REPLY = "451 4.3.0 TrueConf Server is not available, please try again later"
 STORE_REPLY = "451 4.3.0 Cannot record the conference now, please try again later"
-FALLBACK_TOPIC = {"en": "Video conference", "ru": "Видеоконференция"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,30 +104,6 @@ class ConferenceService(Protocol):
     async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference: ...
     async def delete_conference(self, conference_id: str) -> None: ...
     async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
-    """The settings the pipeline uses."""
-
-    policy: Policy
-    language: str = "en"
-    notices: bool = True
-    notice_sender: str = "noreply@localhost"
-    default_zone: tzinfo = timezone.utc  # for floating times and all-day events
-    delete_after_series_end: bool = False
-    retry_deadline: float = 1800.0  # seconds of 451 before an invitation goes out without a link
-    backoff_initial: float = 30.0
-    backoff_max: float = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesState:
-    """The event's series after this message, and the occurrence its conference follows."""
-
-    text: str
-    occurrence: Occurrence | None
-    problem: str = ""  # why no occurrence could be computed, if that is the reason
 
 
 class UnsentLinks:
@@ -172,7 +148,7 @@ class Pipeline:
 
     def __init__(
         self,
-        config: PipelineConfig,
+        config: FlowConfig,
         store: Store,
         trueconf: ConferenceService,
         directory: Directory,
@@ -192,31 +168,35 @@ class Pipeline:
 
     async def process(self, inbound: Inbound) -> Outcome:
         """Decide and apply; never raises for a message's own sake."""
-        parsed = await _off_loop(_parse, inbound.content, size=len(inbound.content))
-        found = classify(parsed, inbound.mail_from, self._config.policy)
-        if isinstance(found, Decision):
-            return self._passed(inbound, parsed, found)
-        async with self._locks.hold((found.organizer, found.uid)):
+        reading = await _off_loop(read_message, inbound.content, inbound.mail_from,
+                                  self._config.policy, size=len(inbound.content))
+        invitation = reading.invitation
+        if invitation is None:
+            return self._passed(inbound, reading, passed(reading, reading.found))
+        async with self._locks.hold((invitation.organizer, invitation.uid)):
             try:
-                return await self._process_invitation(inbound, parsed, found)
+                return await self._process_invitation(inbound, reading, invitation)
             except StoreUnavailable as exc:
                 # Without its store mailhook cannot tell what it did for the event before.
-                unknown = Decision(Action.PASS, "the store is not available", found)
-                return self._hold_for_store(self._passed(inbound, parsed, unknown), exc)
+                unknown = Decision(Action.PASS, "the store is not available", invitation)
+                return self._hold_for_store(self._passed(inbound, reading, passed(reading, unknown)), exc)
 
     async def _process_invitation(
-        self, inbound: Inbound, parsed: ParsedMessage, invitation: Invitation
+        self, inbound: Inbound, reading: Reading, invitation: Invitation
     ) -> Outcome:
         stored = await self._store.get(invitation.organizer, invitation.uid)
-        series = self._single(stored, parsed, invitation)
-        if series is None:
-            series = await asyncio.to_thread(self._series, stored, parsed, invitation)
-        decision = decide(invitation, stored, self._config.policy, series.occurrence)
-        if decision.action is Action.PASS and series.problem:
-            decision = dataclasses.replace(decision, reason=series.problem)
-        outcome = self._passed(inbound, parsed, decision)
+        now = self._clock()
+        if needs_series(reading, stored, self._config):
+            planned = await asyncio.to_thread(plan, reading, stored, self._config, now)
+        else:
+            planned = plan(reading, stored, self._config, now)
+        if planned.series.problem:
+            log.warning("uid=%s: %s", invitation.uid, planned.series.problem)
+        decision = planned.decision
+        parsed = reading.parsed
+        outcome = self._passed(inbound, reading, planned)
         try:
-            await self._apply(outcome, parsed, invitation, stored, series)
+            await self._apply(outcome, parsed, invitation, planned)
         except StoreUnavailable as exc:
             self._hold_for_store(outcome, exc)
         except (TemporaryError, TrueConfAuthError) as exc:
@@ -286,7 +266,7 @@ class Pipeline:
             return None
         return build_action_notice(
             invitation.organizer,
-            topic_of(invitation.master, FALLBACK_TOPIC.get(self._config.language, "")),
+            topic_of(invitation.master, self._config.fallback_topic),
             since,
             self._config.notice_sender,
             self._config.language,
@@ -294,98 +274,45 @@ class Pipeline:
             refusal=refusal,
         )
 
-    def _passed(self, inbound: Inbound, parsed: ParsedMessage, decision: Decision) -> Outcome:
-        invitation = decision.invitation
+    def _passed(self, inbound: Inbound, reading: Reading, planned: Plan) -> Outcome:
         return Outcome(
-            decision=decision,
+            decision=planned.decision,
             content=inbound.content,
-            method=parsed.method,
-            uid=invitation.uid if invitation else _first_uid(parsed),
-            message_id=parsed.message_id,
+            method=planned.method,
+            uid=planned.uid,
+            message_id=reading.parsed.message_id,
         )
 
-    def _single(
-        self, stored: StoredEvent | None, parsed: ParsedMessage, invitation: Invitation
-    ) -> SeriesState | None:
-        """The occurrence of a plain one-off event, without the cost of series handling.
-
-        Most invitations are one VEVENT with a zoned start and end and no recurrence; their
-        only occurrence is DTSTART..DTEND as read. Anything else (None) goes the full way.
-        """
-        master = invitation.master
-        if (stored is not None and stored.calendar) or master is None or len(invitation.events) > 1:
-            return None
-        if master.rrule or master.start is None or master.end is None or parsed.calendar is None:
-            return None
-        if _RECURRENCE_LINE.search(parsed.calendar.text) or not self._zoned(parsed.calendar.text):
-            return None
-        occurrence = Occurrence(master.start, master.end, master.utc_offset_minutes)
-        return SeriesState("", occurrence if occurrence.end > self._clock() else None)
-
-    def _zoned(self, text: str) -> bool:
-        """Are the start and end absolute times (floating and all-day ones need the default
-        zone, which only the full way applies, unless that zone is UTC anyway)?"""
-        if self._config.default_zone == timezone.utc:
-            return True
-        event = text[text.upper().find("BEGIN:VEVENT"):]  # not the VTIMEZONE onsets
-        return all(_ZONED_TIME.match(line) for line in _TIME_LINE.findall(event))
-
-    def _series(
-        self, stored: StoredEvent | None, parsed: ParsedMessage, invitation: Invitation
-    ) -> SeriesState:
-        """Merge the message into the stored series; find the occurrence to follow."""
-        known = stored.calendar if stored and stored.state is not EventState.DELETED else ""
-        text = parsed.calendar.text if parsed.calendar else ""
-        try:
-            merged = merge_series(known, text, invitation.uid, invitation.method)
-            return SeriesState(merged, next_occurrence(merged, self._clock(), self._config.default_zone))
-        except SeriesError as exc:
-            log.warning("uid=%s: %s", invitation.uid, exc)
-            return SeriesState(known, None, f"the series cannot be scheduled: {exc}")
-
     async def _apply(
-        self,
-        outcome: Outcome,
-        parsed: ParsedMessage,
-        invitation: Invitation,
-        stored: StoredEvent | None,
-        series: SeriesState,
+        self, outcome: Outcome, parsed: ParsedMessage, invitation: Invitation, planned: Plan
     ) -> None:
-        action = outcome.decision.action
-        if action is Action.REWRITE and stored is not None:
+        stored = planned.stored
+        if planned.step is Step.ENSURE:
+            await self._ensure_conference(outcome, parsed, invitation, planned)
+            return
+        if stored is not None:
             outcome.conference_id = stored.conference_id
-            await self._rewrite(outcome, parsed, stored.url)
-        elif action is Action.CREATE or (action is Action.SYNC and invitation.master is not None):
-            await self._ensure_conference(outcome, parsed, invitation, stored, series)
-        elif action in (Action.SYNC, Action.RESCHEDULE) and stored is not None:
-            await self._follow_series(outcome, stored, series)
-            if action is Action.SYNC:
-                await self._rewrite(outcome, parsed, stored.url)
-        elif action is Action.DELETE and stored is not None:
-            sequence = invitation.master.sequence if invitation.master else stored.sequence
-            await self._delete(outcome, dataclasses.replace(stored, sequence=max(sequence, stored.sequence)))
-        elif action is Action.UNINVITE and stored is not None:
+        if planned.step is Step.FOLLOW and stored is not None:
+            await self._move(stored, planned.series.text, planned.series.occurrence)
+        elif planned.step is Step.DELETE and stored is not None:
+            await self._delete(outcome, dataclasses.replace(stored, sequence=planned.sequence))
+        elif planned.step is Step.UNINVITE and stored is not None:
             await self._uninvite(outcome, invitation, stored)
+        if planned.rewrite and planned.link:
+            await self._rewrite(outcome, parsed, planned.link)
 
     async def _ensure_conference(
-        self,
-        outcome: Outcome,
-        parsed: ParsedMessage,
-        invitation: Invitation,
-        stored: StoredEvent | None,
-        series: SeriesState,
+        self, outcome: Outcome, parsed: ParsedMessage, invitation: Invitation, planned: Plan
     ) -> None:
         master = invitation.master
-        assert master is not None
-        occurrence = series.occurrence or _stored_occurrence(stored)
-        if occurrence is None:
-            return
-        addresses = _participants(master, stored)
-        plan = await self._plan(invitation, master, occurrence, addresses)
-        if plan is None:
+        stored = planned.stored
+        assert master is not None and planned.occurrence is not None
+        addresses = planned.participants
+        spec_and_accounts = await self._plan(invitation, master, planned.occurrence, addresses)
+        if spec_and_accounts is None:
             outcome.fields["note"] = "organizer has no TrueConf account"
             return
-        spec, accounts = plan
+        spec, accounts = spec_and_accounts
         now = time.time()
         previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
         conference, pending = await self._create_or_update(invitation, stored, spec, now)
@@ -405,10 +332,10 @@ class Pipeline:
             spec=spec,
             attendees=addresses,
             sequence=master.sequence,
-            calendar=series.text,
+            calendar=planned.series.text,
             first_seen=stored.first_seen if stored and stored.first_seen else now,
             updated_at=now,
-            occurrence_end=_due_at(series.occurrence),
+            occurrence_end=_due_at(planned.series.occurrence),
             pending_update=pending,
             retry_at=self._retry_at(pending, now),
         )
@@ -424,7 +351,7 @@ class Pipeline:
         await self._rewrite(outcome, parsed, conference.url)
         if made:
             self._unsent.made(conference.url)
-        if self._needs_notice(previous, spec):
+        if planned.notice:
             outcome.notice = self._notice(invitation, master, spec, conference.url, accounts, previous)
 
     async def _discard(
@@ -462,14 +389,6 @@ class Pipeline:
             log.info("uid=%s: the next hop refused the invitation; deleting conference %s made "
                      "for it", invitation.uid, stored.conference_id)
             await self._delete(Outcome(Decision(Action.DELETE, "invitation refused")), stored)
-
-    async def _follow_series(self, outcome: Outcome, stored: StoredEvent, series: SeriesState) -> None:
-        """Move the conference to the series' nearest occurrence after an instance changed."""
-        outcome.conference_id = stored.conference_id
-        if series.problem or not stored.calendar:
-            # Without a known series (a one-off event) an instance message changes nothing.
-            return
-        await self._move(stored, series.text, series.occurrence)
 
     async def _move(self, stored: StoredEvent, series_text: str, occurrence: Occurrence | None) -> bool:
         """Schedule the conference for ``occurrence`` (None: the series is over); True if moved."""
@@ -544,7 +463,7 @@ class Pipeline:
             participants=1 + len(addresses),
             policy=self._config.policy,
             tag=event_tag(invitation.organizer, invitation.uid),
-            fallback_topic=FALLBACK_TOPIC.get(self._config.language, FALLBACK_TOPIC["en"]),
+            fallback_topic=self._config.fallback_topic,
         )
         return spec, accounts
 
@@ -709,11 +628,6 @@ class Pipeline:
         outcome.url = url
         self._unsent.carried(url)
 
-    def _needs_notice(self, previous: ConferenceSpec | None, spec: ConferenceSpec) -> bool:
-        if not self._config.notices:
-            return False
-        return previous is None or (previous.start, previous.duration) != (spec.start, spec.duration)
-
     def _notice(
         self,
         invitation: Invitation,
@@ -751,40 +665,9 @@ async def _off_loop(fn: Callable[..., T], *args: object, size: int) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-def _parse(content: bytes) -> ParsedMessage:
-    if not may_contain_calendar(content):
-        return ParsedMessage(raw=content, skip_reason="no calendar part")
-    return parse_message(content)
-
-
-def _participants(master: EventComponent, stored: StoredEvent | None) -> tuple[str, ...]:
-    """Who takes part. Copies of one version (same SEQUENCE) may each list only some of the
-    attendees, as per-attendee copies do: they add to the list and never shrink it; a new
-    version replaces it, and a CANCEL removes people."""
-    addresses = participant_addresses(master)
-    if stored is None or stored.state is not EventState.ACTIVE or master.sequence != stored.sequence:
-        return addresses
-    return tuple(dict.fromkeys((*stored.attendees, *addresses)))
-
-
-def _stored_occurrence(stored: StoredEvent | None) -> Occurrence | None:
-    """The occurrence the stored conference is scheduled for, if any."""
-    if stored is None or stored.spec is None:
-        return None
-    start = datetime.fromtimestamp(stored.spec.start, timezone.utc)
-    end = start + timedelta(seconds=stored.spec.duration)
-    return Occurrence(start, end, stored.spec.utc_offset_minutes)
-
-
 def _due_at(occurrence: Occurrence | None) -> float:
     """When the rescheduler should look at the event again (0: never)."""
     return occurrence.end.timestamp() if occurrence is not None else 0.0
-
-
-def _first_uid(parsed: ParsedMessage) -> str:
-    if parsed.calendar and parsed.calendar.events:
-        return parsed.calendar.events[0].uid
-    return ""
 
 
 def _invitees(

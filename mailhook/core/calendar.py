@@ -46,6 +46,7 @@ _EVENT_PROPERTIES = frozenset(
     {
         "UID", "RECURRENCE-ID", "SEQUENCE", "SUMMARY", "LOCATION", "DESCRIPTION", "DTSTART",
         "DTEND", "DURATION", "STATUS", "ORGANIZER", "ATTENDEE", "CONFERENCE", "RRULE",
+        "RDATE", "EXDATE",
     }
 )  # fmt: skip
 
@@ -412,8 +413,16 @@ def _read_event(lines: list[str], zones: _Zones) -> EventComponent:
         attendees=tuple(_attendee(prop) for prop in props.get("ATTENDEE", [])),
         conference_urls=tuple(prop.value.strip() for prop in props.get("CONFERENCE", [])),
         rrule=tuple(prop.value.strip() for prop in props.get("RRULE", [])),
+        rdate=tuple(prop.value.strip() for prop in props.get("RDATE", [])),
+        exdate=tuple(prop.value.strip() for prop in props.get("EXDATE", [])),
+        floating=any(_floating(prop) for name in ("DTSTART", "DTEND") for prop in props.get(name, [])),
         utc_offset_minutes=offset,
     )
+
+
+def _floating(prop: _Property) -> bool:
+    """A time with neither a TZID nor UTC ("Z"): a floating time, or a date."""
+    return "TZID" not in prop.params and not prop.value.strip().upper().endswith("Z")
 
 
 def _read_time(prop: _Property | None, zones: _Zones) -> tuple[datetime | None, bool, int]:

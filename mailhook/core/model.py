@@ -42,6 +42,11 @@ class EventComponent:
     attendees: tuple[Attendee, ...] = ()
     conference_urls: tuple[str, ...] = ()  # values of CONFERENCE properties
     rrule: tuple[str, ...] = ()  # RRULE values as written, e.g. "FREQ=WEEKLY;BYDAY=MO"
+    rdate: tuple[str, ...] = ()  # the event's own RDATE values as written
+    exdate: tuple[str, ...] = ()  # the event's own EXDATE values as written
+    # DTSTART or DTEND names neither a TZID nor UTC (a floating time, or a date): such times
+    # are read in policy.default_timezone by the series code.
+    floating: bool = False
     utc_offset_minutes: int = 0  # the offset of DTSTART's own zone at start, for display
 
 
