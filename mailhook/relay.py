@@ -13,12 +13,19 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import aiosmtplib
 
 from mailhook import compat
 from mailhook.config import RelaySettings
+from mailhook.core.replies import (
+    BAD_RECIPIENT,
+    BAD_SENDER,
+    NEXT_HOP_UNREACHABLE,
+    UTF8_RECIPIENT_NOT_RELAYABLE,
+    UTF8_SENDER_NOT_RELAYABLE,
+    Reply,
+)
 
 log = logging.getLogger("mailhook.relay")
 
@@ -34,37 +41,8 @@ _MAIL_PARAMETER_EXTENSIONS = {
 _RCPT_PARAMETER_EXTENSIONS = {"NOTIFY": "dsn", "ORCPT": "dsn"}
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An SMTP reply."""
-
-    code: int
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        """The reply as sent: a multi-line reply gets "code-" continuation lines."""
-        lines = self.text.replace("\r\n", "\n").split("\n") or [""]
-        head = "".join(f"{self.code}-{line}\r\n" for line in lines[:-1])
-        return f"{head}{self.code} {lines[-1]}"
-
-
-UNREACHABLE = Reply(451, "4.4.1 Next hop unavailable, try again later")
 IDLE_SECONDS = 60.0  # a pooled session older than this is closed, not reused
-BAD_SENDER = Reply(553, "5.1.7 Bad sender address syntax")
-BAD_RECIPIENT = Reply(553, "5.1.3 Bad recipient address syntax")
-# RFC 6531 3.2: a UTF-8 address must not go to a server that does not announce SMTPUTF8.
-UTF8_SENDER_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII sender address and the next hop does "
-                                       "not support SMTPUTF8")
-UTF8_RECIPIENT_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII recipient address and the next hop "
-                                          "does not support SMTPUTF8")
+UNREACHABLE = NEXT_HOP_UNREACHABLE
 
 
 class NextHop:

@@ -486,7 +486,15 @@ def parse_message(raw: bytes) -> ParsedMessage:
     try:
         return _parse_message(raw)
     except Exception:  # noqa: BLE001 - bad input must never crash the daemon
-        return ParsedMessage(raw=raw, skip_reason="unparsable message")
+        return ParsedMessage(raw=raw, skip_reason="unparsable message", **_identity_if_readable(raw))
+
+
+def _identity_if_readable(raw: bytes) -> dict[str, str]:
+    """The top header block's identity for the log line, when even that can be read."""
+    try:
+        return _top_identity(raw)
+    except Exception:  # noqa: BLE001 - the message goes on unnamed
+        return {}
 
 
 def _parse_message(raw: bytes) -> ParsedMessage:
@@ -559,6 +567,7 @@ def _identity(headers: Message) -> dict[str, str]:
         "message_id": str(headers.get("message-id", "")).strip(),
         "subject": _decode_words(str(headers.get("subject", ""))).strip(),
         "from_address": _from_address(headers),
+        "received": str(headers.get("received", "")),
     }
 
 

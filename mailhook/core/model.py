@@ -76,6 +76,7 @@ class ParsedMessage:
     message_id: str = ""
     subject: str = ""
     from_address: str = ""  # lower-case address of From:
+    received: str = ""  # the topmost Received header, as written (its queue id is logged)
     calendar: CalendarObject | None = None  # from the first calendar part
     calendar_parts: tuple[CalendarPart, ...] = ()
     skip_reason: str = ""  # "" when the message carries an invitation to consider
