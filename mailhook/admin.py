@@ -1,18 +1,19 @@
 """The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete``.
 
 Each function takes the settings and prints for a person at a terminal; the exit status is
-what it returns. Reading the store never creates or changes it; only ``delete`` writes.
+what it returns. The parts come from ``mailhook.app``, as the daemon's do, and the store is
+used through its interface: reading it never creates or changes it; only ``delete`` writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import sqlite3
-import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from mailhook.app import App, build_client, open_store
 from mailhook.config import Settings
 from mailhook.core.model import EventState, StoredEvent
 from mailhook.errors import MailhookError, StoreUnavailable
@@ -28,10 +29,9 @@ PROBE_CONFERENCE_ID = "mailhook-check-probe"
 
 async def check(settings: Settings, config_file: Path, out: Print) -> int:
     """Check the config, the store, TrueConf and the next hop; 0 only when every check passed."""
-    from mailhook.daemon import build_client
     from mailhook.relay import NextHop
 
-    checks = [Check("config", True, f"{config_file} is valid"), check_store(settings)]
+    checks = [Check("config", True, f"{config_file} is valid"), await check_store(settings)]
     client = build_client(settings)
     try:
         checks += await check_trueconf(settings, client)
@@ -57,22 +57,16 @@ def verdicts(checks: Iterable[Check]) -> list[str]:
     return [f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}" for c in checks]
 
 
-def check_store(settings: Settings) -> Check:
-    """The store file can be read (a missing one is fine: serve creates it, unless it went
-    missing after it was made)."""
-    from mailhook.store.sqlite import missing
-
-    from mailhook.store.sqlite import missing
-
+async def check_store(settings: Settings) -> Check:
+    """The store can be read (a missing one is fine: serve creates it, unless it went missing
+    after it was made)."""
     path = Path(settings.store.path)
-    if gone := missing(str(path)):
-        return Check("store", False, gone)
+    try:
+        events = await _read_events(settings)
+    except StoreUnavailable as exc:
+        return Check("store", False, str(exc))
     if not path.exists():
         return Check("store", True, f"{path} not created yet (mailhook serve creates it)")
-    try:
-        events = read_events(path)
-    except sqlite3.Error as exc:
-        return Check("store", False, f"{path}: {exc}")
     return Check("store", True, f"{path}: {len(events)} event(s)")
 
 
@@ -97,28 +91,20 @@ async def check_trueconf(settings: Settings, client: object) -> list[Check]:
 # --- mailhook conferences ---------------------------------------------------------------------
 
 
-def read_events(path: Path) -> list[StoredEvent]:
-    """Every stored event, newest first, read-only (the daemon may be running)."""
-    from mailhook.store.sqlite import event_from_row
-
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+async def _read_events(settings: Settings) -> list[StoredEvent]:
+    """Every stored event, newest first, through the store opened read-only (the daemon may
+    be running; a store not made yet is empty, one that went missing is StoreUnavailable)."""
+    store = open_store(settings, read_only=True)
     try:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("select * from events order by updated_at desc").fetchall()
+        return await store.list_events()
     finally:
-        conn.close()
-    return [event_from_row(dict(row)) for row in rows]
+        await store.close()
 
 
 def stored_events(settings: Settings) -> list[StoredEvent]:
     """The stored events; none when the store does not exist yet. A store that went missing
     after mailhook made it is an error, not an empty list."""
-    from mailhook.store.sqlite import missing
-
-    path = Path(settings.store.path)
-    if gone := missing(str(path)):
-        raise StoreUnavailable(gone)
-    return read_events(path) if path.exists() else []
+    return asyncio.run(_read_events(settings))
 
 
 def list_conferences(events: Sequence[StoredEvent], include_deleted: bool, out: Print) -> int:
@@ -183,39 +169,28 @@ def show_conference(event: StoredEvent, out: Print) -> int:
 
 async def delete_conference(settings: Settings, event: StoredEvent, out: Print, err: Print) -> int:
     """Delete the event's conference on TrueConf, then mark the event deleted in the store."""
-    from mailhook.daemon import event_locks
-
-    # A running daemon handling a message for this event meanwhile would undo the deletion.
-    async with event_locks(settings, create=False).hold((event.organizer, event.uid)):
-        return await _delete_conference(settings, event, out, err)
-
-
-async def _delete_conference(settings: Settings, event: StoredEvent, out: Print, err: Print) -> int:
-    from mailhook.daemon import build_client
-    from mailhook.store import SqliteStore
-
-    store = SqliteStore(settings.store.path)
+    app = App.for_tools(settings)
     try:
-        event = await store.get(event.organizer, event.uid) or event
+        # A running daemon handling a message for this event meanwhile would undo the deletion.
+        async with app.locks.hold((event.organizer, event.uid)):
+            return await _delete_conference(app, event, out, err)
     finally:
-        await store.close()
+        await app.aclose()
+
+
+async def _delete_conference(app: App, event: StoredEvent, out: Print, err: Print) -> int:
+    event = await app.store.get(event.organizer, event.uid) or event
     if event.state is EventState.DELETED:
         out(f"{event.uid}: already deleted")
         return 0
-    client = build_client(settings)
     try:
         if event.conference_id:
-            await client.delete_conference(event.conference_id)
+            await app.trueconf.delete_conference(event.conference_id)
     except MailhookError as exc:
         err(f"mailhook: TrueConf did not delete conference {event.conference_id}: {exc}")
         return 1
-    finally:
-        await client.aclose()
-    store = SqliteStore(settings.store.path)
-    try:
-        await store.put(dataclasses.replace(event, state=EventState.DELETED, updated_at=time.time()))
-    finally:
-        await store.close()
+    await app.store.put(dataclasses.replace(event, state=EventState.DELETED,
+                                            updated_at=app.clock().timestamp()))
     out(f"deleted conference {event.conference_id or '-'} of {event.uid} ({event.organizer})")
     return 0
 
@@ -223,4 +198,4 @@ async def _delete_conference(settings: Settings, event: StoredEvent, out: Print,
 def _when(epoch: float) -> str:
     if not epoch:
         return "-"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")

@@ -8,9 +8,7 @@ import asyncio
 import json
 import logging
 import os
-import sqlite3
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from mailhook import __version__, logfmt
@@ -302,30 +300,11 @@ def _explain(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mailhook: cannot read {args.message}: {exc.strerror}", file=sys.stderr)
         return 1
-    from mailhook.explain import explain
+    from mailhook.explain import explain_with_store
 
-    stored = _read_stored(settings)
-    for line in explain(raw, settings, args.sender, stored, datetime.now(timezone.utc)):
+    for line in asyncio.run(explain_with_store(raw, settings, args.sender)):
         print(line)
     return 0
-
-
-def _read_stored(settings: Settings) -> dict[tuple[str, str], object]:
-    """Stored events, read-only; an absent store is simply empty."""
-    path = Path(settings.store.path)
-    if not path.exists():
-        return {}
-    from mailhook.store.sqlite import event_from_row
-
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("select * from events").fetchall()
-        conn.close()
-    except sqlite3.Error:
-        return {}
-    events = [event_from_row(dict(row)) for row in rows]
-    return {(event.organizer, event.uid): event for event in events}
 
 
 def _standin(args: argparse.Namespace) -> int:

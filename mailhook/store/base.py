@@ -12,6 +12,10 @@ __all__ = ["EventState", "PendingDelete", "Store", "StoredEvent"]
 class Store(Protocol):
     """Storage of events keyed by (organizer, UID)."""
 
+    async def open(self) -> None:
+        """Make the store ready now (create it, bring its schema up to date) rather than on
+        first use."""
+
     async def get(self, organizer: str, uid: str) -> StoredEvent | None:
         """The stored event, or None."""
 

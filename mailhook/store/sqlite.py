@@ -162,8 +162,11 @@ READER_CACHE_KIB = 8 * 1024
 class SqliteStore:
     """Events in a SQLite file through sqlite-utils."""
 
-    def __init__(self, path: str, synchronous: str = "full") -> None:
+    def __init__(self, path: str, synchronous: str = "full", read_only: bool = False) -> None:
         self._path = path
+        # For tools that only look: the file is never created, migrated or written, and one
+        # that does not exist yet reads as an empty store.
+        self._read_only = read_only
         self._synchronous = "NORMAL" if synchronous == "normal" else "FULL"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailhook-store")
         self._db: sqlite_utils.Database | None = None
@@ -187,6 +190,8 @@ class SqliteStore:
     def _open(self) -> sqlite_utils.Database:
         if self._lost:
             raise StoreUnavailable(self._lost)
+        if self._db is None and self._read_only:
+            self._db = self._open_read_only()
         if self._db is None:
             if self._path != ":memory:":
                 if gone := missing(self._path):
@@ -206,6 +211,19 @@ class SqliteStore:
                 mark_created(self._path)
             self._db = db
         return self._db
+
+    def _open_read_only(self) -> sqlite_utils.Database:
+        if gone := missing(self._path):
+            raise StoreUnavailable(gone)
+        if self._path == ":memory:" or not Path(self._path).exists():
+            conn = sqlite3.connect(":memory:", check_same_thread=False)  # not made yet: empty
+            db = sqlite_utils.Database(conn)
+            migrate(db)
+            return db
+        uri = Path(self._path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return sqlite_utils.Database(conn)
 
     def _checked(self) -> sqlite_utils.Database:
         """The database, after making sure its file is still the store's."""
@@ -275,6 +293,8 @@ class SqliteStore:
 
     def _write(self, fn: Callable[..., None], *args: Any) -> None:
         """Run one write on the store thread, into the store's own file, and note the outcome."""
+        if self._read_only:
+            raise StoreUnavailable(f"{self._path}: opened read-only")
         self._checked()
         try:
             fn(*args)
@@ -304,6 +324,8 @@ class SqliteStore:
     async def get(self, organizer: str, uid: str) -> StoredEvent | None:
         if self._lost:
             raise StoreUnavailable(self._lost)
+        if self._read_only:
+            return await self._run(self._get, organizer, uid)
         reader = self._reader
         if not self._same_file():
             reader = None  # the store thread looks into it, and reports

@@ -16,7 +16,9 @@ from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice,
 from mailhook.errors import TrueConfUnavailable
 from mailhook.locks import KeyedLocks
 from mailhook.relay import Reply, dot_stuff
-from mailhook.smtp import Handler, _is_trusted, client_reply, trusted_networks
+from mailhook.core.replies import client_reply
+from mailhook.frontends.limits import is_trusted, trusted_networks
+from mailhook.frontends.smtp import Handler
 from mailhook.trueconf.directory import LocalPartDirectory, UserListDirectory
 
 FACTS = NoticeFacts(
@@ -115,16 +117,16 @@ def test_next_hop_replies_map_for_the_client():
 
 async def test_unhandled_exception_is_temporary():
     """aiosmtpd's permanent 500 for an unhandled exception is replaced by 451."""
-    handler = Handler(lambda inbound: None, None, None)  # type: ignore[arg-type]
+    handler = Handler(None)  # type: ignore[arg-type]
     assert (await handler.handle_exception(RuntimeError("boom"))).startswith("451 ")
 
 
 def test_trusted_networks():
     """Only clients in smtp.trusted_networks are served; IPv4-mapped IPv6 counts as IPv4."""
     nets = trusted_networks(("127.0.0.0/8", "10.1.0.0/16"))
-    assert _is_trusted(("127.0.0.1", 1), nets)
-    assert _is_trusted(("::ffff:10.1.2.3", 1, 0, 0), nets)
-    assert not _is_trusted(("192.0.2.1", 1), nets)
+    assert is_trusted(("127.0.0.1", 1), nets)
+    assert is_trusted(("::ffff:10.1.2.3", 1, 0, 0), nets)
+    assert not is_trusted(("192.0.2.1", 1), nets)
 
 
 async def test_local_part_directory():
