@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mailhook.core.mime import ScannedMessage
+    from mailhook.core.mimetree import ScannedMessage
 
 
 @dataclass(frozen=True, slots=True)

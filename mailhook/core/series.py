@@ -19,7 +19,7 @@ import recurring_ical_events
 from icalendar import Calendar, Event
 from icalendar.timezone import tzp
 
-from mailhook.core.calendar import unfold
+from mailhook.core.contentline import unfold
 from mailhook.core.mime import MAX_CALENDAR_BYTES
 
 # Refuse rules whose expansion up to the search horizon would take more steps than this.

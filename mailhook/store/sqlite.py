@@ -13,143 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import json
 import logging
-import os
 import sqlite3
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
-from mailhook.core.model import ConferenceSpec, Invitee, PendingDelete
+from mailhook.core.model import PendingDelete
 from mailhook.errors import StoreUnavailable
 from mailhook.store.base import EventState, StoredEvent
+from mailhook.store.sqlite_file import StoreFile
+from mailhook.store.sqlite_schema import (
+    MIGRATIONS,
+    event_from_row,
+    mark_created,
+    migrate,
+    missing,
+    prepare,
+    to_row,
+    upsert_sql,
+)
+
+# The schema's functions are used from here too (tests, the worker processes' start-up).
+__all__ = ["MIGRATIONS", "READER_CACHE_KIB", "WRITER_CACHE_KIB", "SqliteStore", "event_from_row",
+           "migrate", "prepare"]
 
 T = TypeVar("T")
 log = logging.getLogger("mailhook.store")
-
-
-def _create_events(db: sqlite_utils.Database) -> None:
-    db["events"].create(
-        {
-            "organizer": str,
-            "uid": str,
-            "state": str,
-            "tag": str,
-            "conference_id": str,
-            "url": str,
-            "spec": str,
-            "attendees": str,
-            "sequence": int,
-            "calendar": str,
-            "first_seen": float,
-            "updated_at": float,
-        },
-        pk=("organizer", "uid"),
-        not_null={"organizer", "uid", "state", "tag"},
-    )
-    db["events"].create_index(["conference_id"])
-
-
-def _add_occurrence_end(db: sqlite_utils.Database) -> None:
-    db["events"].add_column("occurrence_end", float)
-    db["events"].create_index(["state", "occurrence_end"])
-
-
-def _add_retries(db: sqlite_utils.Database) -> None:
-    for column, kind in (("pending_update", int), ("retry_at", float), ("attempts", int),
-                         ("retry_since", float)):
-        db["events"].add_column(column, kind)
-    db["events"].create_index(["pending_update", "retry_at"])
-    db["pending_deletes"].create(
-        {"conference_id": str, "organizer": str, "uid": str, "attempts": int, "retry_at": float,
-         "last_error": str},
-        pk="conference_id",
-    )
-    db["pending_deletes"].create_index(["retry_at"])
-
-
-# Each entry moves the schema one version up; never edit an entry once released.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
-    _create_events,
-    _add_occurrence_end,
-    _add_retries,
-)
-
-
-def migrate(db: sqlite_utils.Database) -> int:
-    """Bring the schema to the newest version; return that version."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        with db.conn:
-            step(db)
-            db.execute(f"PRAGMA user_version = {number}")
-    return len(MIGRATIONS)
-
-
-def prepare(path: str) -> str:
-    """Create the store and bring its schema up to date now, before several processes open
-    it; "" when done, else what went wrong. A store that went missing is not made again
-    empty: the daemon reports it and holds invitations (see ``missing``)."""
-    if path == ":memory:" or missing(path):
-        return ""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            db = sqlite_utils.Database(conn)
-            db.enable_wal()
-            migrate(db)
-        finally:
-            conn.close()
-        mark_created(path)
-    except (OSError, sqlite3.Error) as exc:
-        return f"{path}: {exc}"
-    return ""
-
-
-# --- a store that went missing ------------------------------------------------------------
-# An empty store in place of a lost one would forget every conference mailhook made: a CANCEL
-# would leave its conference on TrueConf and an update would make a second one. So the first
-# open leaves a note beside the file, and a note without its file means "lost", not "new".
-
-CREATED_NOTE = """\
-mailhook keeps the conferences it made in {name} (created here on {when}).
-While this note is here and {name} is not, mailhook does not start an empty
-store (it would lose track of those conferences): invitations get 451 until
-{name} is put back, from a backup or from the {name}.rescued-* copy mailhook
-saves when the file disappears while it runs. To start with an empty store
-on purpose, delete this note too.
-"""
-
-
-def created_note(path: str) -> Path:
-    """The note saying a store was created at ``path``."""
-    return Path(f"{path}.created")
-
-
-def missing(path: str) -> str:
-    """Why the store at ``path`` counts as lost ("" when it is there or was never made)."""
-    if Path(path).exists() or not created_note(path).exists():
-        return ""
-    return (f"the store file {path} is missing (see {created_note(path)}): restore it and "
-            "restart mailhook")
-
-
-def mark_created(path: str) -> None:
-    """Leave the note beside a store that exists (once; it is kept from then on)."""
-    note = created_note(path)
-    if note.exists():
-        return
-    when = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    try:
-        note.write_text(CREATED_NOTE.format(name=Path(path).name, when=when))
-    except OSError as exc:
-        log.warning("cannot write %s: %s", note, exc.strerror or exc)
 
 
 # Page caches (KiB; filled only as pages are used). Every write updates the table and its
@@ -173,12 +66,7 @@ class SqliteStore:
         # Lookups run on the caller's thread through a connection of their own: in WAL mode a
         # reader never waits for a writer, and a message needs its event before anything else.
         self._reader: sqlite3.Connection | None = None
-        # The store's condition. Only the store thread changes these.
-        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
-        self._lost = ""  # why the file opened is no longer the store's: kept until a restart
-        self._failing = ""  # why the last write failed; cleared by one that works
-        self._unwritable = ""  # why the file will not open for writing after a restart
-        self._reported = ""  # the condition last logged, so that each change is logged once
+        self._file = StoreFile(path)  # its condition; only the store thread changes it
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -188,14 +76,14 @@ class SqliteStore:
             raise StoreUnavailable(f"{self._path}: {exc}") from exc
 
     def _open(self) -> sqlite_utils.Database:
-        if self._lost:
-            raise StoreUnavailable(self._lost)
+        if self._file.lost:
+            raise StoreUnavailable(self._file.lost)
         if self._db is None and self._read_only:
-            self._db = self._open_read_only()
+            self._db = _read_only(self._path)
         if self._db is None:
             if self._path != ":memory:":
                 if gone := missing(self._path):
-                    self._lose(gone)
+                    self._file.lose(gone, None)
                     raise StoreUnavailable(gone)
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -207,89 +95,18 @@ class SqliteStore:
             db.execute(f"PRAGMA cache_size = {-WRITER_CACHE_KIB}")
             migrate(db)
             if self._path != ":memory:":
-                self._identity = _identity(os.stat(self._path))
+                self._file.opened()
                 mark_created(self._path)
             self._db = db
         return self._db
 
-    def _open_read_only(self) -> sqlite_utils.Database:
-        if gone := missing(self._path):
-            raise StoreUnavailable(gone)
-        if self._path == ":memory:" or not Path(self._path).exists():
-            conn = sqlite3.connect(":memory:", check_same_thread=False)  # not made yet: empty
-            db = sqlite_utils.Database(conn)
-            migrate(db)
-            return db
-        uri = Path(self._path).resolve().as_uri() + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        return sqlite_utils.Database(conn)
-
     def _checked(self) -> sqlite_utils.Database:
         """The database, after making sure its file is still the store's."""
         db = self._open()
-        self._check_file()
-        if self._lost:
-            raise StoreUnavailable(self._lost)
+        self._file.check(db.conn)
+        if self._file.lost:
+            raise StoreUnavailable(self._file.lost)
         return db
-
-    def _check_file(self) -> None:
-        """Note whether the file at the store's path is still the one opened, and writable."""
-        if self._identity is None:
-            return  # in memory, or not opened yet
-        try:
-            found = os.stat(self._path)
-        except FileNotFoundError:
-            found = None
-        except OSError as exc:
-            self._unwritable = f"cannot look at the store file {self._path}: {exc.strerror or exc}"
-            self._report()
-            return
-        if found is None or _identity(found) != self._identity:
-            what = "deleted" if found is None else "replaced by another file"
-            self._lose(f"the store file {self._path} was {what} while mailhook had it open")
-            return
-        folder = os.path.dirname(os.path.abspath(self._path))
-        writable = os.access(self._path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
-        # Writes still go through the open file, but after a restart the store would not open.
-        self._unwritable = "" if writable else (
-            f"the store file {self._path} or its folder is not writable by mailhook")
-        self._report()
-
-    def _lose(self, reason: str) -> None:
-        """The store's file is gone: refuse from now on, and save what this process still has."""
-        if self._lost:
-            return
-        rescued = self._rescue()
-        self._lost = f"{reason}; {rescued}" if rescued else reason
-        self._report()
-
-    def _rescue(self) -> str:
-        """Copy the database this process still has open beside the lost file; what was done."""
-        if self._db is None:
-            return ""
-        target = f"{self._path}.rescued-{time.strftime('%Y%m%dT%H%M%S')}"
-        try:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)  # the whole folder may be gone
-            copy = sqlite3.connect(target)
-            try:
-                self._db.conn.backup(copy)
-            finally:
-                copy.close()
-        except (OSError, sqlite3.Error) as exc:
-            return f"its contents could not be saved to {target}: {exc}"
-        return f"its contents were saved to {target}: put that back and restart mailhook"
-
-    def _report(self) -> None:
-        """Log the store's condition when it changed: at error level while it is failing."""
-        problem = self._lost or self._failing or self._unwritable
-        if problem == self._reported:
-            return
-        if problem:
-            log.error("store: %s", problem)
-        else:
-            log.warning("store: %s works again", self._path)
-        self._reported = problem
 
     def _write(self, fn: Callable[..., None], *args: Any) -> None:
         """Run one write on the store thread, into the store's own file, and note the outcome."""
@@ -299,12 +116,9 @@ class SqliteStore:
         try:
             fn(*args)
         except sqlite3.Error as exc:
-            self._failing = f"the last write to the store failed: {exc}"
-            self._report()
+            self._file.wrote(exc)
             raise
-        if self._failing:
-            self._failing = ""
-            self._report()
+        self._file.wrote(None)
 
     async def cap_pages(self, pages: int | None) -> None:
         """Let the file grow to ``pages`` pages at most (never below its size now), the way a
@@ -318,16 +132,16 @@ class SqliteStore:
         try:
             await self._run(self._open)
         except StoreUnavailable:
-            if not self._lost:
+            if not self._file.lost:
                 raise
 
     async def get(self, organizer: str, uid: str) -> StoredEvent | None:
-        if self._lost:
-            raise StoreUnavailable(self._lost)
+        if self._file.lost:
+            raise StoreUnavailable(self._file.lost)
         if self._read_only:
             return await self._run(self._get, organizer, uid)
         reader = self._reader
-        if not self._same_file():
+        if not self._file.same():
             reader = None  # the store thread looks into it, and reports
         elif reader is None and self._db is not None and self._path != ":memory:":
             try:
@@ -341,13 +155,6 @@ class SqliteStore:
                 pass  # busy for a moment (a checkpoint, recovery): wait on the store thread
         return await self._run(self._get, organizer, uid)
 
-    def _same_file(self) -> bool:
-        """Is the file at the store's path still the one opened (a cheap look, on any thread)?"""
-        try:
-            return self._identity is None or _identity(os.stat(self._path)) == self._identity
-        except OSError:
-            return False
-
     def _get(self, organizer: str, uid: str) -> StoredEvent | None:
         return _get(self._checked().conn, organizer, uid)
 
@@ -357,8 +164,8 @@ class SqliteStore:
     def _put(self, event: StoredEvent) -> None:
         # Plain SQL: the table helpers look the schema up on every call, which costs more
         # than the write itself on the invitation path.
-        row = _to_row(event)
-        self._open().conn.execute(_upsert_sql(tuple(row)), list(row.values()))
+        row = to_row(event)
+        self._open().conn.execute(upsert_sql(tuple(row)), list(row.values()))
 
     async def list_events(self) -> list[StoredEvent]:
         return await self._run(self._list)
@@ -426,7 +233,7 @@ class SqliteStore:
 
     def _ping(self) -> None:
         self._checked().execute("select 1").fetchone()
-        problem = self._failing or self._unwritable
+        problem = self._file.failing or self._file.unwritable
         if problem:
             raise StoreUnavailable(problem)
 
@@ -440,8 +247,19 @@ class SqliteStore:
         self._executor.shutdown(wait=True)
 
 
-def _identity(status: os.stat_result) -> tuple[int, int]:
-    return status.st_dev, status.st_ino
+def _read_only(path: str) -> sqlite_utils.Database:
+    """The store for a tool that only looks: the file opened read-only, or an empty store in
+    memory when none was made yet (one that went missing is StoreUnavailable)."""
+    if gone := missing(path):
+        raise StoreUnavailable(gone)
+    if path == ":memory:" or not Path(path).exists():
+        db = sqlite_utils.Database(sqlite3.connect(":memory:", check_same_thread=False))
+        migrate(db)
+        return db
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return sqlite_utils.Database(conn)
 
 
 def _reader(path: str) -> sqlite3.Connection:
@@ -461,50 +279,3 @@ def _get(conn: sqlite3.Connection, organizer: str, uid: str) -> StoredEvent | No
     return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
 
 
-@functools.cache
-def _upsert_sql(columns: tuple[str, ...]) -> str:
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("organizer", "uid"))
-    return (
-        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "
-        f"on conflict (organizer, uid) do update set {updates}"
-    )
-
-
-def _to_row(event: StoredEvent) -> dict[str, Any]:
-    # Field by field: asdict would deep-copy the spec, which is serialised below anyway.
-    row = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-    row["state"] = str(event.state)
-    row["spec"] = json.dumps(dataclasses.asdict(event.spec)) if event.spec else ""
-    row["attendees"] = json.dumps(list(event.attendees))
-    row["pending_update"] = int(event.pending_update)
-    return row
-
-
-def event_from_row(row: dict[str, Any]) -> StoredEvent:
-    return StoredEvent(
-        organizer=row["organizer"],
-        uid=row["uid"],
-        state=EventState(row["state"]),
-        tag=row["tag"],
-        conference_id=row["conference_id"] or "",
-        url=row["url"] or "",
-        spec=_spec_from_json(row["spec"]),
-        attendees=tuple(json.loads(row["attendees"] or "[]")),
-        sequence=row["sequence"] or 0,
-        calendar=row["calendar"] or "",
-        first_seen=row["first_seen"] or 0.0,
-        updated_at=row["updated_at"] or 0.0,
-        occurrence_end=row.get("occurrence_end") or 0.0,
-        pending_update=bool(row.get("pending_update")),
-        retry_at=row.get("retry_at") or 0.0,
-        attempts=row.get("attempts") or 0,
-        retry_since=row.get("retry_since") or 0.0,
-    )
-
-
-def _spec_from_json(text: str | None) -> ConferenceSpec | None:
-    if not text:
-        return None
-    data = json.loads(text)
-    data["invitees"] = tuple(Invitee(**item) for item in data["invitees"])
-    return ConferenceSpec(**data)

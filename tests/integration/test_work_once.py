@@ -12,7 +12,7 @@ from types import CodeType
 
 import pytest
 
-from mailhook.core import mime
+from mailhook.core import mime, mimetree
 from tests.integration.conftest import send
 from tests.support.invites import Event, exchange, plain_mail, thunderbird
 
@@ -57,7 +57,7 @@ async def test_top_header_block_is_read_once(daemon, monkeypatch, caplog, name):
     raw = MESSAGES[name]
     top = top_block(raw)
     reads: list[bytes] = []
-    plain, parser = mime._plain_headers, email.parser.BytesHeaderParser.parsebytes
+    plain, parser = mimetree._plain_headers, email.parser.BytesHeaderParser.parsebytes
 
     def plain_counted(block: bytes):
         reads.append(block)
@@ -67,7 +67,7 @@ async def test_top_header_block_is_read_once(daemon, monkeypatch, caplog, name):
         reads.append(bytes(data))
         return parser(self, data, headersonly)
 
-    monkeypatch.setattr(mime, "_plain_headers", plain_counted)
+    monkeypatch.setattr(mimetree, "_plain_headers", plain_counted)
     monkeypatch.setattr(email.parser.BytesHeaderParser, "parsebytes", parser_counted)
     assert (await send(daemon, raw))[0] == 250
     assert len([block for block in reads if block.rstrip(b"\r\n") == top]) == 1
