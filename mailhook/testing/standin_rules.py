@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
-import secrets
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus

@@ -44,7 +44,6 @@ from mailhook.testing.standin_rules import (
 )
 
 
-
 class ConferenceBook:
     """The conferences by id, the users, and the routes that read and change them. Every
     change happens under the stand-in's lock."""
