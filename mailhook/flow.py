@@ -86,6 +86,14 @@ class Flow:
         if self._notices:
             await asyncio.wait(self._notices, timeout=30)
 
+    def started(self) -> None:
+        """A message's data arrived: one more in flight."""
+        self._count(+1)
+
+    def ended(self) -> None:
+        """A message got its reply."""
+        self._count(-1)
+
     def _count(self, change: int) -> None:
         self.in_flight += change
         if self.in_flight == 0:
@@ -95,7 +103,7 @@ class Flow:
         if self._on_change is not None:
             self._on_change(self.in_flight)
 
-    async def _followed_up(self, inbound: Inbound, outcome: Outcome, reply: Reply,
+    async def follow_up(self, inbound: Inbound, outcome: Outcome, reply: Reply,
                            started: float, upstream: Upstream, message_id: str) -> None:
         """After the reply is known: log line, metrics, settling the conference, notice."""
         log_summary(inbound, outcome, reply, started, upstream, message_id)
@@ -138,7 +146,7 @@ class Transaction:
         """The message's data arrived: handle it, relay it, follow up; the client's reply.
         ``smtputf8``: the client asked for SMTPUTF8 for this message."""
         flow = self._flow
-        flow._count(+1)
+        flow.started()
         started = time.monotonic()
         try:
             inbound = Inbound(self.sender, tuple(recipients), content)
@@ -155,11 +163,11 @@ class Transaction:
                     await checkpoint("before-relay")
                     relayed = await self._outlet.data(outcome.content)
                 reply = final_reply(outcome.refusal, relayed)
-                await flow._followed_up(inbound, outcome, reply, started, upstream, message_id)
+                await flow.follow_up(inbound, outcome, reply, started, upstream, message_id)
             return reply
         finally:
             await self.close()
-            flow._count(-1)
+            flow.ended()
 
     async def close(self) -> None:
         """End the transaction with the outlet (after the message, or when the client left)."""
