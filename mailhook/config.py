@@ -184,8 +184,17 @@ def address_pattern(value: str) -> str:
 class NoticeSettings(_Section):
     """The short mail that tells the organizer the link."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no notice at all, whatever `when` says
+    # "created": when a conference is made, and "action required" when one could not be;
+    # "always": also when an update changes the conference's time, topic or participants;
+    # "never": no notice (core/notice.should_send)
+    when: Literal["created", "always", "never"] = "created"
     from_address: str = ""  # "" means noreply@<first local domain>
+
+    @property
+    def sent_when(self) -> Literal["created", "always", "never"]:
+        """`when`, with `enabled = false` meaning "never": what the pipeline goes by."""
+        return self.when if self.enabled else "never"
 
 
 class RecurrenceSettings(_Section):
