@@ -12,7 +12,8 @@ one line with its control characters removed and bounded; only then is it encode
 fields and bodies (core/compose.py) and HTML-escaped in the HTML part. So it can never end a
 header, add one or start a part.
 
-When a notice goes out is ``notice.when`` (see ``should_send``).
+When a notice goes out is ``notice.when``: ``notice_kind`` names what a REQUEST did and
+``should_send`` says whether that kind is sent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailhook.core import compose
 from mailhook.core.blocks import is_safe_url
+from mailhook.core.model import ConferenceSpec
 
 # What may not stand in a line of the notice: C0 and C1 controls (CR, LF, NUL...), DEL, the
 # Unicode line and paragraph separators, and lone surrogates (undecodable bytes).
@@ -126,6 +128,23 @@ def should_send(when: NoticeWhen, kind: NoticeKind) -> bool:
     if when == "always":
         return True
     raise ValueError(f"unknown notice.when {when!r}")
+
+
+def notice_kind(previous: ConferenceSpec | None, spec: ConferenceSpec,
+                before: tuple[str, ...], after: tuple[str, ...]) -> NoticeKind | None:
+    """The notice a REQUEST that leaves its event with a conference calls for.
+
+    "created" when there was no conference (``previous`` is None); "updated" when the
+    conference's start, duration or topic changed, or its participants (``before`` and
+    ``after``: attendees' addresses, in TrueConf or by the link); None when nothing of that
+    changed (a retry, a copy, a re-sent invitation).
+    """
+    if previous is None:
+        return "created"
+    timing = (previous.start, previous.duration, previous.topic)
+    if timing != (spec.start, spec.duration, spec.topic) or set(before) != set(after):
+        return "updated"
+    return None
 
 
 def build_notice(facts: NoticeFacts, sender: str, language: str, now: datetime,

@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 
 from mailhook.config import load_settings
 from mailhook.core import compose
+from mailhook.core.model import ConferenceSpec
 from mailhook.core.notice import (
     NoticeFacts,
     build_action_notice,
     build_notice,
     header_text,
+    notice_kind,
     one_line,
     should_send,
 )
@@ -275,3 +277,19 @@ def test_header_field_reads_back_exactly(name, text):
     assert all(len(line) <= 78 for line in written.split("\r\n"))
     assert written.isascii() and "\r\n\r\n" not in written
     assert read(f"{written}\r\n\r\n".encode())[name] == value
+
+
+def test_notice_kind_names_what_a_request_did():
+    """A new conference is "created"; a new time, duration, topic or participant "updated";
+    a retry or copy that changes none of these calls for no notice."""
+    spec = ConferenceSpec(topic="Q3", owner="alice", invitees=(), start=1900000000,
+                          duration=1800, role_based=False, max_participants=10, tag="t")
+    people = ("bob@example.com", "zoe@example.net")
+    assert notice_kind(None, spec, (), people) == "created"
+    assert notice_kind(spec, spec, people, tuple(reversed(people))) is None
+    assert notice_kind(spec, replace(spec, description="new"), people, people) is None
+    for changed in (replace(spec, start=1900003600), replace(spec, duration=3600),
+                    replace(spec, topic="Q4")):
+        assert notice_kind(spec, changed, people, people) == "updated"
+    assert notice_kind(spec, spec, people, people[:1]) == "updated"
+    assert notice_kind(spec, spec, people, (*people, "dave@example.com")) == "updated"
