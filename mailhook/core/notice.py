@@ -141,8 +141,8 @@ def notice_kind(previous: ConferenceSpec | None, spec: ConferenceSpec,
     """
     if previous is None:
         return "created"
-    timing = (previous.start, previous.duration, previous.topic)
-    if timing != (spec.start, spec.duration, spec.topic) or set(before) != set(after):
+    before_spec = (previous.start, previous.duration, previous.topic)
+    if before_spec != (spec.start, spec.duration, spec.topic) or set(before) != set(after):
         return "updated"
     return None
 
