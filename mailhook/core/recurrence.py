@@ -35,6 +35,7 @@ _DAY_PARTS = ("BYMONTH", "BYWEEKNO", "BYYEARDAY", "BYMONTHDAY", "BYDAY")
 _NUMBER = re.compile(r"[+-]?\d{1,3}")
 _WEEKDAY = re.compile(r"([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
 _UNTIL = re.compile(r"\d{8}(T\d{6}Z?)?")
+MAX_OBSERVANCE_LIST = 31  # values in one list of a time zone's rule ("BYMONTHDAY=8,...,14")
 # One year of each of the 14 kinds (leap or not, times the weekday of 1 January): whether any
 # day matches a rule's day parts depends only on the kind of year.
 _YEARS = (2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009, 2012, 2016, 2020, 2024, 2028)
@@ -71,8 +72,8 @@ def check_rule(text: str, start: date | None = None, *, observance: bool = False
     DAYLIGHT rules inside a VTIMEZONE, which are yearly.
     """
     rule = read_rule(text)
-    if observance and rule.freq != "YEARLY":
-        raise RuleError(f"a time zone rule must be yearly, not FREQ={rule.freq}")
+    if observance:
+        _check_observance(rule)
     _check_combinations(rule)
     if not _some_day_matches(_with_defaults(rule, start)):
         raise RuleError("no day can match the rule's BYxxx parts")
@@ -145,7 +146,7 @@ def _until(value: str) -> str:
 
 def _numbers(name: str, value: str) -> tuple[int, ...]:
     low, high = _RANGES[name]
-    items = value.split(",")
+    items = [item.strip() for item in value.split(",")]  # "MO, TU" is seen in the wild
     # Duplicates are harmless, but a list longer than its range has values is padding.
     if len(items) > high - low + 1:
         raise RuleError(f"{name} lists {len(items)} values")
@@ -161,7 +162,7 @@ def _numbers(name: str, value: str) -> tuple[int, ...]:
 
 
 def _weekdays(value: str) -> tuple[tuple[int, int], ...]:
-    items = value.split(",")
+    items = [item.strip() for item in value.split(",")]
     if len(items) > 7 * (1 + 2 * 53):
         raise RuleError(f"BYDAY lists {len(items)} values")
     days = []
@@ -175,6 +176,19 @@ def _weekdays(value: str) -> tuple[tuple[int, int], ...]:
             raise RuleError(f"BYDAY value {item!r}: the week must be 1..53")
         days.append((-ordinal if sign == "-" else ordinal, WEEKDAYS.index(weekday)))
     return tuple(days)
+
+
+def _check_observance(rule: Rule) -> None:
+    """A time zone's rule is walked outside any budget, whenever a time in the zone is
+    converted: only the plain yearly shapes real zones use are taken."""
+    if rule.freq != "YEARLY":
+        raise RuleError(f"a time zone rule must be yearly, not FREQ={rule.freq}")
+    if rule.set_positions:
+        raise RuleError("a time zone rule has no BYSETPOS")
+    lists = (rule.seconds, rule.minutes, rule.hours, rule.weekdays, rule.month_days,
+             rule.year_days, rule.week_numbers, rule.months)
+    if any(len(values) > MAX_OBSERVANCE_LIST for values in lists):
+        raise RuleError(f"a time zone rule lists more than {MAX_OBSERVANCE_LIST} values")
 
 
 def _check_combinations(rule: Rule) -> None:

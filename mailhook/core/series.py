@@ -4,8 +4,8 @@ The series is kept as one calendar object: the time zones, the master VEVENT and
 overridden or cancelled instance seen so far. Messages are merged into it as they arrive, and
 the nearest occurrence that has not ended is found with recurring-ical-events. All work is
 bounded: a rule that breaks RFC 5545 or can never produce an occurrence is refused before it is
-expanded, one that would take too many steps too, and every merge and expansion runs under a
-budget of time and steps that no rule can escape.
+expanded, one that would take too many steps too, and every expansion runs under a budget of
+time and steps that no rule can escape.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Occurrence:
 def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
     """The series after one organizer message (REQUEST or CANCEL) about it."""
     try:
-        return _within_budget(lambda: _merge(stored, incoming, uid, method))
+        return _merge(stored, incoming, uid, method)
     except SeriesError:
         raise
     except Exception as exc:
@@ -137,7 +137,7 @@ def _merge(stored: str, incoming: str, uid: str, method: str) -> str:
 def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
     """The nearest occurrence that has not ended at ``now`` (one in progress counts)."""
     try:
-        return _within_budget(lambda: _next_occurrence(series, now, default_zone))
+        return _next_occurrence(series, now, default_zone)
     except SeriesError:
         raise
     except Exception as exc:
@@ -145,8 +145,8 @@ def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurre
 
 
 def _within_budget(work: Callable[[], _T]) -> _T:
-    """Run ``work``, breaking it off with SeriesError once it has taken MAX_SECONDS or made
-    MAX_CALLS Python function calls.
+    """Run an expansion, breaking it off with SeriesError once it has taken MAX_SECONDS or made
+    MAX_CALLS Python function calls. (Reading and merging are bounded by the input's size.)
 
     dateutil can walk a rule for a long time between two occurrences without coming back to
     mailhook's code (a rule matching one day in decades, a BYSETPOS that is rarely met): only a
@@ -191,10 +191,17 @@ def _next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurr
     if master is None:
         return None
     spacing = _check_cost(master, now)
-    floating = _is_floating(master)
+    return _within_budget(lambda: _search(calendar, _windows(spacing), now, default_zone))
+
+
+def _search(
+    calendar: Calendar, windows: list[timedelta], now: datetime, default_zone: tzinfo
+) -> Occurrence | None:
+    """Expand the series in growing windows from ``now`` until a live occurrence turns up."""
+    floating = _is_floating(_master(calendar))
     query_from = now.astimezone(default_zone).replace(tzinfo=None) if floating else now
     query = recurring_ical_events.of(calendar)
-    for window in _windows(spacing):
+    for window in windows:
         found = _first_live(query.between(query_from, query_from + window), now, default_zone)
         if found is not None:
             return found

@@ -181,10 +181,20 @@ def test_rule_text_is_checked_before_any_library_reads_it(rule, reason):
         check_rule(rule)
 
 
-def test_time_zone_rules_must_be_yearly():
-    """A STANDARD or DAYLIGHT rule that is not yearly is refused."""
-    with pytest.raises(RuleError, match="yearly"):
-        check_rule("FREQ=DAILY", observance=True)
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        ("FREQ=DAILY", "must be yearly"),
+        ("FREQ=YEARLY;BYMONTH=3;BYDAY=SU;BYSETPOS=-1", "no BYSETPOS"),
+        ("FREQ=YEARLY;BYYEARDAY=" + ",".join(map(str, range(1, 40))), "more than 31 values"),
+    ],
+)
+def test_time_zone_rules_keep_the_shapes_real_zones_use(rule, reason):
+    """A STANDARD or DAYLIGHT rule is yearly, without BYSETPOS or long lists."""
+    with pytest.raises(RuleError, match=reason):
+        check_rule(rule, observance=True)
+    assert check_rule("FREQ=YEARLY;BYMONTH=3;BYMONTHDAY=8,9,10,11,12,13,14;BYDAY=SU",
+                      observance=True)
 
 
 def test_hostile_time_zone_rule_is_refused():
@@ -216,6 +226,19 @@ def test_budget_is_restored_after_each_expansion():
     assert sys.gettrace() is None
     assert compute("FREQ=WEEKLY;BYDAY=MO") is not None
     assert sys.gettrace() is None
+
+
+def test_budget_never_breaks_a_shared_time_zone(monkeypatch):
+    """Expansions broken off at many different points leave the sender's zone, which later
+    series share, working."""
+    daylight = "FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU"
+    for calls in range(300, 6000, 157):
+        monkeypatch.setattr(series, "MAX_CALLS", calls)
+        result, _ = answer("FREQ=DAILY;INTERVAL=7;BYDAY=TU", "20200106T090000Z", zone_rule=daylight)
+        assert "budget" in str(result)
+    monkeypatch.undo()
+    result, _ = answer("FREQ=WEEKLY;BYDAY=MO", "20200106T090000Z", zone_rule=daylight)
+    assert getattr(result, "start", None) == datetime(2030, 1, 7, 8, 0, tzinfo=UTC)
 
 
 def test_invitation_with_hostile_time_zone_is_read_at_once():
