@@ -87,7 +87,7 @@ def read_rule(text: str) -> Rule:
     parts = _split(text)
     freq = parts.get("FREQ", "")
     if freq not in FREQUENCIES:
-        raise RuleError(f"FREQ must be one of {', '.join(FREQUENCIES)}, not {freq!r}")
+        raise RuleError(f"FREQ must be one of {', '.join(FREQUENCIES)}, not {freq[:40]!r}")
     numbers = {name: _numbers(name, parts[name]) for name in _RANGES if name in parts}
     return Rule(
         freq=freq,
@@ -112,14 +112,14 @@ def _split(text: str) -> dict[str, str]:
         name, equals, value = item.partition("=")
         name = name.strip().upper()
         if not equals or not value:
-            raise RuleError(f"rule part {item!r} has no value")
+            raise RuleError(f"rule part {item[:40]!r} has no value")
         if name not in _PARTS:
-            raise RuleError(f"{name} is not a rule part of RFC 5545")
+            raise RuleError(f"{name[:40]} is not a rule part of RFC 5545")
         if name in parts:
             raise RuleError(f"{name} is given twice")
         parts[name] = value.strip().upper()
     if parts.get("WKST", "MO") not in WEEKDAYS:
-        raise RuleError(f"WKST {parts['WKST']!r} is not a weekday")
+        raise RuleError(f"WKST {parts['WKST'][:40]!r} is not a weekday")
     return parts
 
 
@@ -128,7 +128,7 @@ def _positive(parts: dict[str, str], name: str, default: int | None) -> int | No
     if value is None:
         return default
     if not value.isdigit() or len(value) > 18 or int(value) < 1:
-        raise RuleError(f"{name} must be a whole number from 1, not {value!r}")
+        raise RuleError(f"{name} must be a whole number from 1, not {value[:40]!r}")
     return int(value)
 
 
@@ -136,7 +136,7 @@ def _until(value: str) -> str:
     if not value:
         return ""
     if not _UNTIL.fullmatch(value):
-        raise RuleError(f"UNTIL {value!r} is not a date or date-time")
+        raise RuleError(f"UNTIL {value[:40]!r} is not a date or date-time")
     try:
         datetime.strptime(value[:15], "%Y%m%dT%H%M%S" if "T" in value else "%Y%m%d")
     except ValueError as exc:
@@ -153,7 +153,7 @@ def _numbers(name: str, value: str) -> tuple[int, ...]:
     numbers = []
     for item in items:
         if not _NUMBER.fullmatch(item) or (item[0] in "+-" and name not in _SIGNED):
-            raise RuleError(f"{name} value {item!r} is not a number")
+            raise RuleError(f"{name} value {item[:40]!r} is not a number")
         number = int(item)
         if not low <= number <= high or (number == 0 and name in _SIGNED):
             raise RuleError(f"{name} value {number} is outside {low}..{high}")
@@ -169,7 +169,7 @@ def _weekdays(value: str) -> tuple[tuple[int, int], ...]:
     for item in items:
         match = _WEEKDAY.fullmatch(item)
         if match is None:
-            raise RuleError(f"BYDAY value {item!r} is not a weekday")
+            raise RuleError(f"BYDAY value {item[:40]!r} is not a weekday")
         sign, number, weekday = match.groups()
         ordinal = int(number) if number else 0
         if number and not 1 <= ordinal <= 53:

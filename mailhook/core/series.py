@@ -364,7 +364,8 @@ def _check_rules(component: Component, observance: bool = False) -> None:
             try:
                 check_rule(text, start, observance=observance)
             except RuleError as exc:
-                raise SeriesError(f"the rule {text} cannot be used: {exc}") from None
+                shown = text if len(text) <= 120 else text[:117] + "..."
+                raise SeriesError(f"the rule {shown} cannot be used: {exc}") from None
 
 
 def _count_dates(component: Component, name: str) -> int:
