@@ -304,7 +304,7 @@ STARTS = st.sampled_from(["00010101T000000Z", "16010101T000000Z", "19000101T0000
                           "20000229T120000Z", MONDAY, "20300131T235959Z", "99991231T000000Z"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule=hostile_rules(), start=STARTS)
 def test_any_hostile_rule_is_answered_within_a_second(rule, start):
     """Whatever the rule and DTSTART, next_occurrence answers or refuses within a second."""
