@@ -40,8 +40,8 @@ MAX_ZONES = 50
 MAX_OBSERVANCES = 200  # STANDARD/DAYLIGHT blocks in one VTIMEZONE; real zones have a handful
 MAX_ZONE_DATES = 2_000  # RDATEs over one VTIMEZONE's observances
 MAX_CACHED_ZONES = 2_000
-# The budget of one merge or one search for the next occurrence, whatever the rule: wall-clock
-# seconds, and Python function calls made (a measure of work that does not depend on load).
+# The budget of one search for the next occurrence, whatever the rule: wall-clock seconds, and
+# Python function calls made (a measure of the work done that does not depend on load).
 MAX_SECONDS = 0.5
 MAX_CALLS = 1_000_000
 _T = TypeVar("_T")
@@ -83,8 +83,8 @@ class SeriesError(ValueError):
 
 
 class _Overrun(BaseException):
-    """Raised inside a merge or an expansion that used up its budget. Not an Exception, so that
-    no library's ``except Exception`` can swallow it and carry on."""
+    """Raised inside an expansion that used up its budget. Not an Exception, so that no
+    library's ``except Exception`` can swallow it and carry on."""
 
 
 @dataclass(frozen=True, slots=True)
