@@ -234,16 +234,17 @@ def _some_day_matches(rule: Rule) -> bool:
 def _candidate_days(rule: Rule, year: int):
     for month in rule.months or range(1, 13):
         length = calendar.monthrange(year, month)[1]
-        days = {d if d > 0 else length + 1 + d for d in rule.month_days} if rule.month_days else None
+        days = {d if d > 0 else length + 1 + d for d in rule.month_days}
         for day in range(1, length + 1):
-            if days is None or day in days:
+            if not rule.month_days or day in days:
                 yield date(year, month, day)
 
 
 def _day_matches(rule: Rule, day: date) -> bool:
     year_length = 366 if calendar.isleap(day.year) else 365
     year_day = day.timetuple().tm_yday
-    if rule.year_days and not (year_day in rule.year_days or year_day - year_length - 1 in rule.year_days):
+    from_end = year_day - year_length - 1
+    if rule.year_days and year_day not in rule.year_days and from_end not in rule.year_days:
         return False
     # dateutil reads a BYDAY list mixing plain and numbered days as both at once (RFC 5545 has
     # either): MO,1TU is the first Tuesday only if it is a Monday, so never.
@@ -293,7 +294,8 @@ def _days_per_period(rule: Rule) -> int:
         limits.append(7 * len(set(rule.week_numbers)))
     if rule.weekdays:
         weeks = {"DAILY": 1, "WEEKLY": 1, "MONTHLY": 5, "YEARLY": 53}[rule.freq]
-        limits.append(sum(months_in_period if ordinal else weeks for ordinal, _ in set(rule.weekdays)))
+        each = [months_in_period if ordinal else weeks for ordinal, _ in set(rule.weekdays)]
+        limits.append(sum(each))
     return min(limits)
 
 

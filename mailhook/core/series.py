@@ -179,7 +179,8 @@ def _in_shared_code(frame: object) -> bool:
     half-updated (dateutil's rule cache keeps a lock taken), so the budget waits until it ends;
     such work is short, as every zone rule is checked before use."""
     while frame is not None:
-        if any(part in frame.f_code.co_filename for part in _SHARED_CODE):  # type: ignore[attr-defined]
+        filename = frame.f_code.co_filename  # type: ignore[attr-defined]
+        if any(part in filename for part in _SHARED_CODE):
             return True
         frame = frame.f_back  # type: ignore[attr-defined]
     return False
@@ -385,8 +386,9 @@ def _check_date(value: object, name: str) -> None:
         start, end = value
         if isinstance(end, timedelta) and end >= timedelta(0):
             return
-        if isinstance(end, datetime) and isinstance(start, datetime) and _as_utc(end) >= _as_utc(start):
-            return
+        if isinstance(end, datetime) and isinstance(start, datetime):
+            if _as_utc(end) >= _as_utc(start):
+                return
     elif isinstance(value, date):
         return
     raise SeriesError(f"{name} value {value!r} is not a date, a date-time or a period")

@@ -1,4 +1,4 @@
-"""Hostile recurrence rules through the real daemon: delivered unchanged, nobody else kept waiting."""
+"""Hostile recurrence rules through the real daemon: delivered unchanged, no one kept waiting."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ async def test_ordinary_series_is_not_held_up_by_hostile_ones(
     ordinary = [m for m in invitations(sink) if b"series-1@example.com" in m.content]
     assert b"/c/" in ordinary[0].content
     assert await asyncio.wait_for(asyncio.gather(*pending), timeout=30) == [250, 250]
-    assert finished["ordinary"] < finished[rules[1]], "the ordinary message waited for the hostile one"
+    assert finished["ordinary"] < finished[rules[1]], "the ordinary message waited for another"
     assert waited < 10
 
 
@@ -112,7 +112,8 @@ def test_daemon_under_memory_cap_survives_interval_zero(tmp_path):
     """`mailhook serve` capped at 1 GiB answers the INTERVAL=0 invitation with 250, stays up and
     handles the next message."""
     reliability.hostile("INTERVAL=0 invitation to a daemon capped at 1 GiB")
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+    standin = StandIn(users=USERS, client_id="mailhook", client_secret=SECRET)
+    with standin, Sink() as sink:
         port = free_port()
         config = write_config(tmp_path, standin.url, sink.port, port)
         process = subprocess.Popen(

@@ -199,6 +199,22 @@ def test_time_zone_rules_keep_the_shapes_real_zones_use(rule, reason):
                       observance=True)
 
 
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ("RDATE;VALUE=PERIOD:20300105T100000Z/20300104T100000Z", "not a date, a date-time or a"),
+        ("RDATE;VALUE=PERIOD:20300105T100000Z/-PT1H", "not a date, a date-time or a period"),
+        ("EXDATE:" + ",".join(["20310101T090000Z"] * 5001), "5001 EXDATE values"),
+    ],
+)
+def test_unusable_rdate_or_exdate_is_refused(extra, reason):
+    """A period that ends before it starts, or thousands of EXDATEs, is refused by name."""
+    reliability.hostile("RDATE/EXDATE values")
+    body = f"UID:s1\nDTSTART:{MONDAY}\nDURATION:PT1H\nRRULE:FREQ=WEEKLY\n{extra}"
+    with pytest.raises(SeriesError, match=reason):
+        merge_series("", vcalendar("REQUEST", body), "s1", "REQUEST")
+
+
 def test_hostile_time_zone_rule_is_refused():
     """A VTIMEZONE whose rule never moves on (INTERVAL=0) is refused, not evaluated."""
     reliability.hostile("time zone rule with INTERVAL=0")
@@ -282,7 +298,8 @@ def hostile_rules(draw: st.DrawFn) -> str:
     clean = draw(st.integers(0, 9)) < 8
     parts = [f"FREQ={freq}"]
     if draw(st.booleans()):
-        interval = draw(st.sampled_from([1, 2, 3, 7, 12, 400, 10**6, 10**12] + ([] if clean else [0])))
+        intervals = [1, 2, 3, 7, 12, 400, 10**6, 10**12] + ([] if clean else [0])
+        interval = draw(st.sampled_from(intervals))
         parts.append(f"INTERVAL={interval}")
     for name, (low, high, freqs) in LISTS.items():
         if draw(st.integers(0, 3)) == 0 and (freq in freqs or not clean):
@@ -290,7 +307,8 @@ def hostile_rules(draw: st.DrawFn) -> str:
             values = draw(st.lists(list_values(low, high, clean), min_size=1, max_size=size))
             parts.append(f"{name}={','.join(map(str, values))}")
     if draw(st.integers(0, 2)) == 0:
-        ordinals = [0, 1, 2, 5, -1, -5, 53, -53] if freq in ("MONTHLY", "YEARLY") or not clean else [0]
+        numbered = freq in ("MONTHLY", "YEARLY") or not clean
+        ordinals = [0, 1, 2, 5, -1, -5, 53, -53] if numbered else [0]
         days = draw(st.lists(st.tuples(st.sampled_from(ordinals), st.sampled_from(
             ["MO", "TU", "WE", "TH", "FR", "SA", "SU"])), min_size=1, max_size=12))
         parts.append("BYDAY=" + ",".join(f"{n}{d}" if n else d for n, d in days))
