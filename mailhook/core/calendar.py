@@ -20,6 +20,7 @@ from icalendar.timezone import tzp
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mailhook.core.model import Attendee, CalendarObject, EventComponent
+from mailhook.core.recurrence import RuleError, check_rule
 
 MAX_EVENTS = 500
 TOO_LARGE = "calendar too large"
@@ -314,8 +315,18 @@ def _bounded_zone(block: list[str]) -> bool:
         if len(line) > 1000:
             return False
         name, _params, value = split_content_line(line)
-        if name.upper() == "RRULE" and "FREQ=YEARLY" not in value.upper().replace(" ", ""):
+        if name.upper() in ("RRULE", "EXRULE") and not _usable_zone_rule(value):
             return False
+    return True
+
+
+def _usable_zone_rule(value: str) -> bool:
+    """A yearly rule within RFC 5545's ranges that can occur: INTERVAL=0 or 30 February would
+    keep every conversion to or from the zone walking the rule for ever."""
+    try:
+        check_rule(value, observance=True)
+    except RuleError:
+        return False
     return True
 
 
