@@ -27,10 +27,15 @@ PROBE_CONFERENCE_ID = "mailhook-check-probe"
 
 
 async def check(settings: Settings, config_file: Path, out: Print) -> int:
-    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed."""
+    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed,
+    2 when the config cannot work."""
     from mailhook.daemon import build_client
     from mailhook.relay import NextHop
 
+    if looping := check_relay_loop(settings, config_file):
+        for line in verdicts([looping]):
+            out(line)
+        return 2
     checks = [Check("config", True, f"{config_file} is valid"), check_store(settings)]
     client = build_client(settings)
     try:
@@ -48,6 +53,15 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
         return 1
     out(f"mailhook check: all {len(checks)} checks passed")
     return 0
+
+
+def check_relay_loop(settings: Settings, config_file: Path) -> Check | None:
+    """A failed config check when relay is mailhook's own listener (probing that "next hop"
+    would only find mailhook itself answering)."""
+    from mailhook.loop import relay_loop
+
+    problem = relay_loop(settings)
+    return Check("config", False, f"{config_file}: {problem}") if problem else None
 
 
 def verdicts(checks: Iterable[Check]) -> list[str]:

@@ -283,7 +283,7 @@ def _error(line: str) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
-    if settings is None:
+    if settings is None or _relay_loops(settings, config_path(args.config)):
         return EXIT_CONFIG
     print(f"# {config_path(args.config)}: OK")
     for section, values in masked(settings).items():
@@ -291,6 +291,16 @@ def _check_config(args: argparse.Namespace) -> int:
         for key, value in values.items():
             print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
     return 0
+
+
+def _relay_loops(settings: Settings, path: Path) -> bool:
+    """Say so when relay is mailhook's own listener: every message would loop."""
+    from mailhook.loop import relay_loop
+
+    problem = relay_loop(settings)
+    if problem:
+        print(f"mailhook: config error: {path}: {problem}", file=sys.stderr)
+    return bool(problem)
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -94,6 +94,17 @@ def test_check_reports_a_bad_config(tmp_path):
     assert result.returncode == 2 and result.stdout.startswith("FAIL  config")
 
 
+def test_check_refuses_a_relay_back_to_mailhook(tmp_path):
+    """check fails the config, exit 2, when relay is its own listener, even while a running
+    mailhook answers on that port like a next hop would."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        config = write_config(tmp_path, standin.url, sink.port, sink.port)
+        result = mailhook("check", "--config", str(config))
+    assert result.returncode == 2
+    [line] = result.stdout.splitlines()
+    assert line.startswith("FAIL  config") and "is mailhook's own listener" in line
+
+
 def test_conferences_list_show_delete(tmp_path):
     """list shows a table, show the details, delete removes it on TrueConf and in the store."""
     with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:

@@ -110,6 +110,21 @@ def test_list_settings_from_the_environment_may_be_comma_separated(tmp_path):
     assert 'local_domains = ["example.com", "example.org"]' in result.stdout
 
 
+@pytest.mark.parametrize(("listen_host", "relay_host"), [
+    ("127.0.0.1", "127.0.0.1"), ("127.0.0.1", "localhost"), ("0.0.0.0", "127.0.0.1"),
+    ("::", "localhost"),
+])
+def test_check_config_refuses_a_relay_back_to_mailhook(tmp_path, listen_host, relay_host):
+    """check-config exits 2 with one line when relay is mailhook's own listener."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10025, 10025)
+    result = mailhook("check-config", "--config", str(config),
+                      env={"MAILHOOK_SMTP__LISTEN_HOST": listen_host,
+                           "MAILHOOK_RELAY__HOST": relay_host})
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert f"relay {relay_host}:10025 is mailhook's own listener" in line
+
+
 def test_config_from_environment_variable(tmp_path):
     """MAILHOOK_CONFIG names the file when --config is not given."""
     config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
