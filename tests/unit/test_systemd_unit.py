@@ -52,6 +52,15 @@ def test_unit_runs_as_a_notify_service_with_its_own_state_and_credentials():
         assert key in unit, key
 
 
+def test_unit_logs_under_the_mail_facility_as_mailhook():
+    """The journal files mailhook's lines under the mail facility, as "mailhook", beside
+    Postfix's; docs/systemd.md says how to read them."""
+    unit = settings()
+    assert unit["SyslogFacility"] == ["mail"] and unit["SyslogIdentifier"] == ["mailhook"]
+    guide = (ROOT / "docs" / "systemd.md").read_text()
+    assert "journalctl -p err -u mailhook" in guide and "SyslogFacility=mail" in guide
+
+
 def test_unit_raises_the_open_files_limit_above_what_max_connections_needs():
     """LimitNOFILE leaves room for the default smtp.max_connections, two files each."""
     from mailhook.config import SmtpSettings
