@@ -116,8 +116,7 @@ def test_example_defaults_match_code():
     """Where the example states a value, it is the code's default, except the noted ones."""
     data = tomllib.loads((ROOT / "config" / "mailhook.toml").read_text())
     required_or_example = {("trueconf", "server_url"), ("trueconf", "client_id"),
-                           ("trueconf", "client_secret"), ("policy", "local_domains"),
-                           ("store", "path")}
+                           ("trueconf", "client_secret"), ("policy", "local_domains")}
     for section, model in Settings.model_fields.items():
         for key, field in model.annotation.model_fields.items():  # type: ignore[union-attr]
             if (section, key) in required_or_example:

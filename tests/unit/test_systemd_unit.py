@@ -61,6 +61,18 @@ def test_unit_logs_under_the_mail_facility_as_mailhook():
     assert "journalctl -p err -u mailhook" in guide and "SyslogFacility=mail" in guide
 
 
+def test_every_command_uses_the_store_the_service_uses():
+    """The shipped config's store.path is absolute and in the unit's StateDirectory, and the
+    unit does not override it, so commands run outside the service open the same store."""
+    import tomllib
+
+    store = Path(tomllib.loads((ROOT / "config" / "mailhook.toml").read_text())["store"]["path"])
+    unit = settings()
+    assert store.is_absolute()
+    assert store.parent == Path("/var/lib") / unit["StateDirectory"][0]
+    assert not any("MAILHOOK_STORE" in value for value in unit.get("Environment", []))
+
+
 def test_unit_raises_the_open_files_limit_above_what_max_connections_needs():
     """LimitNOFILE leaves room for the default smtp.max_connections, two files each."""
     from mailhook.config import SmtpSettings
