@@ -12,11 +12,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailhook.config import Settings
 from mailhook.core.model import EventState, StoredEvent
 from mailhook.errors import MailhookError, StoreUnavailable
 from mailhook.health import Check
+
+if TYPE_CHECKING:
+    from mailhook.relay import Reply
 
 Print = Callable[[str], None]
 # A conference id no server has: asking for it proves the API path and permissions work.
@@ -42,9 +46,7 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
         checks += await check_trueconf(settings, client)
     finally:
         await client.aclose()
-    reply = await NextHop(settings.relay).probe()
-    hop = f"{settings.relay.host}:{settings.relay.port}"
-    checks.append(Check("next hop", reply.ok, f"{hop} answered {reply}"))
+    checks.append(next_hop_verdict(settings, await NextHop(settings.relay).probe()))
     for line in verdicts(checks):
         out(line)
     failed = sum(not c.ok for c in checks)
@@ -62,6 +64,20 @@ def check_relay_loop(settings: Settings, config_file: Path) -> Check | None:
 
     problem = relay_loop(settings)
     return Check("config", False, f"{config_file}: {problem}") if problem else None
+
+
+def next_hop_verdict(settings: Settings, reply: Reply) -> Check:
+    """The next hop's own answer, told apart from the 451 mailhook gives its client itself when
+    the next hop cannot be reached (an admin looking for the next hop's log would find nothing)."""
+    from mailhook.relay import UNREACHABLE
+
+    hop = f"{settings.relay.host}:{settings.relay.port}"
+    if reply.code == UNREACHABLE.code and reply.text.startswith(UNREACHABLE.text):
+        reason = reply.text.removeprefix(UNREACHABLE.text).lstrip(": ") or "no answer"
+        return Check("next hop", False, f"mailhook answered {reply.code} itself because it "
+                                        f"cannot reach {hop}: {reason}")
+    whose = "" if reply.ok else " (the next hop's own answer)"
+    return Check("next hop", reply.ok, f"{hop} answered {reply}{whose}")
 
 
 def verdicts(checks: Iterable[Check]) -> list[str]:

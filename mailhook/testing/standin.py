@@ -897,9 +897,9 @@ def _encoded(reply: _Reply) -> tuple[bytes, str]:
 # --- command line ---------------------------------------------------------------------------
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
+def _arguments(argv: list[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mailhook.testing.standin",
+        prog=prog,
         description="Serve a TrueConf Server API stand-in until SIGINT or SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -926,9 +926,10 @@ def load_users(path: str) -> list[dict[str, Any]]:
     return users
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the stand-in in the foreground; return the process exit status."""
-    args = _arguments(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m mailhook.testing.standin") -> int:
+    """Run the stand-in in the foreground; return the process exit status. ``prog`` is the
+    command's name in its usage lines (``mailhook standin`` when run through mailhook)."""
+    args = _arguments(argv, prog)
     try:
         users = load_users(args.users) if args.users else None
     except (OSError, ValueError) as exc:

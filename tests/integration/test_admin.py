@@ -120,7 +120,8 @@ def test_conferences_list_show_delete(tmp_path):
         [conference_id] = standin.conferences
         listing = mailhook("conferences", "list", "--config", str(config))
         shown = mailhook("conferences", "show", "weekly@example.com", "--config", str(config))
-        deleted = mailhook("conferences", "delete", "weekly@example.com", "--config", str(config))
+        deleted = mailhook("conferences", "delete", "weekly@example.com", "--yes",
+                           "--config", str(config))
         assert standin.conferences == {}
         after = mailhook("conferences", "list", "--config", str(config))
         everything = mailhook("conferences", "list", "--all", "--config", str(config))
