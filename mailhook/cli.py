@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(health)
     health.set_defaults(func=_check)
 
-    conferences = commands.add_parser("conferences", help="list, show or delete stored conferences")
+    conferences = commands.add_parser("conferences",
+                                      help="list, show, delete or reconcile stored conferences")
     actions = conferences.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="a table of stored events and their conferences")
     _config_option(listing)
@@ -112,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     actions.choices["delete"].add_argument(
         "--yes", "-y", action="store_true",
         help="delete without asking (needed when stdin is not a terminal)")
+    reconcile = actions.add_parser(
+        "reconcile", help="compare the store with TrueConf: leaked and gone conferences")
+    _config_option(reconcile)
+    reconcile.add_argument("--fix", action="store_true",
+                           help="delete the leaked conferences and clear the gone ones")
+    reconcile.set_defaults(func=_conferences_reconcile)
 
     reschedule = commands.add_parser(
         "reschedule", help="move conferences of recurring events whose occurrence is over (one pass)"
@@ -156,6 +163,11 @@ DESCRIPTIONS = {
     "conferences": "The events mailhook stored and their TrueConf conferences.",
     "conferences list": "A table of stored events and their conferences (read-only).",
     "conferences show": "Everything stored about one event (read-only).",
+    "conferences reconcile": "Compare the store with TrueConf Server: conferences tagged by "
+                             "mailhook that no stored event uses (leaked), and stored events "
+                             "whose conference is gone. Exit 0 when they agree, 1 otherwise; "
+                             "--fix deletes the leaked on TrueConf and marks the gone events "
+                             "deleted.",
     "conferences delete": "Delete the event's conference on TrueConf Server and mark the event "
                           "deleted. Asks first on a terminal; --yes deletes without asking, and "
                           "is needed when stdin is not a terminal.",
@@ -334,6 +346,15 @@ def _confirmed(event: object) -> bool:
         return True
     _error("mailhook: nothing deleted")
     return False
+
+
+def _conferences_reconcile(args: argparse.Namespace) -> int:
+    from mailhook.admin import reconcile
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(reconcile(settings, args.fix, print, _error))
 
 
 def _reschedule(args: argparse.Namespace) -> int:

@@ -57,6 +57,14 @@ _V4_SCHEDULE_FIELDS = {
     "week": ("start_time", "duration", "time", "special_time_offset", "days"),
 }
 _DEFAULT_PAGE_SIZE = 100
+# The query parameters each generation documents for listing conferences (trueconf-api.md 3.1);
+# any other one is refused, so a client paging with the other generation's "page"/"page_id"
+# (which a server would ignore, serving page 1 for ever) is caught.
+_V3_LIST_PARAMETERS = {"page_id", "page_size", "state", "tag"}
+_V4_LIST_PARAMETERS = {
+    "topic", "owner", "state", "access", "mode", "page", "page_size", "sort_field", "sort_order",
+    "timezone", "after", "before", "topic_cid_contains", "invitation", "registration_enabled",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +447,12 @@ class StandIn:
         return _Reply(204) if v4 else _Reply(200, {"id": conference_id})
 
     def _list_conferences(self, query: dict[str, str], v4: bool) -> _Reply:
+        documented = _V4_LIST_PARAMETERS if v4 else _V3_LIST_PARAMETERS
+        unknown = sorted(set(query) - documented - {"access_token"})
+        if unknown:
+            generation = "v4" if v4 else "v3"
+            return _invalid([_Problem("invalidValue", unknown[0], f"{unknown[0]!r} is not a "
+                                      f"parameter of the {generation} conference listing")], v4)
         page_key = "page" if v4 else "page_id"
         page, size = _paging(query, page_key, self.page_size_cap)
         with self._lock:

@@ -594,3 +594,17 @@ def test_a_burst_of_parallel_requests_is_served() -> None:
         with ThreadPoolExecutor(max_workers=64) as pool:
             codes = list(pool.map(one, range(64)))
     assert codes == [200] * 64
+
+
+@pytest.mark.parametrize(("version", "parameter"), [("v3.11", "page"), ("v4", "page_id"),
+                                                    ("v3.11", "owner"), ("v4", "tag")])
+def test_listing_refuses_parameters_its_generation_does_not_document(
+    http: httpx.Client, version: str, parameter: str
+) -> None:
+    """A listing parameter of the other generation (or none at all) is a 400 naming it, so a
+    client paging the wrong way does not get page 1 for ever."""
+    response = api(http, "GET", f"/api/{version}/conferences", **{parameter: "2"})
+    assert response.status_code == 400 and reason(response) == ("invalidValue", parameter)
+    documented = {"v3.11": {"page_id": 1, "page_size": 5, "state": "stopped", "tag": "a"},
+                  "v4": {"page": 1, "page_size": 5, "owner": "bob", "sort_order": "asc"}}
+    assert api(http, "GET", f"/api/{version}/conferences", **documented[version]).status_code == 200
