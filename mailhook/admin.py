@@ -47,6 +47,8 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
     client = build_client(settings)
     try:
         checks += await check_trueconf(settings, client)
+        if checks[-1].name == "trueconf api":  # a token was issued: the users API can be asked
+            checks.append(await check_trueconf_users(settings, client))
     finally:
         await client.aclose()
     checks.append(next_hop_verdict(settings, await NextHop(settings.relay).probe()))
@@ -125,6 +127,23 @@ async def check_trueconf(settings: Settings, client: object) -> list[Check]:
     else:
         checks.append(Check("trueconf api", True, "conferences API answers"))
     return checks
+
+
+async def check_trueconf_users(settings: Settings, client: object) -> Check:
+    """The users API answers with this application's permissions (a token alone does not show
+    it): mailhook needs it to find attendees' TrueConf accounts by e-mail address."""
+    if settings.trueconf.user_mapping != "directory":
+        return Check("trueconf users", True, "not used (trueconf.user_mapping = "
+                                             f"{settings.trueconf.user_mapping!r})")
+    try:
+        users = await client.list_users()  # type: ignore[attr-defined]
+    except MailhookError as exc:
+        hint = ("; give the OAuth application the users read permission (docs/trueconf.md)"
+                if getattr(exc, "status", 0) in (401, 403) else "")
+        return Check("trueconf users", False, f"{exc}{hint}")
+    with_address = sum(1 for user in users if user.email)
+    return Check("trueconf users", True, f"users API answers: {len(users)} account(s), "
+                                         f"{with_address} with an e-mail address")
 
 
 # --- mailhook conferences ---------------------------------------------------------------------

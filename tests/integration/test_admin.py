@@ -44,9 +44,28 @@ def test_check_passes_with_a_verdict_per_line(tmp_path):
         result = mailhook("check", "--config", str(write_config(tmp_path, standin.url, sink.port, 0)))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    for name in ("config", "store", "trueconf", "trueconf api", "next hop"):
+    for name in ("config", "store", "trueconf", "trueconf api", "trueconf users", "next hop"):
         assert any(line.startswith("ok") and f"  {name}  " in line for line in lines), name
-    assert lines[-1] == "mailhook check: all 5 checks passed"
+    assert "users API answers: 7 account(s), 7 with an e-mail address" in result.stdout
+    assert lines[-1] == "mailhook check: all 6 checks passed"
+
+
+def test_check_fails_when_the_application_may_not_read_users(tmp_path):
+    """A token that works for conferences but not for the users API is a FAIL line naming the
+    missing permission: check asks the users API, not only for a token."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET,
+                 scopes=("conferences",)) as standin, Sink() as sink:
+        result = mailhook("check", "--config", str(write_config(tmp_path, standin.url, sink.port, 0)))
+        local_part = mailhook("check", "--config", str(write_config(tmp_path, standin.url,
+                                                                    sink.port, 0)),
+                              env={"MAILHOOK_TRUECONF__USER_MAPPING": "local_part"})
+    assert result.returncode == 1
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert "  trueconf users  " in failed and "HTTP 403 forbidden" in failed
+    assert "users read permission" in failed
+    assert any(line.startswith("ok    trueconf api") for line in result.stdout.splitlines())
+    assert local_part.returncode == 0, local_part.stdout
+    assert "not used (trueconf.user_mapping = 'local_part')" in local_part.stdout
 
 
 def test_check_fails_on_bad_credentials_and_dead_next_hop(tmp_path):

@@ -67,3 +67,17 @@ def test_metrics_guide_names_every_metric():
     for family in Metrics().registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         assert f"`{name}`" in operations, name
+
+
+def test_oauth_setup_names_menus_permissions_per_version_and_the_check():
+    """docs/trueconf.md gives both menu paths, the permissions for v3 and v4, how to choose
+    api_version and the check of the users permission that `mailhook check` makes."""
+    from mailhook.admin import check_trueconf_users  # the check the page describes
+
+    page = (ROOT / "docs" / "trueconf.md").read_text()
+    for fact in ("API → OAuth2", "Web → Security → OAuth 2.0", "client credentials",
+                 "`conferences:read`", "`conferences:write`", "`users:read`", '`"v3.11"`',
+                 '`"v4"`', "5.5.3", "`trueconf users`", "403 forbidden"):
+        assert fact in page, fact
+    assert "(docs/trueconf.md)" in (ROOT / "README.md").read_text()
+    assert check_trueconf_users.__doc__
