@@ -146,6 +146,14 @@ def _parser() -> argparse.ArgumentParser:
     standin.add_argument("args", nargs=argparse.REMAINDER)
     standin.set_defaults(func=_standin)
 
+    files = commands.add_parser(
+        "install-files", help="put the config, the systemd unit and the docs in place")
+    files.add_argument("--prefix", default="/",
+                       help="a staging root to install under (default: /)")
+    files.add_argument("--command", default="", dest="unit_command", metavar="PATH",
+                       help="the mailhook command the unit runs (default: this one)")
+    files.set_defaults(func=_install_files)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"mailhook {__version__}") or 0)
     _describe_commands(parser)
@@ -180,6 +188,11 @@ DESCRIPTIONS = {
     "standin": "Run the bundled TrueConf API stand-in, to try mailhook or rehearse mail routing "
                "before connecting a real TrueConf Server.",
     "version": "Print mailhook's version (the installed package's).",
+    "install-files": "Install the example config as /etc/mailhook/mailhook.toml (never over an "
+                     "existing one; the try-out values commented out, so check-config names what "
+                     "to set), the systemd unit as /etc/systemd/system/mailhook.service running "
+                     "this mailhook, and the docs in /usr/share/doc/mailhook-trueconf. --prefix "
+                     "installs under a staging root instead of /.",
 }
 
 
@@ -436,6 +449,18 @@ def _read_stored(settings: Settings) -> dict[tuple[str, str], object]:
         return {}
     events = [event_from_row(dict(row)) for row in rows]
     return {(event.organizer, event.uid): event for event in events}
+
+
+def _install_files(args: argparse.Namespace) -> int:
+    from mailhook.install import install_files, this_command
+
+    try:
+        return install_files(Path(args.prefix), args.unit_command or this_command(), print)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _error(f"mailhook: cannot install the files: {exc}")
+        return EXIT_FAILED
 
 
 def _standin(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import tomllib
 from pathlib import Path
 
 from mailhook.cli import _parser
@@ -150,3 +151,16 @@ def test_nextcloud_row_names_calendar_senders():
     table = (ROOT / "docs" / "compatibility.md").read_text()
     [row] = [line for line in table.splitlines() if line.startswith("| Nextcloud |")]
     assert "`policy.calendar_senders`" in row
+
+
+def test_readme_offers_the_package_first_and_the_git_checkout_second():
+    """The README's install section names the Debian package, then the wheel with
+    install-files, then the git checkout, and the quick start comes after them."""
+    readme = (ROOT / "README.md").read_text()
+    install = readme[readme.index("## Install"):readme.index("## Quick start")]
+    positions = [install.index(step) for step in ("dpkg -i dist/mailhook-trueconf_",
+                                                  "mailhook install-files",
+                                                  "pip install -e '.[test]'")]
+    assert positions == sorted(positions)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"mailhook-trueconf_{version}_" in install and f"mailhook_trueconf-{version}-" in install
