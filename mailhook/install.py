@@ -100,7 +100,8 @@ def _install_config(source: Path, prefix: Path, out: Print) -> None:
 
 def _install_docs(source: Path, target: Path) -> int:
     files = [(source / name, target / name) for name in ("README.md", "CHANGELOG.md")]
-    files += [(page, target / "docs" / page.name) for page in sorted((source / "docs").glob("*.md"))]
+    pages = sorted((source / "docs").glob("*.md"))
+    files += [(page, target / "docs" / page.name) for page in pages]
     files += [(example, target / "examples" / example.name)
               for example in sorted((source / "config").iterdir()) if example.is_file()]
     for origin, destination in files:

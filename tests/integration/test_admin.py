@@ -55,7 +55,8 @@ def test_check_fails_when_the_application_may_not_read_users(tmp_path):
     missing permission: check asks the users API, not only for a token."""
     with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET,
                  scopes=("conferences",)) as standin, Sink() as sink:
-        result = mailhook("check", "--config", str(write_config(tmp_path, standin.url, sink.port, 0)))
+        config = write_config(tmp_path, standin.url, sink.port, 0)
+        result = mailhook("check", "--config", str(config))
         local_part = mailhook("check", "--config", str(write_config(tmp_path, standin.url,
                                                                     sink.port, 0)),
                               env={"MAILHOOK_TRUECONF__USER_MAPPING": "local_part"})
@@ -116,7 +117,8 @@ def test_check_reports_a_bad_config(tmp_path):
 def test_check_refuses_a_relay_back_to_mailhook(tmp_path):
     """check fails the config, exit 2, when relay is its own listener, even while a running
     mailhook answers on that port like a next hop would."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, \
+            Sink() as sink:
         config = write_config(tmp_path, standin.url, sink.port, sink.port)
         result = mailhook("check", "--config", str(config))
     assert result.returncode == 2

@@ -19,7 +19,14 @@ from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
 from tests.integration.test_admin import serve, submit
-from tests.integration.test_cli import ROOT, SECRET, free_port, mailhook, wait_for_port, write_config
+from tests.integration.test_cli import (
+    ROOT,
+    SECRET,
+    free_port,
+    mailhook,
+    wait_for_port,
+    write_config,
+)
 from tests.support.invites import Event, thunderbird
 
 
@@ -65,7 +72,8 @@ def test_standin_help_names_the_mailhook_command():
 @pytest.fixture
 def stored_conference(tmp_path):
     """A config whose store holds one event with a conference on the running stand-in."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, \
+            Sink() as sink:
         port = free_port()
         config = write_config(tmp_path, standin.url, sink.port, port)
         process = serve(config)
@@ -167,7 +175,8 @@ def test_check_tells_its_own_451_from_the_next_hops_answer(tmp_path):
     """An unreachable next hop is "mailhook answered 451 itself because it cannot reach …";
     a next hop that answers is quoted as its own answer."""
     with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin:
-        dead = mailhook("check", "--config", str(write_config(tmp_path, standin.url, free_port(), 0)))
+        unreachable = write_config(tmp_path, standin.url, free_port(), 0)
+        dead = mailhook("check", "--config", str(unreachable))
         server, _ = busy_next_hop()
         try:
             port = server.getsockname()[1]

@@ -23,7 +23,8 @@ def serve_on_a_taken_port(tmp_path: Path, journal: str | None) -> list[str]:
         status = os.fstat(stderr.fileno())
         env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
         if journal is not None:
-            env["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}" if journal == "this" else journal
+            own = f"{status.st_dev}:{status.st_ino}"
+            env["JOURNAL_STREAM"] = own if journal == "this" else journal
         result = subprocess.run([sys.executable, "-m", "mailhook", "serve", "--config", str(config),
                                  "--log-level", "debug"], stderr=stderr, stdout=subprocess.DEVNULL,
                                 cwd=ROOT, env=env, timeout=60)

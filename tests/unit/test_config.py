@@ -188,7 +188,8 @@ def test_environment_takes_lists_comma_separated_or_as_json(tmp_path, monkeypatc
     [
         ("MAILHOOK_POLICY__LOCAL_DOMAINS", '["example.com"', "policy.local_domains",
          "a list of domains"),
-        ("MAILHOOK_POLICY__DELEGATES", "boss@example.com", "policy.delegates", "a table of organizer"),
+        ("MAILHOOK_POLICY__DELEGATES", "boss@example.com", "policy.delegates",
+         "a table of organizer"),
         ("MAILHOOK_POLICY", "example.com", "policy", "MAILHOOK_POLICY__KEY"),
         ("MAILHOOK_SMTP__LISTEN_PORT", "many", "smtp.listen_port", "a whole number"),
         ("MAILHOOK_SMTP__TRUSTED_NETWORKS", "10.0.0.0/8,nowhere", "smtp.trusted_networks",
@@ -277,5 +278,6 @@ def test_notice_from_address_must_be_an_address(tmp_path, address):
     text = MINIMAL + f'[notice]\nfrom_address = "{address}"\n'
     with pytest.raises(ConfigError, match="bad value for notice.from_address: .* is not an e-mail"):
         load_settings(write(tmp_path, text))
-    good = load_settings(write(tmp_path, MINIMAL + '[notice]\nfrom_address = "noreply@example.com"\n'))
+    good = load_settings(write(tmp_path,
+                               MINIMAL + '[notice]\nfrom_address = "noreply@example.com"\n'))
     assert good.notice_sender() == "noreply@example.com"

@@ -8,7 +8,8 @@ from mailhook.config import Settings
 from mailhook.loop import relay_loop
 
 
-def settings(listen: str, relay: str, listen_port: int = 10025, relay_port: int = 10025) -> Settings:
+def settings(listen: str, relay: str, listen_port: int = 10025,
+             relay_port: int = 10025) -> Settings:
     """Settings listening and relaying where given."""
     return Settings(
         smtp={"listen_host": listen, "listen_port": listen_port},
