@@ -12,9 +12,13 @@ import sqlite3
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailhook import __version__, logfmt
 from mailhook.config import ConfigError, Settings, config_path, load_settings, masked
+
+if TYPE_CHECKING:
+    from mailhook.core.model import StoredEvent
 
 log = logging.getLogger("mailhook")
 
@@ -344,11 +348,10 @@ def _conferences_delete(args: argparse.Namespace) -> int:
     return asyncio.run(delete_conference(settings, event, print, _error))
 
 
-def _confirmed(event: object) -> bool:
+def _confirmed(event: StoredEvent) -> bool:
     """Ask on the terminal before deleting a conference; without a terminal, refuse (a script
     says --yes)."""
-    what = (f"the conference {getattr(event, 'conference_id', '') or '-'} of "
-            f"{getattr(event, 'uid', '')} ({getattr(event, 'organizer', '')})")
+    what = f"the conference {event.conference_id or '-'} of {event.uid} ({event.organizer})"
     if not sys.stdin.isatty():
         _error(f"mailhook: not deleting {what}: stdin is not a terminal to ask on; "
                "add --yes to delete without asking")
