@@ -1,4 +1,5 @@
-"""The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete``.
+"""The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete |
+reconcile``.
 
 Each function takes the settings and prints for a person at a terminal; the exit status is
 what it returns. Reading the store never creates or changes it; only ``delete`` writes.
@@ -7,16 +8,22 @@ what it returns. Reading the store never creates or changes it; only ``delete`` 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mailhook.config import Settings
 from mailhook.core.model import EventState, StoredEvent
 from mailhook.errors import MailhookError, StoreUnavailable
 from mailhook.health import Check
+
+if TYPE_CHECKING:
+    from mailhook.relay import Reply
+    from mailhook.trueconf.payload import ListedConference
 
 Print = Callable[[str], None]
 # A conference id no server has: asking for it proves the API path and permissions work.
@@ -27,19 +34,24 @@ PROBE_CONFERENCE_ID = "mailhook-check-probe"
 
 
 async def check(settings: Settings, config_file: Path, out: Print) -> int:
-    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed."""
+    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed,
+    2 when the config cannot work."""
     from mailhook.daemon import build_client
     from mailhook.relay import NextHop
 
+    if looping := check_relay_loop(settings, config_file):
+        for line in verdicts([looping]):
+            out(line)
+        return 2
     checks = [Check("config", True, f"{config_file} is valid"), check_store(settings)]
     client = build_client(settings)
     try:
         checks += await check_trueconf(settings, client)
+        if checks[-1].name == "trueconf api":  # a token was issued: the users API can be asked
+            checks.append(await check_trueconf_users(settings, client))
     finally:
         await client.aclose()
-    reply = await NextHop(settings.relay).probe()
-    hop = f"{settings.relay.host}:{settings.relay.port}"
-    checks.append(Check("next hop", reply.ok, f"{hop} answered {reply}"))
+    checks.append(next_hop_verdict(settings, await NextHop(settings.relay).probe()))
     for line in verdicts(checks):
         out(line)
     failed = sum(not c.ok for c in checks)
@@ -48,6 +60,29 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
         return 1
     out(f"mailhook check: all {len(checks)} checks passed")
     return 0
+
+
+def check_relay_loop(settings: Settings, config_file: Path) -> Check | None:
+    """A failed config check when relay is mailhook's own listener (probing that "next hop"
+    would only find mailhook itself answering)."""
+    from mailhook.loop import relay_loop
+
+    problem = relay_loop(settings)
+    return Check("config", False, f"{config_file}: {problem}") if problem else None
+
+
+def next_hop_verdict(settings: Settings, reply: Reply) -> Check:
+    """The next hop's own answer, told apart from the 451 mailhook gives its client itself when
+    the next hop cannot be reached (an admin looking for the next hop's log would find nothing)."""
+    from mailhook.relay import UNREACHABLE
+
+    hop = f"{settings.relay.host}:{settings.relay.port}"
+    if reply.code == UNREACHABLE.code and reply.text.startswith(UNREACHABLE.text):
+        reason = reply.text.removeprefix(UNREACHABLE.text).lstrip(": ") or "no answer"
+        return Check("next hop", False, f"mailhook answered {reply.code} itself because it "
+                                        f"cannot reach {hop}: {reason}")
+    whose = "" if reply.ok else " (the next hop's own answer)"
+    return Check("next hop", reply.ok, f"{hop} answered {reply}{whose}")
 
 
 def verdicts(checks: Iterable[Check]) -> list[str]:
@@ -92,6 +127,23 @@ async def check_trueconf(settings: Settings, client: object) -> list[Check]:
     else:
         checks.append(Check("trueconf api", True, "conferences API answers"))
     return checks
+
+
+async def check_trueconf_users(settings: Settings, client: object) -> Check:
+    """The users API answers with this application's permissions (a token alone does not show
+    it): mailhook needs it to find attendees' TrueConf accounts by e-mail address."""
+    if settings.trueconf.user_mapping != "directory":
+        return Check("trueconf users", True, "not used (trueconf.user_mapping = "
+                                             f"{settings.trueconf.user_mapping!r})")
+    try:
+        users = await client.list_users()  # type: ignore[attr-defined]
+    except MailhookError as exc:
+        hint = ("; give the OAuth application the users read permission (docs/trueconf.md)"
+                if getattr(exc, "status", 0) in (401, 403) else "")
+        return Check("trueconf users", False, f"{exc}{hint}")
+    with_address = sum(1 for user in users if user.email)
+    return Check("trueconf users", True, f"users API answers: {len(users)} account(s), "
+                                         f"{with_address} with an e-mail address")
 
 
 # --- mailhook conferences ---------------------------------------------------------------------
@@ -224,3 +276,133 @@ def _when(epoch: float) -> str:
     if not epoch:
         return "-"
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+# --- mailhook conferences reconcile -----------------------------------------------------------
+
+# The tags mailhook gives conferences (core.decide.event_tag): "mailhook_" and 24 hex digits.
+MAILHOOK_TAG = re.compile(r"mailhook_[0-9a-f]{24}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """Where the store and TrueConf disagree."""
+
+    leaked: tuple[ListedConference, ...]  # tagged by mailhook, but no stored event has it
+    gone: tuple[StoredEvent, ...]  # stored with a conference that TrueConf no longer lists
+
+
+def compare(events: Sequence[StoredEvent], pending_deletes: Iterable[str],
+            conferences: Sequence[ListedConference]) -> Reconciliation:
+    """Leaked and gone conferences. A conference still being created (its event stored as
+    "creating", found again by its tag) or waiting in the retry queue for its deletion is
+    neither: mailhook itself is finishing it."""
+    live = [e for e in events if e.state is not EventState.DELETED]
+    referenced = {e.conference_id for e in live if e.conference_id} | set(pending_deletes)
+    being_made = {e.tag for e in live if e.state is EventState.CREATING}
+    leaked = tuple(
+        c for c in conferences
+        if c.id not in referenced and any(MAILHOOK_TAG.fullmatch(t) for t in c.tags)
+        and not being_made.intersection(c.tags)
+    )
+    listed = {c.id for c in conferences}
+    gone = tuple(e for e in live if e.conference_id and e.conference_id not in listed)
+    return Reconciliation(leaked, gone)
+
+
+async def reconcile(settings: Settings, fix: bool, out: Print, err: Print) -> int:
+    """Compare the store with TrueConf; with ``fix`` delete the leaked conferences and clear the
+    gone ones. 0 when they agree (or all was fixed), 1 otherwise."""
+    from mailhook.daemon import build_client
+
+    path = Path(settings.store.path)
+    if not path.exists():
+        # Without the store every tagged conference would look leaked: never guess.
+        err(f"mailhook: no store at {path}: nothing to compare TrueConf with "
+            "(is this the config the daemon uses?)")
+        return 1
+    client = build_client(settings)
+    try:
+        # TrueConf first, then the store: a conference listed was recorded as "creating"
+        # before it was made, so the store read afterwards knows it.
+        conferences = await client.list_conferences()
+        found = compare(*await _stored_state(settings), conferences)
+        found = dataclasses.replace(found, gone=tuple(await _confirmed_gone(client, found.gone)))
+        report_reconciliation(found, fix, out)
+        if not fix or not (found.leaked or found.gone):
+            return 1 if found.leaked or found.gone else 0
+        return await _fix(settings, client, found, out, err)
+    except MailhookError as exc:
+        err(f"mailhook: cannot compare with TrueConf: {exc}")
+        return 1
+    finally:
+        await client.aclose()
+
+
+async def _stored_state(settings: Settings) -> tuple[list[StoredEvent], list[str]]:
+    from mailhook.store import SqliteStore
+
+    store = SqliteStore(settings.store.path)
+    try:
+        events = await store.list_events()
+        pending = [p.conference_id for p in await store.due_deletes(float("inf"))]
+    finally:
+        await store.close()
+    return events, pending
+
+
+async def _confirmed_gone(client: Any, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """The events whose conference TrueConf answers 404 for (not only left out of a listing)."""
+    return [e for e in events if await client.get_conference(e.conference_id) is None]
+
+
+def report_reconciliation(found: Reconciliation, fix: bool, out: Print) -> None:
+    """One line per difference, then a verdict."""
+    for conference in found.leaked:
+        out(f"leaked  conference {conference.id} ({conference.topic!r}, owner "
+            f"{conference.owner or '-'}): tagged by mailhook, no stored event uses it")
+    for event in found.gone:
+        out(f"gone    {event.uid} ({event.organizer}): conference {event.conference_id} is no "
+            "longer on TrueConf")
+    if not (found.leaked or found.gone):
+        out("mailhook conferences reconcile: the store and TrueConf agree")
+        return
+    counts = f"{len(found.leaked)} leaked, {len(found.gone)} gone"
+    advice = "fixing" if fix else ("--fix deletes the leaked conferences and clears the gone "
+                                   "ones from the store")
+    out(f"mailhook conferences reconcile: {counts}; {advice}")
+
+
+async def _fix(settings: Settings, client: Any, found: Reconciliation, out: Print,
+               err: Print) -> int:
+    failed = 0
+    for conference in found.leaked:
+        try:
+            await client.delete_conference(conference.id)
+            out(f"deleted leaked conference {conference.id}")
+        except MailhookError as exc:
+            err(f"mailhook: TrueConf did not delete conference {conference.id}: {exc}")
+            failed += 1
+    for event in found.gone:
+        out(await _forget_conference(settings, event))
+    return 1 if failed else 0
+
+
+async def _forget_conference(settings: Settings, event: StoredEvent) -> str:
+    """Mark an event whose conference is gone as deleted, unless the daemon changed it
+    meanwhile (a later invitation that asks for TrueConf then gets a new conference)."""
+    from mailhook.daemon import event_locks
+    from mailhook.store import SqliteStore
+
+    async with event_locks(settings, create=False).hold((event.organizer, event.uid)):
+        store = SqliteStore(settings.store.path)
+        try:
+            now = await store.get(event.organizer, event.uid)
+            if now is None or now.conference_id != event.conference_id or \
+                    now.state is EventState.DELETED:
+                return f"left {event.uid} ({event.organizer}): changed meanwhile"
+            await store.put(dataclasses.replace(now, state=EventState.DELETED,
+                                                updated_at=time.time()))
+        finally:
+            await store.close()
+    return f"cleared {event.uid} ({event.organizer}): conference {event.conference_id} was gone"

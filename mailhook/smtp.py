@@ -450,11 +450,14 @@ class Handler:
             return refusal
         transaction = self._transactions.get(id(session))
         if transaction is None:
+            started = time.monotonic()
             begun = await self._next_hop.begin(
                 sender_of(envelope), envelope.mail_options, dict(getattr(server, "xforward", {}))
             )
             if isinstance(begun, Reply):
-                return str(client_reply(begun))
+                refusal = client_reply(begun)
+                await self._log_refused_at_rcpt(server, envelope, address, refusal, started)
+                return str(refusal)
             transaction = self._transactions[id(session)] = begun
         reply = await transaction.rcpt(address, options)
         if reply.ok:
@@ -499,6 +502,21 @@ class Handler:
         finally:
             await transaction.close()
             self._leave()
+
+    async def _log_refused_at_rcpt(
+        self, server: SMTP, envelope: Envelope, address: str, reply: Reply, started: float
+    ) -> None:
+        """The next hop cannot take the message (unreachable, or it refused the sender), so no
+        DATA follows: the message gets its summary line now, once per transaction, with the
+        queue id XFORWARD gave."""
+        if getattr(envelope, "mailhook_refusal_logged", False):
+            return
+        envelope.mailhook_refusal_logged = True  # type: ignore[attr-defined]
+        reason = "next hop unavailable" if reply.temporary else "next hop refused the sender"
+        outcome = Outcome(Decision(Action.PASS, reason), reply=str(reply))
+        inbound = Inbound(mail_from=sender_of(envelope), rcpt_tos=(address,), content=b"")
+        upstream = Upstream.from_xforward(dict(getattr(server, "xforward", {})))
+        await self._delivered(inbound, outcome, reply, started, upstream)
 
     async def _outcome(self, inbound: Inbound) -> Outcome:
         try:

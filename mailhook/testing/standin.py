@@ -57,6 +57,17 @@ _V4_SCHEDULE_FIELDS = {
     "week": ("start_time", "duration", "time", "special_time_offset", "days"),
 }
 _DEFAULT_PAGE_SIZE = 100
+# The permissions (scopes) of an OAuth application that may do everything mailhook does; a
+# token carries its application's scopes (trueconf-api.md 1.1).
+ALL_SCOPES = ("conferences", "conferences:read", "conferences:write", "users", "users:read")
+# The query parameters each generation documents for listing conferences (trueconf-api.md 3.1);
+# any other one is refused, so a client paging with the other generation's "page"/"page_id"
+# (which a server would ignore, serving page 1 for ever) is caught.
+_V3_LIST_PARAMETERS = {"page_id", "page_size", "state", "tag"}
+_V4_LIST_PARAMETERS = {
+    "topic", "owner", "state", "access", "mode", "page", "page_size", "sort_field", "sort_order",
+    "timezone", "after", "before", "topic_cid_contains", "invitation", "registration_enabled",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +137,11 @@ class StandIn:
         token_lifetime: int = 3600,
         page_size_cap: int = 10,
         latency: float = 0.0,
+        scopes: Iterable[str] = ALL_SCOPES,
     ) -> None:
         self.host = host
+        # The OAuth application's permissions: an API call outside them gets 403 "forbidden".
+        self.scopes = frozenset(scopes)
         self.port = port
         self.client_id = client_id
         self._client_secret = client_secret
@@ -315,7 +329,7 @@ class StandIn:
             "access_token": token,
             "expires_in": self.token_lifetime,
             "token_type": "Bearer",
-            "scope": "conferences conferences:read conferences:write users users:read",
+            "scope": " ".join(sorted(self.scopes)),
         }
 
     def _token_valid(self, request: _Request) -> bool:
@@ -334,10 +348,19 @@ class StandIn:
         v4 = version.startswith("v4")
         if not self._token_valid(request):
             return _token_refused(v4)
+        if needed := self._missing_scope(request.method, rest):
+            return _error(403, "forbidden", f"the application has no {needed!r} permission", v4=v4)
         try:
             return self._route(request, rest, v4)
         except _BadRequestError as exc:
             return _invalid([exc.problem], v4)
+
+    def _missing_scope(self, method: str, rest: str) -> str:
+        """The permission this call needs and the application lacks, or "" (a whole-area
+        scope such as "users" covers its ":read" and ":write" parts)."""
+        area = "users" if rest.startswith("/users") else "conferences"
+        needed = f"{area}:read" if method == "GET" else f"{area}:write"
+        return "" if {area, needed} & self.scopes else needed
 
     def _route(self, request: _Request, rest: str, v4: bool) -> _Reply:
         method = request.method
@@ -439,6 +462,12 @@ class StandIn:
         return _Reply(204) if v4 else _Reply(200, {"id": conference_id})
 
     def _list_conferences(self, query: dict[str, str], v4: bool) -> _Reply:
+        documented = _V4_LIST_PARAMETERS if v4 else _V3_LIST_PARAMETERS
+        unknown = sorted(set(query) - documented - {"access_token"})
+        if unknown:
+            generation = "v4" if v4 else "v3"
+            return _invalid([_Problem("invalidValue", unknown[0], f"{unknown[0]!r} is not a "
+                                      f"parameter of the {generation} conference listing")], v4)
         page_key = "page" if v4 else "page_id"
         page, size = _paging(query, page_key, self.page_size_cap)
         with self._lock:
@@ -897,9 +926,9 @@ def _encoded(reply: _Reply) -> tuple[bytes, str]:
 # --- command line ---------------------------------------------------------------------------
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
+def _arguments(argv: list[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mailhook.testing.standin",
+        prog=prog,
         description="Serve a TrueConf Server API stand-in until SIGINT or SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -912,6 +941,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds (default 3600)")
     parser.add_argument("--page-size-cap", type=int, default=10, help="largest page (default 10)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per API request")
+    parser.add_argument("--scopes", default=" ".join(ALL_SCOPES),
+                        help="the OAuth application's permissions, space-separated (default: "
+                             "all mailhook needs); calls outside them get 403")
     parser.add_argument("--verbose", action="store_true", help="log each request's method and path")
     return parser.parse_args(argv)
 
@@ -926,9 +958,10 @@ def load_users(path: str) -> list[dict[str, Any]]:
     return users
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the stand-in in the foreground; return the process exit status."""
-    args = _arguments(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m mailhook.testing.standin") -> int:
+    """Run the stand-in in the foreground; return the process exit status. ``prog`` is the
+    command's name in its usage lines (``mailhook standin`` when run through mailhook)."""
+    args = _arguments(argv, prog)
     try:
         users = load_users(args.users) if args.users else None
     except (OSError, ValueError) as exc:
@@ -943,6 +976,7 @@ def main(argv: list[str] | None = None) -> int:
         token_lifetime=args.token_lifetime,
         page_size_cap=args.page_size_cap,
         latency=args.latency,
+        scopes=args.scopes.split(),
     )
     standin.verbose = args.verbose
     # Handlers go in before the "listening" line, so a supervisor may signal as soon as it reads it.

@@ -29,18 +29,20 @@ import httpx
 from mailhook.core.model import Conference, ConferenceSpec
 from mailhook.errors import TrueConfAuthError, TrueConfError, TrueConfRejected, TrueConfUnavailable
 from mailhook.trueconf.payload import (
+    ListedConference,
     TrueConfUser,
     conference_body,
     conference_page,
     has_tag,
     is_v4,
+    listed_conference,
     parse_conference,
     parse_error,
     user_page,
 )
 from mailhook.trueconf.transport import H11Transport
 
-__all__ = ["TrueConfClient", "TrueConfUser"]
+__all__ = ["ListedConference", "TrueConfClient", "TrueConfUser"]
 
 TOKEN_PATH = "/oauth2/v1/token"
 PAGE_SIZE = 100
@@ -168,6 +170,22 @@ class TrueConfClient:
         if isinstance(item.get("url"), str) and item["url"]:
             return parse_conference({"conference": item})
         return await self.get_conference(str(item.get("id", "")))
+
+    async def list_conferences(self) -> list[ListedConference]:
+        """Every conference on the server, page by page: v3 pages with ``page_id``, v4 with
+        ``page``; the listing ends at the total it reports ("cnt", "results") or an empty page."""
+        page_key = "page" if self._v4 else "page_id"
+        found: list[ListedConference] = []
+        seen = 0
+        for page in range(1, MAX_PAGES + 1):
+            query = {page_key: page, "page_size": PAGE_SIZE}
+            response = await self._call("GET", "/conferences", params=query)
+            items, total = conference_page(self._ok_json(response, "list conferences"))
+            found += [c for c in map(listed_conference, items) if c is not None]
+            seen += len(items)
+            if not items or (total is not None and seen >= total):
+                return found
+        raise TrueConfRejected("TrueConf kept paging conferences past the limit", reason="paging")
 
     # --- users and health -------------------------------------------------------------------
 

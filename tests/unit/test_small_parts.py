@@ -6,6 +6,8 @@ import asyncio
 import base64
 import email
 import email.policy
+import logging
+import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -175,3 +177,21 @@ def test_multi_line_reply_is_sent_as_continuation_lines():
     reply = Reply(450, "4.2.0 Greylisted\nsee http://example/grey")
     assert str(reply) == "450-4.2.0 Greylisted\r\n450 see http://example/grey"
     assert str(Reply(250, "ok")) == "250 ok"
+
+
+def test_journal_priority_prefixes_every_line_of_a_record():
+    """For the journal each line of a record, a traceback's included, starts with its syslog
+    priority; the plain format has none."""
+    from mailhook import logfmt
+
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.getLogger("mailhook").makeRecord(
+            "mailhook", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    journal = logfmt.Formatter(priorities=True).format(record).split("\n")
+    assert len(journal) > 3 and all(line.startswith("<3>") for line in journal)
+    assert journal[0] == "<3>ERROR mailhook: failed"
+    assert not logfmt.Formatter().format(record).startswith("<")
+    levels = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+    assert [logfmt.syslog_priority(level) for level in levels] == [2, 3, 4, 6, 7]
