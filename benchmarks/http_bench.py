@@ -101,8 +101,9 @@ TRANSPORTS: dict[str, Callable[[str], httpx.AsyncBaseTransport | None]] = {
 
 
 async def one_slice(url: str, make: Callable[[str], httpx.AsyncBaseTransport | None],
-                    calls: int) -> tuple[float, float]:
-    """Make ``calls`` sequential creates; return (CPU seconds, wall seconds) spent in them."""
+                    calls: int, concurrency: int = 1) -> tuple[float, float]:
+    """Make ``calls`` creates, ``concurrency`` at a time (as that many SMTP sessions would);
+    return (CPU seconds, wall seconds) spent in them."""
     transport = make(url)
     async with TrueConfClient(url, "mailhook", SECRET, transport=transport) as client:
         if transport is None:
@@ -110,12 +111,17 @@ async def one_slice(url: str, make: Callable[[str], httpx.AsyncBaseTransport | N
         await client.create_conference(SPEC)  # token, connection and imports out of the timing
         gc.collect()
         cpu, wall = time.process_time(), time.perf_counter()
-        for _ in range(calls):
-            await client.create_conference(SPEC)
+
+        async def session(count: int) -> None:
+            for _ in range(count):
+                await client.create_conference(SPEC)
+
+        await asyncio.gather(*(session(calls // concurrency) for _ in range(concurrency)))
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
-async def bench(port: int, calls: int, slices: int) -> dict[str, tuple[float, float]]:
+async def bench(port: int, calls: int, slices: int,
+                concurrency: int = 1) -> dict[str, tuple[float, float]]:
     url = f"http://127.0.0.1:{port}"
     totals = {name: [0.0, 0.0] for name in TRANSPORTS}
     per_slice = calls // slices
@@ -123,10 +129,10 @@ async def bench(port: int, calls: int, slices: int) -> dict[str, tuple[float, fl
     for index in range(slices):
         for name in names[index % len(names):] + names[:index % len(names)]:
             reset_standin(port)
-            cpu, wall = await one_slice(url, TRANSPORTS[name], per_slice)
+            cpu, wall = await one_slice(url, TRANSPORTS[name], per_slice, concurrency)
             totals[name][0] += cpu
             totals[name][1] += wall
-    done = per_slice * slices
+    done = per_slice // concurrency * concurrency * slices
     return {name: (cpu / done, wall / done) for name, (cpu, wall) in totals.items()}
 
 
@@ -134,12 +140,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per transport (2000)")
     parser.add_argument("--slices", type=int, default=4, help="alternating slices (4)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="calls under way at once, as from that many SMTP sessions (1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     port = free_port()
     standin = start_standin(port)
     try:
-        figures = asyncio.run(bench(port, args.calls, args.slices))
+        figures = asyncio.run(bench(port, args.calls, args.slices, max(1, args.concurrency)))
     finally:
         standin.terminate()
         standin.wait(timeout=10)
@@ -147,7 +155,8 @@ def main() -> None:
         print(json.dumps({name: {"cpu_ms": cpu * 1e3, "wall_ms": wall * 1e3}
                           for name, (cpu, wall) in figures.items()}, indent=2))
         return
-    print(f"{args.calls} sequential create_conference calls per transport, stand-in on loopback")
+    print(f"{args.calls} create_conference calls per transport, {args.concurrency} at a time, "
+          "stand-in on loopback")
     print(f"{'transport':<34} {'CPU ms/call':>12} {'wall ms/call':>13}")
     for name, (cpu, wall) in figures.items():
         print(f"{name:<34} {cpu * 1e3:>12.3f} {wall * 1e3:>13.3f}")
