@@ -2,10 +2,11 @@
 """CPU cost of one TrueConf API call through TrueConfClient and httpx's own transport.
 
     .venv/bin/python benchmarks/http_bench.py                # 2000 calls per transport
-    .venv/bin/python benchmarks/http_bench.py --calls 500
+    .venv/bin/python benchmarks/http_bench.py --calls 500 --concurrency 20
 
-Starts the TrueConf API stand-in as its own process on loopback, then makes sequential
-``create_conference`` calls through ``TrueConfClient`` with its default transport (httpx's
+Starts the TrueConf API stand-in as its own process on loopback, then makes
+``create_conference`` calls (one after another, or ``--concurrency`` at a time as from that many
+SMTP sessions) through ``TrueConfClient`` with its default transport (httpx's
 ``AsyncHTTPTransport``, httpcore over anyio, with the client's pool limits). A second row,
 ``httpx.MockTransport``, answers in-process without any socket: the floor set by TrueConfClient
 and httpx.AsyncClient themselves, so the difference is what the HTTP exchange costs. The calls
