@@ -100,8 +100,10 @@ class TrueConfClient:
         if tls is True:
             tls = ssl.create_default_context()  # the system's trust store, not certifi's bundle
         # transport=None lets httpx build its AsyncHTTPTransport and, from the environment, the
-        # proxy transports (given a transport, httpx would ignore HTTP(S)_PROXY). The timeout
-        # covers connect, each read and write, and the wait for a free pooled connection.
+        # proxy transports (given a transport, httpx would ignore HTTP(S)_PROXY); so httpx's
+        # `retries` option, which only repeats failed connection attempts, is left unused: a
+        # TrueConf that refuses connections gets a 451 and the MTA's retry. The timeout covers
+        # connect, each read and write, and the wait for a free pooled connection.
         self._http = httpx.AsyncClient(
             base_url=server_url.rstrip("/"),
             timeout=timeout,
