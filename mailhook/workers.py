@@ -46,8 +46,8 @@ RESTART_DELAY_MAX = 60.0  # a worker that ran this long before exiting starts th
 # sending organizer notices for its last messages.
 STOP_GRACE = 30.0
 # What a worker must not inherit: systemd's notify socket and watchdog belong to the supervisor.
-SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-                    "LISTEN_FDNAMES")
+SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                       "LISTEN_PID", "LISTEN_FDNAMES")
 PR_SET_PDEATHSIG = 1
 
 
