@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(serve)
     serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=logfmt.LEVELS,
                        help="log verbosity (overrides [log] level, also across reloads)")
-    # How the first process starts its helper workers (smtp.workers > 1); not for people.
+    # How the supervisor starts a worker again (smtp.workers > 1); not for people.
     serve.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
     serve.add_argument("--settings-fd", type=int, default=-1, help=argparse.SUPPRESS)
     serve.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
@@ -231,7 +231,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     workers.hold_reloads()  # until the event loop takes SIGHUP over
     if args.listen_fds:
-        return _serve_helper(args)
+        return _serve_worker(args)
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
@@ -243,27 +243,27 @@ def _serve(args: argparse.Namespace) -> int:
         from mailhook.daemon import run
 
         return asyncio.run(run(settings, config_file=path, log_level_fixed=fixed))
-    primary = os.getpid()
+    supervisor = os.getpid()
     shared = workers.shared_metrics_dir()  # before anything imports prometheus-client
     try:
         return _serve_workers(settings, path, fixed, args.log_level)
     finally:
-        if os.getpid() == primary:
+        if os.getpid() == supervisor:
             workers.remove_metrics_dir(shared)
 
 
-def _serve_helper(args: argparse.Namespace) -> int:
-    """A helper worker the primary started again after the first one exited: it runs on the
-    primary's sockets and settings."""
+def _serve_worker(args: argparse.Namespace) -> int:
+    """A worker the supervisor started again after the first one exited: it runs on the
+    supervisor's sockets and settings."""
     from mailhook import workers
-    from mailhook.daemon import run_helper
+    from mailhook.daemon import run_worker
 
     if not workers.die_with_parent(args.parent):
         return 0
     try:
         settings = workers.read_settings(args.settings_fd) if args.settings_fd >= 0 else None
     except (OSError, ValueError) as exc:
-        print(f"mailhook: worker {args.worker}: cannot read the primary's settings: {exc}",
+        print(f"mailhook: worker {args.worker}: cannot read the supervisor's settings: {exc}",
               file=sys.stderr)
         return EXIT_FAILED
     settings = settings or _load(args)
@@ -273,13 +273,13 @@ def _serve_helper(args: argparse.Namespace) -> int:
     if not fixed:
         logfmt.set_level(settings.log.level)
     sockets = workers.inherited([int(fd) for fd in args.listen_fds.split(",")])
-    return asyncio.run(run_helper(settings, config_path(args.config), sockets, fixed))
+    return asyncio.run(run_worker(settings, config_path(args.config), sockets, fixed))
 
 
 def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | None) -> int:
-    """Bind, prepare the store, fork the helpers, then run the primary."""
+    """Bind, prepare the store, fork the workers, then run the supervisor."""
     from mailhook import workers
-    from mailhook.daemon import run, run_helper
+    from mailhook.daemon import run, run_worker
     from mailhook.store.sqlite import prepare
 
     smtp = settings.smtp
@@ -295,14 +295,14 @@ def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | Non
         return EXIT_FAILED
     parent = os.getpid()
 
-    def helper(number: int) -> int:
+    def worker(number: int) -> int:
         if not workers.die_with_parent(parent):
             return 0
-        return asyncio.run(run_helper(settings, path, sockets, fixed))
+        return asyncio.run(run_worker(settings, path, sockets, fixed))
 
-    pids = workers.fork_helpers(smtp.workers - 1, helper)
+    pids = workers.fork_workers(smtp.workers, worker)
     return asyncio.run(run(settings, config_file=path, log_level_fixed=fixed, sockets=sockets,
-                           helper_pids=tuple(pids), log_level=level))
+                           worker_pids=tuple(pids), log_level=level))
 
 
 def _check(args: argparse.Namespace) -> int:

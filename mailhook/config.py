@@ -58,7 +58,7 @@ class SmtpSettings(_Section):
     timeout: float = Field(300.0, gt=0)  # seconds of silence before a client is dropped
     command_call_limit: int = Field(100, ge=1)  # NOOP, VRFY, HELP... per session
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    workers: int = Field(1, ge=1, le=64)  # processes sharing the listening socket
+    workers: int = Field(1, ge=1, le=64)  # processes serving SMTP; above 1 under a supervisor
     max_connections: int = Field(1000, ge=1)  # per process; more clients get 421
 
     @field_validator("trusted_networks")

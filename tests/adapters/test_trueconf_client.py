@@ -267,6 +267,19 @@ async def test_timeout_is_unavailable() -> None:
     assert isinstance(caught.value, TemporaryError)
 
 
+async def test_a_read_that_timed_out_is_not_sent_again() -> None:
+    """Only a broken connection repeats an idempotent request; a timeout surfaces at once."""
+
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    server = FakeServer(hang)
+    async with client_for(server) as client:
+        with pytest.raises(TrueConfUnavailable):
+            await client.get_conference("42")
+    assert len(server.calls) == 1
+
+
 async def test_connection_error_is_unavailable() -> None:
     """A refused connection becomes TrueConfUnavailable."""
 
