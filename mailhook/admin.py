@@ -1,4 +1,4 @@
-"""The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete``.
+"""The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete``
 
 Each function takes the settings and prints for a person at a terminal; the exit status is
 what it returns. The parts come from ``mailhook.app``, as the daemon's do, and the store is
@@ -12,12 +12,16 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailhook.app import App, build_client, open_store
 from mailhook.config import Settings
 from mailhook.core.model import EventState, StoredEvent
 from mailhook.errors import MailhookError, StoreUnavailable
 from mailhook.health import Check
+
+if TYPE_CHECKING:
+    from mailhook.relay import Reply
 
 Print = Callable[[str], None]
 # A conference id no server has: asking for it proves the API path and permissions work.
@@ -28,18 +32,23 @@ PROBE_CONFERENCE_ID = "mailhook-check-probe"
 
 
 async def check(settings: Settings, config_file: Path, out: Print) -> int:
-    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed."""
+    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed,
+    2 when the config cannot work."""
     from mailhook.relay import NextHop
 
+    if looping := check_relay_loop(settings, config_file):
+        for line in verdicts([looping]):
+            out(line)
+        return 2
     checks = [Check("config", True, f"{config_file} is valid"), await check_store(settings)]
     client = build_client(settings)
     try:
         checks += await check_trueconf(settings, client)
+        if checks[-1].name == "trueconf api":  # a token was issued: the users API can be asked
+            checks.append(await check_trueconf_users(settings, client))
     finally:
         await client.aclose()
-    reply = await NextHop(settings.relay).probe()
-    hop = f"{settings.relay.host}:{settings.relay.port}"
-    checks.append(Check("next hop", reply.ok, f"{hop} answered {reply}"))
+    checks.append(next_hop_verdict(settings, await NextHop(settings.relay).probe()))
     for line in verdicts(checks):
         out(line)
     failed = sum(not c.ok for c in checks)
@@ -48,6 +57,29 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
         return 1
     out(f"mailhook check: all {len(checks)} checks passed")
     return 0
+
+
+def check_relay_loop(settings: Settings, config_file: Path) -> Check | None:
+    """A failed config check when relay is mailhook's own listener (probing that "next hop"
+    would only find mailhook itself answering)."""
+    from mailhook.loop import relay_loop
+
+    problem = relay_loop(settings)
+    return Check("config", False, f"{config_file}: {problem}") if problem else None
+
+
+def next_hop_verdict(settings: Settings, reply: Reply) -> Check:
+    """The next hop's own answer, told apart from the 451 mailhook gives its client itself when
+    the next hop cannot be reached (an admin looking for the next hop's log would find nothing)."""
+    from mailhook.relay import UNREACHABLE
+
+    hop = f"{settings.relay.host}:{settings.relay.port}"
+    if reply.code == UNREACHABLE.code and reply.text.startswith(UNREACHABLE.text):
+        reason = reply.text.removeprefix(UNREACHABLE.text).lstrip(": ") or "no answer"
+        return Check("next hop", False, f"mailhook answered {reply.code} itself because it "
+                                        f"cannot reach {hop}: {reason}")
+    whose = "" if reply.ok else " (the next hop's own answer)"
+    return Check("next hop", reply.ok, f"{hop} answered {reply}{whose}")
 
 
 def verdicts(checks: Iterable[Check]) -> list[str]:
@@ -86,6 +118,23 @@ async def check_trueconf(settings: Settings, client: object) -> list[Check]:
     else:
         checks.append(Check("trueconf api", True, "conferences API answers"))
     return checks
+
+
+async def check_trueconf_users(settings: Settings, client: object) -> Check:
+    """The users API answers with this application's permissions (a token alone does not show
+    it): mailhook needs it to find attendees' TrueConf accounts by e-mail address."""
+    if settings.trueconf.user_mapping != "directory":
+        return Check("trueconf users", True, "not used (trueconf.user_mapping = "
+                                             f"{settings.trueconf.user_mapping!r})")
+    try:
+        users = await client.list_users()  # type: ignore[attr-defined]
+    except MailhookError as exc:
+        hint = ("; give the OAuth application the users read permission (docs/trueconf.md)"
+                if getattr(exc, "status", 0) in (401, 403) else "")
+        return Check("trueconf users", False, f"{exc}{hint}")
+    with_address = sum(1 for user in users if user.email)
+    return Check("trueconf users", True, f"users API answers: {len(users)} account(s), "
+                                         f"{with_address} with an e-mail address")
 
 
 # --- mailhook conferences ---------------------------------------------------------------------

@@ -10,18 +10,44 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailhook import __version__, logfmt
 from mailhook.config import ConfigError, Settings, config_path, load_settings, masked
+
+if TYPE_CHECKING:
+    from mailhook.core.model import StoredEvent
 
 log = logging.getLogger("mailhook")
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Output into a pipe whose reader has gone (`mailhook conferences list | head -1`):
+        # stop quietly, as a command killed by SIGPIPE does, without a traceback.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout once more at exit; point it at /dev/null so that flush is quiet.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "command", None) == "standin":
@@ -49,13 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, choices=logfmt.LEVELS,
                         help="log verbosity (default: [log] level from the config, else info)")
+    parser.add_argument("--version", action="version", version=f"mailhook {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the SMTP filter in the foreground")
     _config_option(serve)
     serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=logfmt.LEVELS,
                        help="log verbosity (overrides [log] level, also across reloads)")
-    # How the first process starts its helper workers (smtp.workers > 1); not for people.
+    # How the supervisor starts a worker again (smtp.workers > 1); not for people.
     serve.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
     serve.add_argument("--settings-fd", type=int, default=-1, help=argparse.SUPPRESS)
     serve.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
@@ -68,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(health)
     health.set_defaults(func=_check)
 
-    conferences = commands.add_parser("conferences", help="list, show or delete stored conferences")
+    conferences = commands.add_parser("conferences",
+                                      help="list, show, delete or reconcile stored conferences")
     actions = conferences.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="a table of stored events and their conferences")
     _config_option(listing)
@@ -84,6 +112,15 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--organizer", default="",
                             help="the organizer, when several organizers use the same UID")
         action.set_defaults(func=func)
+    actions.choices["delete"].add_argument(
+        "--yes", "-y", action="store_true",
+        help="delete without asking (needed when stdin is not a terminal)")
+    reconcile = actions.add_parser(
+        "reconcile", help="compare the store with TrueConf: leaked and gone conferences")
+    _config_option(reconcile)
+    reconcile.add_argument("--fix", action="store_true",
+                           help="delete the leaked conferences and clear the gone ones")
+    reconcile.set_defaults(func=_conferences_reconcile)
 
     reschedule = commands.add_parser(
         "reschedule", help="move conferences of recurring events whose occurrence is over (one pass)"
@@ -111,9 +148,63 @@ def _parser() -> argparse.ArgumentParser:
     standin.add_argument("args", nargs=argparse.REMAINDER)
     standin.set_defaults(func=_standin)
 
+    files = commands.add_parser(
+        "install-files", help="put the config, the systemd unit and the docs in place")
+    files.add_argument("--prefix", default="/",
+                       help="a staging root to install under (default: /)")
+    files.add_argument("--command", default="", dest="unit_command", metavar="PATH",
+                       help="the mailhook command the unit runs (default: this one)")
+    files.set_defaults(func=_install_files)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"mailhook {__version__}") or 0)
+    _describe_commands(parser)
     return parser
+
+
+# What each command's --help says about it (the one-line help is its entry in the list).
+DESCRIPTIONS = {
+    "serve": "Run the SMTP content filter in the foreground: under systemd a Type=notify service "
+             "with watchdog pings; SIGHUP re-reads the config, SIGTERM lets messages in flight "
+             "finish.",
+    "check": "Check the config, the store, TrueConf Server (a token for the credentials, the "
+             "conferences API, the users API) and the next hop: one ok/FAIL line each. Exit 0 "
+             "when all passed, 1 when one failed, 2 for a config error.",
+    "conferences": "The events mailhook stored and their TrueConf conferences.",
+    "conferences list": "A table of stored events and their conferences (read-only).",
+    "conferences show": "Everything stored about one event (read-only).",
+    "conferences reconcile": "Compare the store with TrueConf Server: conferences tagged by "
+                             "mailhook that no stored event uses (leaked), and stored events "
+                             "whose conference is gone. Exit 0 when they agree, 1 otherwise; "
+                             "--fix deletes the leaked on TrueConf and marks the gone events "
+                             "deleted.",
+    "conferences delete": "Delete the event's conference on TrueConf Server and mark the event "
+                          "deleted. Asks first on a terminal; --yes deletes without asking, and "
+                          "is needed when stdin is not a terminal.",
+    "reschedule": "One pass moving conferences of recurring events whose occurrence is over to "
+                  "their next occurrence (the daemon does this periodically by itself).",
+    "check-config": "Validate the config and print the effective settings, secrets masked. "
+                    "Exit 2 with one line naming the key when a setting is wrong.",
+    "explain": "Say what mailhook would do with a message (method, UID, organizer, decision "
+               "and why) without calling TrueConf or writing the store.",
+    "standin": "Run the bundled TrueConf API stand-in, to try mailhook or rehearse mail routing "
+               "before connecting a real TrueConf Server.",
+    "version": "Print mailhook's version (the installed package's).",
+    "install-files": "Install the example config as /etc/mailhook/mailhook.toml (never over an "
+                     "existing one; the try-out values commented out, so check-config names what "
+                     "to set), the systemd unit as /etc/systemd/system/mailhook.service running "
+                     "this mailhook, and the docs in /usr/share/doc/mailhook-trueconf. --prefix "
+                     "installs under a staging root instead of /.",
+}
+
+
+def _describe_commands(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Give every command's --help its description, and the sub-commands' too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                command.description = command.description or DESCRIPTIONS.get(prefix + name)
+                _describe_commands(command, f"{prefix}{name} ")
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     workers.hold_reloads()  # until the event loop takes SIGHUP over
     if args.listen_fds:
-        return _serve_helper(args)
+        return _serve_worker(args)
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
@@ -150,27 +241,27 @@ def _serve(args: argparse.Namespace) -> int:
         from mailhook.daemon import run
 
         return asyncio.run(run(settings, config_file=path, log_level_fixed=fixed))
-    primary = os.getpid()
+    supervisor = os.getpid()
     shared = workers.shared_metrics_dir()  # before anything imports prometheus-client
     try:
         return _serve_workers(settings, path, fixed, args.log_level)
     finally:
-        if os.getpid() == primary:
+        if os.getpid() == supervisor:
             workers.remove_metrics_dir(shared)
 
 
-def _serve_helper(args: argparse.Namespace) -> int:
-    """A helper worker the primary started again after the first one exited: it runs on the
-    primary's sockets and settings."""
+def _serve_worker(args: argparse.Namespace) -> int:
+    """A worker the supervisor started again after the first one exited: it runs on the
+    supervisor's sockets and settings."""
     from mailhook import workers
-    from mailhook.daemon import run_helper
+    from mailhook.daemon import run_worker
 
     if not workers.die_with_parent(args.parent):
         return 0
     try:
         settings = workers.read_settings(args.settings_fd) if args.settings_fd >= 0 else None
     except (OSError, ValueError) as exc:
-        print(f"mailhook: worker {args.worker}: cannot read the primary's settings: {exc}",
+        print(f"mailhook: worker {args.worker}: cannot read the supervisor's settings: {exc}",
               file=sys.stderr)
         return EXIT_FAILED
     settings = settings or _load(args)
@@ -180,13 +271,13 @@ def _serve_helper(args: argparse.Namespace) -> int:
     if not fixed:
         logfmt.set_level(settings.log.level)
     sockets = workers.inherited([int(fd) for fd in args.listen_fds.split(",")])
-    return asyncio.run(run_helper(settings, config_path(args.config), sockets, fixed))
+    return asyncio.run(run_worker(settings, config_path(args.config), sockets, fixed))
 
 
 def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | None) -> int:
-    """Bind, prepare the store, fork the helpers, then run the primary."""
+    """Bind, prepare the store, fork the workers, then run the supervisor."""
     from mailhook import workers
-    from mailhook.daemon import run, run_helper
+    from mailhook.daemon import run, run_worker
     from mailhook.store.sqlite import prepare
 
     smtp = settings.smtp
@@ -202,14 +293,14 @@ def _serve_workers(settings: Settings, path: Path, fixed: bool, level: str | Non
         return EXIT_FAILED
     parent = os.getpid()
 
-    def helper(number: int) -> int:
+    def worker(number: int) -> int:
         if not workers.die_with_parent(parent):
             return 0
-        return asyncio.run(run_helper(settings, path, sockets, fixed))
+        return asyncio.run(run_worker(settings, path, sockets, fixed))
 
-    pids = workers.fork_helpers(smtp.workers - 1, helper)
+    pids = workers.fork_workers(smtp.workers, worker)
     return asyncio.run(run(settings, config_file=path, log_level_fixed=fixed, sockets=sockets,
-                           helper_pids=tuple(pids), log_level=level))
+                           worker_pids=tuple(pids), log_level=level))
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -250,9 +341,34 @@ def _conferences_delete(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     event = select(stored_events(settings), args.uid, args.organizer, _error)
-    if event is None:
+    if event is None or not (args.yes or _confirmed(event)):
         return EXIT_FAILED
     return asyncio.run(delete_conference(settings, event, print, _error))
+
+
+def _confirmed(event: StoredEvent) -> bool:
+    """Ask on the terminal before deleting a conference; without a terminal, refuse (a script
+    says --yes)."""
+    what = f"the conference {event.conference_id or '-'} of {event.uid} ({event.organizer})"
+    if not sys.stdin.isatty():
+        _error(f"mailhook: not deleting {what}: stdin is not a terminal to ask on; "
+               "add --yes to delete without asking")
+        return False
+    print(f"Delete {what} on TrueConf Server for every participant? [y/N] ", end="",
+          file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    _error("mailhook: nothing deleted")
+    return False
+
+
+def _conferences_reconcile(args: argparse.Namespace) -> int:
+    from mailhook.reconcile import reconcile
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(reconcile(settings, args.fix, print, _error))
 
 
 def _reschedule(args: argparse.Namespace) -> int:
@@ -281,7 +397,7 @@ def _error(line: str) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
-    if settings is None:
+    if settings is None or _relay_loops(settings, config_path(args.config)):
         return EXIT_CONFIG
     print(f"# {config_path(args.config)}: OK")
     for section, values in masked(settings).items():
@@ -289,6 +405,16 @@ def _check_config(args: argparse.Namespace) -> int:
         for key, value in values.items():
             print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
     return 0
+
+
+def _relay_loops(settings: Settings, path: Path) -> bool:
+    """Say so when relay is mailhook's own listener: every message would loop."""
+    from mailhook.loop import relay_loop
+
+    problem = relay_loop(settings)
+    if problem:
+        print(f"mailhook: config error: {path}: {problem}", file=sys.stderr)
+    return bool(problem)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -307,10 +433,22 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_files(args: argparse.Namespace) -> int:
+    from mailhook.install import install_files, this_command
+
+    try:
+        return install_files(Path(args.prefix), args.unit_command or this_command(), print)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _error(f"mailhook: cannot install the files: {exc}")
+        return EXIT_FAILED
+
+
 def _standin(args: argparse.Namespace) -> int:
     from mailhook.testing.standin import main as standin_main
 
-    return int(standin_main(args.args))
+    return int(standin_main(args.args, prog="mailhook standin"))
 
 
 if __name__ == "__main__":

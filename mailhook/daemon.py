@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from mailhook.notify import Notifier
 from mailhook.status import StatusServer
 
 __all__ = ["DRAIN_TIMEOUT", "FILES_PER_CONNECTION", "FILES_RESERVED", "Daemon", "run",
-           "run_helper"]
+           "run_worker"]
 log = logging.getLogger("mailhook")
 
 DRAIN_TIMEOUT = 120.0  # seconds to let messages in flight finish after SIGTERM
@@ -49,12 +50,15 @@ class Daemon:
         log_level_fixed: bool = False,
         sockets: list[socket.socket] | None = None,
         primary: bool = True,
+        serves_mail: bool = True,
     ) -> None:
         self.settings = settings
-        # Several worker processes share listening sockets the first one bound; only that one
-        # (the primary) runs the background loops, the metrics endpoint and talks to systemd.
+        # With several worker processes (see mailhook.workers) the workers serve mail on
+        # sockets the supervisor bound; only the supervisor (primary, serving no mail) runs the
+        # periodic passes and the metrics endpoint and talks to systemd. One process does all.
         self.sockets = sockets
         self.primary = primary
+        self.serves_mail = serves_mail
         self.reload_hooks: list[Callable[[], None]] = []  # called after each applied reload
         self.config_file = config_file  # re-read on SIGHUP; None: nothing to reload from
         self.log_level_fixed = log_level_fixed  # --log-level was given: a reload keeps it
@@ -74,7 +78,8 @@ class Daemon:
     async def startup(self) -> None:
         """Open the store and the listening socket."""
         await self.store.open()
-        await self.smtp.start(self.sockets)
+        if self.serves_mail:
+            await self.smtp.start(self.sockets)
         if self.primary:
             smtp, relay = self.settings.smtp, self.settings.relay
             log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host, smtp.listen_port,
@@ -247,26 +252,26 @@ def status_text(counts: dict[str, int], in_flight: int, tracked: int) -> str:
 
 async def run(
     settings: Settings, config_file: Path | None = None, log_level_fixed: bool = False,
-    *, sockets: list[socket.socket] | None = None, helper_pids: tuple[int, ...] = (),
+    *, sockets: list[socket.socket] | None = None, worker_pids: tuple[int, ...] = (),
     log_level: str | None = None,
 ) -> int:
     """Run the daemon until told to stop; the exit status.
 
-    With helper workers (``smtp.workers`` > 1) this is the primary: ``sockets`` were bound and
-    the helpers forked before the event loop started (see ``mailhook.workers``).
+    With worker processes (``smtp.workers`` > 1) this is the supervisor, serving no mail:
+    ``sockets`` were bound and the workers forked before the event loop started (see
+    ``mailhook.workers``).
     """
-    from mailhook import workers
+    from mailhook.workers import Workers
 
     smtp = settings.smtp
     daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed,
-                    sockets=sockets)
-    helpers = None
-    if sockets and helper_pids and config_file is not None:
-        helpers = workers.Helpers(list(helper_pids), config_file, sockets,
-                                  lambda: daemon.settings,
-                                  log_level if log_level_fixed else None, DRAIN_TIMEOUT)
-        helpers.start()
-        daemon.reload_hooks.append(lambda: helpers.signal(signal.SIGHUP))
+                    sockets=sockets, serves_mail=not worker_pids)
+    workers = None
+    if sockets and worker_pids and config_file is not None:
+        workers = Workers(list(worker_pids), config_file, sockets, lambda: daemon.settings,
+                          log_level if log_level_fixed else None, DRAIN_TIMEOUT)
+        workers.start()
+        daemon.reload_hooks.append(partial(workers.signal, signal.SIGHUP))
     try:
         await daemon.startup()
     except (OSError, StoreUnavailable) as exc:
@@ -275,24 +280,24 @@ async def run(
         else:
             log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
                       exc.strerror or exc)
-        if helpers is not None:
-            await helpers.stop()
+        if workers is not None:
+            await workers.stop()
         await daemon.app.aclose()
         return 1
     try:
         await daemon.serve()
     finally:
-        if helpers is not None:
-            await asyncio.gather(helpers.stop(), daemon.shutdown())
+        if workers is not None:
+            await asyncio.gather(workers.stop(), daemon.shutdown())
         else:
             await daemon.shutdown()
     return 0
 
 
-async def run_helper(
+async def run_worker(
     settings: Settings, config_file: Path, sockets: list[socket.socket], log_level_fixed: bool
 ) -> int:
-    """A helper worker: serve mail on the primary's sockets until told to stop."""
+    """A worker process: serve mail on the supervisor's sockets until told to stop."""
     daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed,
                     notifier=Notifier({}), sockets=sockets, primary=False)
     await daemon.startup()

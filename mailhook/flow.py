@@ -73,6 +73,18 @@ class Flow:
             return client_reply(begun)
         return Transaction(self, sender, begun, Upstream.from_xforward(forward))
 
+    def refused_before_data(self, sender: str, recipient: str, reply: Reply,
+                            forward: Mapping[str, str], started: float) -> None:
+        """The next hop would not take the message (unreachable, or it refused the sender),
+        so no data follows: the message gets its summary line now, with the queue id XFORWARD
+        gave. Front ends call this once per transaction."""
+        reason = "next hop unavailable" if reply.temporary else "next hop refused the sender"
+        outcome = Outcome.passing(Plan(Decision(Action.PASS, reason)), b"").refused(reply)
+        inbound = Inbound(sender, (recipient,), b"")
+        log_summary(inbound, outcome, reply, started, Upstream.from_xforward(forward), "")
+        self.metrics.message("", str(outcome.decision.action), reply.code)
+        self.counts[outcome_of(reply.code)] += 1
+
     def transaction(self, sender: str, outlet: Outlet, upstream: Upstream) -> Transaction:
         """A transaction whose message goes to ``outlet`` rather than the next hop."""
         return Transaction(self, sender, outlet, upstream)

@@ -16,6 +16,7 @@ from icalendar.timezone import tzp
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mailhook.core.contentline import split_content_line
+from mailhook.core.recurrence import RuleError, check_rule
 
 _TZID_LINE = re.compile(r"TZID[;:]", re.IGNORECASE)
 _OLD_ONSET = re.compile(
@@ -119,8 +120,18 @@ def _bounded_zone(block: list[str]) -> bool:
         if len(line) > 1000:
             return False
         name, _params, value = split_content_line(line)
-        if name.upper() == "RRULE" and "FREQ=YEARLY" not in value.upper().replace(" ", ""):
+        if name.upper() in ("RRULE", "EXRULE") and not _usable_zone_rule(value):
             return False
+    return True
+
+
+def _usable_zone_rule(value: str) -> bool:
+    """A yearly rule within RFC 5545's ranges that can occur: INTERVAL=0 or 30 February would
+    keep every conversion to or from the zone walking the rule for ever."""
+    try:
+        check_rule(value, observance=True)
+    except RuleError:
+        return False
     return True
 
 

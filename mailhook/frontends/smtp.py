@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -177,9 +178,14 @@ class Handler:
             return str(refusal)
         transaction = self._transactions.get(id(session))
         if transaction is None:
-            begun = await self._flow.begin(sender_of(envelope), envelope.mail_options,
-                                           getattr(server, "xforward", {}))
+            started = time.monotonic()
+            forward = getattr(server, "xforward", {})
+            begun = await self._flow.begin(sender_of(envelope), envelope.mail_options, forward)
             if isinstance(begun, Reply):
+                if not getattr(envelope, "mailhook_refusal_logged", False):
+                    envelope.mailhook_refusal_logged = True  # type: ignore[attr-defined]
+                    self._flow.refused_before_data(sender_of(envelope), address, begun,
+                                                   forward, started)
                 return str(begun)
             transaction = self._transactions[id(session)] = begun
         reply = await transaction.rcpt(address, options)

@@ -22,13 +22,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from mailhook.testing.standin_state import ConferenceBook, Tokens
 from mailhook.testing.standin_http import Handler, Server
 from mailhook.testing.standin_rules import (
+    ALL_SCOPES,
     API_ROUTE,
     BadRequestError,
     Fault,
@@ -76,6 +77,7 @@ class StandIn:
         token_lifetime: int = 3600,
         page_size_cap: int = 10,
         latency: float = 0.0,
+        scopes: Iterable[str] = ALL_SCOPES,
     ) -> None:
         self.host = host
         self.port = port
@@ -84,7 +86,7 @@ class StandIn:
         records = [user_record(raw, host) for raw in users] if users is not None else None
         self._book = ConferenceBook(self._lock, records, page_size_cap, lambda: self.url)
         self._requests: list[RecordedRequest] = []
-        self._tokens = Tokens(self._lock, client_id, client_secret, token_lifetime)
+        self._tokens = Tokens(self._lock, client_id, client_secret, token_lifetime, scopes)
         self._fault: Fault | None = None
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -255,6 +257,8 @@ class StandIn:
         v4 = version.startswith("v4")
         if not self._tokens.valid(request):
             return token_refused(v4)
+        if needed := self._tokens.missing_scope(request.method, rest):
+            return error(403, "forbidden", f"the application has no {needed!r} permission", v4=v4)
         try:
             return self._book.route(request, rest, v4)
         except BadRequestError as exc:
@@ -299,9 +303,9 @@ _CONTROL_ACTIONS: dict[str, Callable[[StandIn, dict[str, Any]], None]] = {
 # --- command line ---------------------------------------------------------------------------
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
+def _arguments(argv: list[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mailhook.testing.standin",
+        prog=prog,
         description="Serve a TrueConf Server API stand-in until SIGINT or SIGTERM.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -314,6 +318,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds (default 3600)")
     parser.add_argument("--page-size-cap", type=int, default=10, help="largest page (default 10)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per API request")
+    parser.add_argument("--scopes", default=" ".join(ALL_SCOPES),
+                        help="the OAuth application's permissions, space-separated (default: "
+                             "all mailhook needs); calls outside them get 403")
     parser.add_argument("--verbose", action="store_true", help="log each request's method and path")
     return parser.parse_args(argv)
 
@@ -328,9 +335,10 @@ def load_users(path: str) -> list[dict[str, Any]]:
     return users
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the stand-in in the foreground; return the process exit status."""
-    args = _arguments(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m mailhook.testing.standin") -> int:
+    """Run the stand-in in the foreground; return the process exit status. ``prog`` is the
+    command's name in its usage lines (``mailhook standin`` when run through mailhook)."""
+    args = _arguments(argv, prog)
     try:
         users = load_users(args.users) if args.users else None
     except (OSError, ValueError) as exc:
@@ -345,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         token_lifetime=args.token_lifetime,
         page_size_cap=args.page_size_cap,
         latency=args.latency,
+        scopes=args.scopes.split(),
     )
     standin.verbose = args.verbose
     # Handlers go in before the "listening" line, so a supervisor may signal as soon as it reads it.

@@ -69,6 +69,19 @@ class Fault:
     path_prefix: str
 
 
+# The permissions (scopes) of an OAuth application that may do everything mailhook does; a
+# token carries its application's scopes (trueconf-api.md 1.1).
+ALL_SCOPES = ("conferences", "conferences:read", "conferences:write", "users", "users:read")
+# The query parameters each generation documents for listing conferences (trueconf-api.md 3.1);
+# any other one is refused, so a client paging with the other generation's "page"/"page_id"
+# (which a server would ignore, serving page 1 for ever) is caught.
+V3_LIST_PARAMETERS = {"page_id", "page_size", "state", "tag"}
+V4_LIST_PARAMETERS = {
+    "topic", "owner", "state", "access", "mode", "page", "page_size", "sort_field", "sort_order",
+    "timezone", "after", "before", "topic_cid_contains", "invitation", "registration_enabled",
+}
+
+
 class BadRequestError(Exception):
     """A request the stand-in refuses with 400 before looking any further."""
 

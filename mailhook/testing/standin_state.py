@@ -10,11 +10,14 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
 from mailhook.testing.standin_rules import (
+    ALL_SCOPES,
+    V3_LIST_PARAMETERS,
+    V4_LIST_PARAMETERS,
     CONFERENCE_ROUTE,
     CUSTOM_ID,
     Problem,
@@ -159,6 +162,12 @@ class ConferenceBook:
         return Reply(204) if v4 else Reply(200, {"id": conference_id})
 
     def _list_conferences(self, query: dict[str, str], v4: bool) -> Reply:
+        documented = V4_LIST_PARAMETERS if v4 else V3_LIST_PARAMETERS
+        unknown = sorted(set(query) - documented - {"access_token"})
+        if unknown:
+            generation = "v4" if v4 else "v3"
+            return invalid([Problem("invalidValue", unknown[0], f"{unknown[0]!r} is not a "
+                                    f"parameter of the {generation} conference listing")], v4)
         page_key = "page" if v4 else "page_id"
         page, size = paging(query, page_key, self.page_size_cap)
         with self._lock:
@@ -208,8 +217,10 @@ class Tokens:
     """The OAuth client the stand-in knows and the access tokens it issued."""
 
     def __init__(self, lock: threading.Lock, client_id: str, client_secret: str,
-                 lifetime: int) -> None:
+                 lifetime: int, scopes: Iterable[str] = ALL_SCOPES) -> None:
         self._lock = lock
+        # The OAuth application's permissions: an API call outside them gets 403 "forbidden".
+        self.scopes = frozenset(scopes)
         self.client_id = client_id
         self._client_secret = client_secret
         self.token_lifetime = lifetime
@@ -243,8 +254,15 @@ class Tokens:
             "access_token": token,
             "expires_in": self.token_lifetime,
             "token_type": "Bearer",
-            "scope": "conferences conferences:read conferences:write users users:read",
+            "scope": " ".join(sorted(self.scopes)),
         }
+
+    def missing_scope(self, method: str, rest: str) -> str:
+        """The permission this call needs and the application lacks, or "" (a whole-area
+        scope such as "users" covers its ":read" and ":write" parts)."""
+        area = "users" if rest.startswith("/users") else "conferences"
+        needed = f"{area}:read" if method == "GET" else f"{area}:write"
+        return "" if {area, needed} & self.scopes else needed
 
     def valid(self, request: Request) -> bool:
         """Does the request carry a token issued and not expired?"""

@@ -13,12 +13,13 @@ MODULE_LINES = 400
 CLASS_LINES = 200
 # Being replaced while this test was written (the maintained HTTP transport); drop an entry
 # as soon as its module fits.
-OVERSIZE_FOR_NOW = {"mailhook.trueconf.transport", "mailhook.trueconf.client"}
+OVERSIZE_FOR_NOW = {"mailhook.trueconf.client"}
 
 # Each module's layer; a module imports only from its own layer or the ones below it.
 LAYERS = [
     ("core", ("mailhook.core", "mailhook.errors")),
-    ("base", ("mailhook.config", "mailhook.logfmt", "mailhook.faults", "mailhook.compat")),
+    ("base", ("mailhook.config", "mailhook.logfmt", "mailhook.faults", "mailhook.compat",
+              "mailhook.loop")),
     ("adapters", ("mailhook.store", "mailhook.trueconf", "mailhook.relay", "mailhook.locks",
                   "mailhook.metrics", "mailhook.health", "mailhook.status", "mailhook.notify",
                   "mailhook.testing")),
@@ -28,7 +29,8 @@ LAYERS = [
     ("frontends", ("mailhook.frontends",)),
     ("app", ("mailhook.app",)),
     ("service and tools", ("mailhook.daemon", "mailhook.workers", "mailhook.admin",
-                           "mailhook.explain", "mailhook.reschedule")),
+                           "mailhook.explain", "mailhook.reschedule", "mailhook.reconcile",
+                           "mailhook.install")),
     ("cli", ("mailhook.cli", "mailhook.__main__")),
 ]
 PACKAGE_LAYER = 1  # mailhook/__init__.py: the version, nothing else
@@ -36,7 +38,7 @@ PACKAGE_LAYER = 1  # mailhook/__init__.py: the version, nothing else
 FRONTEND_MAY_USE = ("mailhook.frontends", "mailhook.flow", "mailhook.core", "mailhook.compat",
                     "mailhook.config", "mailhook.logfmt", "mailhook.errors")
 # Tools build their parts through app.py and use the store through its interface.
-TOOLS = ("mailhook.admin", "mailhook.explain", "mailhook.reschedule")
+TOOLS = ("mailhook.admin", "mailhook.explain", "mailhook.reschedule", "mailhook.reconcile")
 TOOLS_NEVER_USE = ("sqlite3", "sqlite_utils", "mailhook.store.sqlite", "mailhook.trueconf.client",
                    "mailhook.frontends", "mailhook.flow", "mailhook.handling", "mailhook.daemon")
 
