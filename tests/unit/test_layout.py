@@ -31,7 +31,7 @@ LAYERS = [
     ("service and tools", ("mailhook.daemon", "mailhook.workers", "mailhook.admin",
                            "mailhook.explain", "mailhook.reschedule", "mailhook.reconcile",
                            "mailhook.install")),
-    ("cli", ("mailhook.cli", "mailhook.__main__")),
+    ("cli", ("mailhook.cli", "mailhook.commands", "mailhook.__main__")),
 ]
 PACKAGE_LAYER = 1  # mailhook/__init__.py: the version, nothing else
 # Front ends speak their protocol and call the flow; they reach nothing that acts on its own.
