@@ -37,7 +37,7 @@ URL = "https://video.example.com/c/0123456789"
 
 
 def _insertion() -> LinkInsertion:
-    """The insertion mailhook/pipeline.py builds, with the configuration's default keywords."""
+    """The insertion mailhook/handling.py builds, with the configuration's default keywords."""
     keywords = PolicySettings.model_fields["keywords"].default
     return LinkInsertion(url=URL, keywords=keywords, language="en")
 

@@ -155,7 +155,7 @@ class Server:
             self.process.kill()
             self.process.wait(5)
 
-    # /proc figures (summed over the server's processes: mailhook's helper workers too)
+    # /proc figures (summed over the server's processes: mailhook's supervisor and workers too)
 
     def pids(self) -> list[int]:
         """The server process and every process it started."""

@@ -1,22 +1,27 @@
-"""The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete``.
+"""The admin commands: ``mailhook check`` and ``mailhook conferences list | show | delete``
 
 Each function takes the settings and prints for a person at a terminal; the exit status is
-what it returns. Reading the store never creates or changes it; only ``delete`` writes.
+what it returns. The parts come from ``mailhook.app``, as the daemon's do, and the store is
+used through its interface: reading it never creates or changes it; only ``delete`` writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import sqlite3
-import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mailhook.app import App, build_client, open_store
 from mailhook.config import Settings
 from mailhook.core.model import EventState, StoredEvent
 from mailhook.errors import MailhookError, StoreUnavailable
 from mailhook.health import Check
+
+if TYPE_CHECKING:
+    from mailhook.relay import Reply
 
 Print = Callable[[str], None]
 # A conference id no server has: asking for it proves the API path and permissions work.
@@ -27,19 +32,23 @@ PROBE_CONFERENCE_ID = "mailhook-check-probe"
 
 
 async def check(settings: Settings, config_file: Path, out: Print) -> int:
-    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed."""
-    from mailhook.daemon import build_client
+    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed,
+    2 when the config cannot work."""
     from mailhook.relay import NextHop
 
-    checks = [Check("config", True, f"{config_file} is valid"), check_store(settings)]
+    if looping := check_relay_loop(settings, config_file):
+        for line in verdicts([looping]):
+            out(line)
+        return 2
+    checks = [Check("config", True, f"{config_file} is valid"), await check_store(settings)]
     client = build_client(settings)
     try:
         checks += await check_trueconf(settings, client)
+        if checks[-1].name == "trueconf api":  # a token was issued: the users API can be asked
+            checks.append(await check_trueconf_users(settings, client))
     finally:
         await client.aclose()
-    reply = await NextHop(settings.relay).probe()
-    hop = f"{settings.relay.host}:{settings.relay.port}"
-    checks.append(Check("next hop", reply.ok, f"{hop} answered {reply}"))
+    checks.append(next_hop_verdict(settings, await NextHop(settings.relay).probe()))
     for line in verdicts(checks):
         out(line)
     failed = sum(not c.ok for c in checks)
@@ -50,6 +59,29 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
     return 0
 
 
+def check_relay_loop(settings: Settings, config_file: Path) -> Check | None:
+    """A failed config check when relay is mailhook's own listener (probing that "next hop"
+    would only find mailhook itself answering)."""
+    from mailhook.loop import relay_loop
+
+    problem = relay_loop(settings)
+    return Check("config", False, f"{config_file}: {problem}") if problem else None
+
+
+def next_hop_verdict(settings: Settings, reply: Reply) -> Check:
+    """The next hop's own answer, told apart from the 451 mailhook gives its client itself when
+    the next hop cannot be reached (an admin looking for the next hop's log would find nothing)."""
+    from mailhook.relay import UNREACHABLE
+
+    hop = f"{settings.relay.host}:{settings.relay.port}"
+    if reply.code == UNREACHABLE.code and reply.text.startswith(UNREACHABLE.text):
+        reason = reply.text.removeprefix(UNREACHABLE.text).lstrip(": ") or "no answer"
+        return Check("next hop", False, f"mailhook answered {reply.code} itself because it "
+                                        f"cannot reach {hop}: {reason}")
+    whose = "" if reply.ok else " (the next hop's own answer)"
+    return Check("next hop", reply.ok, f"{hop} answered {reply}{whose}")
+
+
 def verdicts(checks: Iterable[Check]) -> list[str]:
     """One line per check: the verdict first, so a failure stands out."""
     checks = list(checks)
@@ -57,22 +89,20 @@ def verdicts(checks: Iterable[Check]) -> list[str]:
     return [f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}" for c in checks]
 
 
-def check_store(settings: Settings) -> Check:
-    """The store file can be read (a missing one is fine: serve creates it, unless it went
-    missing after it was made)."""
-    from mailhook.store.sqlite import missing
-
-    from mailhook.store.sqlite import missing
-
+async def check_store(settings: Settings) -> Check:
+    """The store can be read (a missing one is fine: serve creates it, unless it went missing
+    after it was made)."""
     path = Path(settings.store.path)
-    if gone := missing(str(path)):
-        return Check("store", False, gone)
+    try:
+        events = await _read_events(settings)
+    except StoreUnavailable as exc:
+        return Check("store", False, str(exc))
+    if settings.store.url:
+        from mailhook.store.postgres import describe
+
+        return Check("store", True, f"{describe(settings.store.url)}: {len(events)} event(s)")
     if not path.exists():
         return Check("store", True, f"{path} not created yet (mailhook serve creates it)")
-    try:
-        events = read_events(path)
-    except sqlite3.Error as exc:
-        return Check("store", False, f"{path}: {exc}")
     return Check("store", True, f"{path}: {len(events)} event(s)")
 
 
@@ -94,31 +124,40 @@ async def check_trueconf(settings: Settings, client: object) -> list[Check]:
     return checks
 
 
+async def check_trueconf_users(settings: Settings, client: object) -> Check:
+    """The users API answers with this application's permissions (a token alone does not show
+    it): mailhook needs it to find attendees' TrueConf accounts by e-mail address."""
+    if settings.trueconf.user_mapping != "directory":
+        return Check("trueconf users", True, "not used (trueconf.user_mapping = "
+                                             f"{settings.trueconf.user_mapping!r})")
+    try:
+        users = await client.list_users()  # type: ignore[attr-defined]
+    except MailhookError as exc:
+        hint = ("; give the OAuth application the users read permission (docs/trueconf.md)"
+                if getattr(exc, "status", 0) in (401, 403) else "")
+        return Check("trueconf users", False, f"{exc}{hint}")
+    with_address = sum(1 for user in users if user.email)
+    return Check("trueconf users", True, f"users API answers: {len(users)} account(s), "
+                                         f"{with_address} with an e-mail address")
+
+
 # --- mailhook conferences ---------------------------------------------------------------------
 
 
-def read_events(path: Path) -> list[StoredEvent]:
-    """Every stored event, newest first, read-only (the daemon may be running)."""
-    from mailhook.store.sqlite import event_from_row
-
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+async def _read_events(settings: Settings) -> list[StoredEvent]:
+    """Every stored event, newest first, through the store opened read-only (the daemon may
+    be running; a store not made yet is empty, one that went missing is StoreUnavailable)."""
+    store = open_store(settings, read_only=True)
     try:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("select * from events order by updated_at desc").fetchall()
+        return await store.list_events()
     finally:
-        conn.close()
-    return [event_from_row(dict(row)) for row in rows]
+        await store.close()
 
 
 def stored_events(settings: Settings) -> list[StoredEvent]:
     """The stored events; none when the store does not exist yet. A store that went missing
     after mailhook made it is an error, not an empty list."""
-    from mailhook.store.sqlite import missing
-
-    path = Path(settings.store.path)
-    if gone := missing(str(path)):
-        raise StoreUnavailable(gone)
-    return read_events(path) if path.exists() else []
+    return asyncio.run(_read_events(settings))
 
 
 def list_conferences(events: Sequence[StoredEvent], include_deleted: bool, out: Print) -> int:
@@ -183,39 +222,28 @@ def show_conference(event: StoredEvent, out: Print) -> int:
 
 async def delete_conference(settings: Settings, event: StoredEvent, out: Print, err: Print) -> int:
     """Delete the event's conference on TrueConf, then mark the event deleted in the store."""
-    from mailhook.daemon import event_locks
-
-    # A running daemon handling a message for this event meanwhile would undo the deletion.
-    async with event_locks(settings, create=False).hold((event.organizer, event.uid)):
-        return await _delete_conference(settings, event, out, err)
-
-
-async def _delete_conference(settings: Settings, event: StoredEvent, out: Print, err: Print) -> int:
-    from mailhook.daemon import build_client
-    from mailhook.store import SqliteStore
-
-    store = SqliteStore(settings.store.path)
+    app = App.for_tools(settings)
     try:
-        event = await store.get(event.organizer, event.uid) or event
+        # A running daemon handling a message for this event meanwhile would undo the deletion.
+        async with app.locks.hold((event.organizer, event.uid)):
+            return await _delete_conference(app, event, out, err)
     finally:
-        await store.close()
+        await app.aclose()
+
+
+async def _delete_conference(app: App, event: StoredEvent, out: Print, err: Print) -> int:
+    event = await app.store.get(event.organizer, event.uid) or event
     if event.state is EventState.DELETED:
         out(f"{event.uid}: already deleted")
         return 0
-    client = build_client(settings)
     try:
         if event.conference_id:
-            await client.delete_conference(event.conference_id)
+            await app.trueconf.delete_conference(event.conference_id)
     except MailhookError as exc:
         err(f"mailhook: TrueConf did not delete conference {event.conference_id}: {exc}")
         return 1
-    finally:
-        await client.aclose()
-    store = SqliteStore(settings.store.path)
-    try:
-        await store.put(dataclasses.replace(event, state=EventState.DELETED, updated_at=time.time()))
-    finally:
-        await store.close()
+    await app.store.put(dataclasses.replace(event, state=EventState.DELETED,
+                                            updated_at=app.clock().timestamp()))
     out(f"deleted conference {event.conference_id or '-'} of {event.uid} ({event.organizer})")
     return 0
 
@@ -223,4 +251,4 @@ async def _delete_conference(settings: Settings, event: StoredEvent, out: Print,
 def _when(epoch: float) -> str:
     if not epoch:
         return "-"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")

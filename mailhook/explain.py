@@ -2,55 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 
+from mailhook.app import flow_config, open_store, wall_clock
 from mailhook.config import Settings
-from mailhook.core.decide import (
-    Decision,
-    Policy,
-    classify,
-    decide,
-    participant_addresses,
-    sent_by,
-    trusts_delegate,
-)
+from mailhook.core.decide import Policy, participant_addresses, sent_by, trusts_delegate
 from mailhook.core.mime import parse_message
-from mailhook.core.model import ParsedMessage, StoredEvent
-from mailhook.daemon import pipeline_config
+from mailhook.core.model import EventComponent, ParsedMessage, StoredEvent
+from mailhook.core.plan import Plan, Reading, Step, plan, read_message
+from mailhook.errors import StoreUnavailable
+from mailhook.store.base import Store
 
 
-def explain(
-    raw: bytes,
-    settings: Settings,
-    sender: str,
-    stored: Mapping[tuple[str, str], StoredEvent],
-    now: datetime,
-) -> Iterator[str]:
-    """Lines describing the parse, the decision and the participant mapping."""
-    parsed = parse_message(raw)
-    policy = pipeline_config(settings).policy
-    mail_from = sender or parsed.from_address
+async def explain(raw: bytes, settings: Settings, sender: str, store: Store,
+                  now: datetime) -> list[str]:
+    """Lines describing the parse, the plan the daemon would follow and the participants.
+
+    The plan comes from the very functions the daemon's flow calls (``read_message`` and
+    ``plan``), with the same settings, the event as stored (read through the store's
+    interface, never written) and the clock, so the two cannot disagree.
+    """
+    config = flow_config(settings)
+    mail_from = sender or parse_message(raw).from_address
+    reading = read_message(raw, mail_from, config.policy)
+    lines = list(_message(reading, mail_from, config.policy))
+    found = reading.invitation
+    if found is None:
+        return [*lines, "decision: pass (forwarded byte-identical)",
+                f"why: {plan(reading, None, config, now).decision.reason}"]
+    lines += [f"uid: {found.uid}", f"organizer: {found.organizer}"]
+    try:
+        event = await store.get(found.organizer, found.uid)
+    except StoreUnavailable as exc:
+        # The daemon answers 451 then: it cannot tell what it did for the event before.
+        return [*lines, "decision: pass (451: the MTA retries)",
+                f"why: the store is not available: {exc}"]
+    linked = event is not None and event.url
+    lines.append(f"stored conference: {_stored(event) if linked else 'none'}")
+    planned = plan(reading, event, config, now)
+    lines += [f"decision: {planned.decision.action}", f"why: {planned.decision.reason}",
+              *_effects(planned)]
+    if found.master is not None:
+        lines += _participants(found.master, found.organizer, settings)
+    return lines
+
+
+async def explain_with_store(raw: bytes, settings: Settings, sender: str) -> list[str]:
+    """``explain`` against the configured store, opened read-only, at the current time."""
+    store = open_store(settings, read_only=True)
+    try:
+        return await explain(raw, settings, sender, store, wall_clock())
+    finally:
+        await store.close()
+
+
+def _message(reading: Reading, mail_from: str, policy: Policy) -> Iterator[str]:
+    """What was read: identity, method, calendar parts, SENT-BY."""
+    parsed = reading.parsed
     yield f"message-id: {parsed.message_id or '-'}"
     yield f"envelope sender: {mail_from or '<>'}"
     yield f"method: {parsed.method or '-'}"
     for part in parsed.calendar_parts:
         yield f"calendar part: {part.content_type} at {list(part.path)} method={part.header_method}"
     yield from _sent_by(parsed, policy)
-    found = classify(parsed, mail_from, policy)
-    if isinstance(found, Decision):
-        yield "decision: pass (forwarded byte-identical)"
-        yield f"why: {found.reason}"
-        return
-    yield f"uid: {found.uid}"
-    yield f"organizer: {found.organizer}"
-    event = stored.get((found.organizer, found.uid))
-    yield f"stored conference: {event.conference_id + ' ' + event.url if event and event.url else 'none'}"
-    decision = decide(found, event, policy, now)
-    yield f"decision: {decision.action}"
-    yield f"why: {decision.reason}"
-    if found.master is not None:
-        yield from _participants(found.master, found.organizer, settings)
+
+
+def _stored(event: StoredEvent | None) -> str:
+    return f"{event.conference_id} {event.url}" if event else "none"
+
+
+def _effects(planned: Plan) -> Iterator[str]:
+    """What the daemon would do on TrueConf and to the message."""
+    when = planned.occurrence.start.strftime("%Y-%m-%d %H:%M UTC") if planned.occurrence else ""
+    yield {
+        Step.NOTHING: "trueconf: no call",
+        Step.ENSURE: f"trueconf: create the conference, or bring it in step, for {when}",
+        Step.FOLLOW: "trueconf: move the conference to the series' nearest occurrence",
+        Step.DELETE: "trueconf: delete the conference",
+        Step.UNINVITE: "trueconf: take the removed attendees off the conference",
+    }[planned.step]
+    yield "message: the join link is written in" if planned.rewrite else "message: forwarded unchanged"
+    if planned.notice:
+        yield "organizer notice: the link is mailed to the organizer"
 
 
 def _sent_by(parsed: ParsedMessage, policy: Policy) -> Iterator[str]:
@@ -67,7 +101,7 @@ def _sent_by(parsed: ParsedMessage, policy: Policy) -> Iterator[str]:
                "policy.delegates; only the envelope sender counts)")
 
 
-def _participants(master, organizer: str, settings: Settings) -> Iterator[str]:
+def _participants(master: EventComponent, organizer: str, settings: Settings) -> Iterator[str]:
     addresses = participant_addresses(master)
     if settings.trueconf.user_mapping == "local_part":
         domains = settings.policy.local_domains

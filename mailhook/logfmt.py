@@ -3,13 +3,19 @@
 The SMTP side binds what it knows about the message being handled (upstream queue id, client,
 Message-ID) for the task that handles it; every record logged while it is bound, by any module,
 carries those keys (``record.mailhook_context``), and warnings and errors end with them.
+
+When stderr is the journal (systemd says so in ``JOURNAL_STREAM``), each line starts with its
+syslog priority (``<3>`` for an error), which journald reads and strips: ``journalctl -p err``
+then finds mailhook's errors. Anywhere else lines stay plain.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from typing import TextIO
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -70,11 +76,34 @@ def redact(secret: str) -> None:
         _secrets.add(secret)
 
 
-class Formatter(logging.Formatter):
-    """``LEVEL logger: message``, warnings and errors followed by the message's keys."""
+def journal_stream(stream: TextIO) -> bool:
+    """Is this stream connected to the journal? systemd sets JOURNAL_STREAM to the device and
+    inode ("8:12345") of the stream it gave the service; a program started from the service
+    with its stderr redirected elsewhere inherits the variable, hence the comparison."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        status = os.fstat(stream.fileno())
+        return (int(device), int(inode)) == (status.st_dev, status.st_ino)
+    except (ValueError, OSError, AttributeError):
+        return False
 
-    def __init__(self) -> None:
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level: 2 critical, 3 error, 4 warning, 6 info, 7 debug."""
+    for floor, priority in ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+                            (logging.INFO, 6)):
+        if levelno >= floor:
+            return priority
+    return 7
+
+
+class Formatter(logging.Formatter):
+    """``LEVEL logger: message``, warnings and errors followed by the message's keys; with
+    ``priorities``, every line (a traceback's too) starts with ``<N>`` for the journal."""
+
+    def __init__(self, priorities: bool = False) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.priorities = priorities
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         # A message may quote a message's own values (a UID in a warning): it stays one line.
@@ -90,6 +119,9 @@ class Formatter(logging.Formatter):
                 line = f"{line} {fields(extra)}"
         for secret in _secrets:
             line = line.replace(secret, REDACTED)
+        if self.priorities:
+            prefix = f"<{syslog_priority(record.levelno)}>"
+            line = "\n".join(prefix + part for part in line.split("\n"))
         return line
 
 
@@ -119,7 +151,7 @@ def setup(level: str) -> None:
         if getattr(handler, "_mailhook", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(Formatter())
+    handler.setFormatter(Formatter(priorities=journal_stream(sys.stderr)))
     handler._mailhook = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     set_level(level)

@@ -9,11 +9,10 @@ values to files there and /metrics, served by the first process, adds them up.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +24,10 @@ from prometheus_client import (
     multiprocess,
 )
 
+from mailhook.core.model import Conference, ConferenceSpec
 from mailhook.errors import TrueConfAuthError, TrueConfRejected, TrueConfUnavailable
+
+T = TypeVar("T")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -163,38 +165,73 @@ def error_kind(exc: BaseException) -> str:
     return "other"
 
 
-class InstrumentedTrueConf:
-    """The TrueConf client with every API call timed and every failure counted.
+class TrueConfApi(Protocol):
+    """The TrueConf client's operations (``mailhook.trueconf.client.TrueConfClient``)."""
 
-    Everything else is passed through. The client behind it can be replaced (on reload) while
-    the pipeline keeps holding this object.
+    async def create_conference(self, spec: ConferenceSpec) -> Conference: ...
+    async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference: ...
+    async def delete_conference(self, conference_id: str) -> None: ...
+    async def get_conference(self, conference_id: str) -> Conference | None: ...
+    async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None: ...
+    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None: ...
+    async def list_users(self) -> list[Any]: ...
+    async def check(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class InstrumentedTrueConf:
+    """The TrueConf client with every API call timed and every failure counted, by operation.
+
+    The client behind it can be replaced (on reload) while the effects keep holding this
+    object; calls under way finish on the client they started on.
     """
 
-    def __init__(self, client: Any, metrics: Metrics) -> None:
+    def __init__(self, client: TrueConfApi, metrics: Metrics) -> None:
         self.client = client
         self._metrics = metrics
 
-    def replace(self, client: Any) -> Any:
+    def replace(self, client: TrueConfApi) -> TrueConfApi:
         """Use another client from now on; return the previous one."""
         previous, self.client = self.client, client
         return previous
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.client, name)
-        if name.startswith("_") or name == "aclose" or not inspect.iscoroutinefunction(attribute):
-            return attribute
-        return self._timed(name, attribute)
+    async def create_conference(self, spec: ConferenceSpec) -> Conference:
+        return await self._timed("create_conference", self.client.create_conference(spec))
 
-    def _timed(self, operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await call(*args, **kwargs)
-            except Exception as exc:
-                self._metrics.trueconf_errors.labels(operation, error_kind(exc)).inc()
-                raise
-            finally:
-                elapsed = time.perf_counter() - started
-                self._metrics.trueconf_latency.labels(operation).observe(elapsed)
+    async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference:
+        return await self._timed("update_conference",
+                                 self.client.update_conference(conference_id, spec))
 
-        return timed
+    async def delete_conference(self, conference_id: str) -> None:
+        await self._timed("delete_conference", self.client.delete_conference(conference_id))
+
+    async def get_conference(self, conference_id: str) -> Conference | None:
+        return await self._timed("get_conference", self.client.get_conference(conference_id))
+
+    async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None:
+        return await self._timed("find_conference_by_tag",
+                                 self.client.find_conference_by_tag(tag, owner))
+
+    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None:
+        return await self._timed("conference_tags", self.client.conference_tags(conference_id))
+
+    async def list_users(self) -> list[Any]:
+        return await self._timed("list_users", self.client.list_users())
+
+    async def check(self) -> None:
+        await self._timed("check", self.client.check())
+
+    async def aclose(self) -> None:
+        """Close the client in use now (retired ones are closed by their owner)."""
+        await self.client.aclose()
+
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call
+        except Exception as exc:
+            self._metrics.trueconf_errors.labels(operation, error_kind(exc)).inc()
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.trueconf_latency.labels(operation).observe(elapsed)

@@ -11,15 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import aiosmtplib
 
 from mailhook import compat
 from mailhook.config import RelaySettings
+from mailhook.tls import greet, next_hop_context
+from mailhook.core.replies import (
+    BAD_RECIPIENT,
+    BAD_SENDER,
+    NEXT_HOP_UNREACHABLE,
+    UTF8_RECIPIENT_NOT_RELAYABLE,
+    UTF8_SENDER_NOT_RELAYABLE,
+    Reply,
+)
 
 log = logging.getLogger("mailhook.relay")
 
@@ -35,54 +42,8 @@ _MAIL_PARAMETER_EXTENSIONS = {
 _RCPT_PARAMETER_EXTENSIONS = {"NOTIFY": "dsn", "ORCPT": "dsn"}
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An SMTP reply."""
-
-    code: int
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        """The reply as sent: a multi-line reply gets "code-" continuation lines."""
-        lines = self.text.replace("\r\n", "\n").split("\n") or [""]
-        head = "".join(f"{self.code}-{line}\r\n" for line in lines[:-1])
-        return f"{head}{self.code} {lines[-1]}"
-
-
-UNREACHABLE = Reply(451, "4.4.1 Next hop unavailable, try again later")
 IDLE_SECONDS = 60.0  # a pooled session older than this is closed, not reused
-BAD_SENDER = Reply(553, "5.1.7 Bad sender address syntax")
-BAD_RECIPIENT = Reply(553, "5.1.3 Bad recipient address syntax")
-# RFC 6531 3.2: a UTF-8 address must not go to a server that does not announce SMTPUTF8.
-UTF8_SENDER_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII sender address and the next hop does "
-                                       "not support SMTPUTF8")
-UTF8_RECIPIENT_NOT_RELAYABLE = Reply(553, "5.6.7 Non-ASCII recipient address and the next hop "
-                                          "does not support SMTPUTF8")
-
-
-class TlsRefused(aiosmtplib.SMTPException):
-    """relay.tls is "required" and the next hop does not offer STARTTLS."""
-
-
-def _tls_context(settings: RelaySettings) -> ssl.SSLContext | None:
-    """The context STARTTLS to the next hop uses: verifying when TLS is required, merely
-    encrypting when it is opportunistic (as Postfix's "may" level does: a check that fails
-    would only fall back to no TLS at all)."""
-    if settings.tls == "none":
-        return None
-    context = ssl.create_default_context(cafile=settings.ca_file or None)
-    if settings.tls == "opportunistic":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+UNREACHABLE = NEXT_HOP_UNREACHABLE
 
 
 class NextHop:
@@ -97,8 +58,7 @@ class NextHop:
         # Looked up once: aiosmtplib would ask the resolver again for every connection.
         self._helo = settings.helo_name or socket.getfqdn()
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
-        self._tls = _tls_context(settings)
-        self._tls_name = settings.tls_name or settings.host
+        self._tls = next_hop_context(settings)
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -120,24 +80,11 @@ class NextHop:
         await client.connect()
         compat.watch_replies(client)
         try:
-            await self._greet(client)
+            await greet(client, self._settings, self._tls)
         except BaseException:
-            client.close()
+            client.close()  # a session that failed its greeting (or TLS) is never pooled
             raise
         return client, False
-
-    async def _greet(self, client: aiosmtplib.SMTP) -> aiosmtplib.SMTPResponse:
-        """EHLO, then STARTTLS and EHLO again as relay.tls asks; the last EHLO reply."""
-        response = await client.ehlo()
-        if self._settings.tls == "none":
-            return response
-        if not client.supports_extension("starttls"):
-            if self._settings.tls == "required":
-                raise TlsRefused(f"the next hop {self._settings.host}:{self._settings.port} "
-                                 "does not offer STARTTLS (relay.tls = \"required\")")
-            return response
-        await client.starttls(tls_context=self._tls, server_hostname=self._tls_name)
-        return await client.ehlo()
 
     def give_back(self, client: aiosmtplib.SMTP) -> None:
         """Keep a session that ended its transaction cleanly for the next message."""
@@ -214,7 +161,7 @@ class NextHop:
         client = self._client()
         try:
             await client.connect()
-            response = await self._greet(client)
+            response = await greet(client, self._settings, self._tls)
             await client.quit()
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)

@@ -34,6 +34,18 @@ class StatusServer:
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
 
+    async def started(self, host: str, port: int) -> bool:
+        """Start; False (logged) when the address cannot be had: metrics are for watching
+        mail flow, never a reason to stop it."""
+        try:
+            await self.start(host, port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%s: %s; going on without them",
+                      host, port, exc.strerror or exc)
+            return False
+        log.info("metrics and health on http://%s:%s/metrics and /healthz", host, self.port)
+        return True
+
     @property
     def port(self) -> int:
         assert self._server is not None

@@ -1,4 +1,4 @@
-"""``mailhook store copy | backup | prune``, and the pruning the periodic pass runs.
+"""``mailhook store copy | backup | prune``.
 
 Copying moves a site between backends (SQLite to PostgreSQL as it grows to several hosts, or
 back) without losing track of a conference; it goes through the store interface, so any backend
@@ -7,17 +7,15 @@ can be either side. Each function prints for a person at a terminal and returns 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mailhook.config import Settings
 from mailhook.store import Store, build_store
+from mailhook.store.upkeep import prune
 
 Print = Callable[[str], None]
-log = logging.getLogger("mailhook.store")
-DAY = 86_400.0
 
 
 async def copy_store(source: Settings, target: Settings, out: Print, err: Print) -> int:
@@ -96,25 +94,12 @@ async def backup(settings: Settings, target: str, out: Print, err: Print) -> int
     return 0
 
 
-async def prune(store: Store, keep_deleted_days: float, now: float | None = None) -> int:
-    """Forget events whose conference was deleted more than ``keep_deleted_days`` ago (none
-    when it is 0); the number forgotten."""
-    if keep_deleted_days <= 0:
-        return 0
-    moment = time.time() if now is None else now
-    pruned = await store.prune_deleted(moment - keep_deleted_days * DAY)
-    if pruned:
-        log.info("store: forgot %d event(s) whose conference was deleted over %g day(s) ago",
-                 pruned, keep_deleted_days)
-    return pruned
-
-
 async def prune_command(settings: Settings, out: Print) -> int:
     """``mailhook store prune``: one pruning pass now."""
     store = build_store(settings.store)
     try:
         await store.open()
-        pruned = await prune(store, settings.store.keep_deleted_days)
+        pruned = await prune(store, settings.store.keep_deleted_days, time.time())
     finally:
         await store.close()
     out(f"forgot {pruned} event(s) deleted over {settings.store.keep_deleted_days:g} day(s) ago")

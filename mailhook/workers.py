@@ -1,17 +1,18 @@
-"""Several processes serving mail on the same listening sockets (``smtp.workers`` > 1).
+"""Several worker processes serving mail on the same listening sockets (``smtp.workers`` > 1).
 
 One process uses one CPU core, and parsing and rewriting invitations is CPU work, so a busy
-server runs one process per core. The first process (the primary) binds the sockets and opens
-the store, then starts the others (helpers) as fresh ``mailhook serve`` processes that inherit
-the bound sockets; the kernel hands each new connection to one of them. Helpers only serve
-mail. The primary also runs the periodic passes (rescheduling, retries), serves /metrics and
-/healthz, and talks to systemd. Per-event locks hold across processes (see ``locks.py``), so two
-copies of one invitation served by different processes still make one conference.
+server runs one worker per core. The process systemd starts becomes a supervisor that serves no
+mail: it binds the sockets and prepares the store, then forks ``smtp.workers`` identical
+workers that inherit the bound sockets; the kernel hands each new connection to one of them.
+The supervisor handles the signals (SIGTERM and SIGINT stop, SIGHUP reloads, each passed on to
+the workers), talks to systemd, serves /metrics and /healthz and runs the periodic passes
+(rescheduling, retries), so those run once whichever worker is busy or being replaced. Per-event
+locks hold across processes (see ``locks.py``), so two copies of one invitation served by
+different workers, or a worker and a pass, still make one conference.
 
-The primary restarts a helper that exits unexpectedly. A helper stops when the primary dies
-(``PR_SET_PDEATHSIG``), so no process is left holding the port. SIGTERM to the primary stops
-the helpers too (each lets its messages in flight finish); SIGHUP is passed on to them once the
-primary has taken the new configuration.
+The supervisor starts a worker that exits unexpectedly again, waiting longer each time it keeps
+failing. Workers stop when the supervisor dies (``PR_SET_PDEATHSIG``), so no process is left
+holding the port.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ from mailhook.config import Settings
 log = logging.getLogger("mailhook")
 
 BACKLOG = 100  # as asyncio's own servers
-RESTART_DELAY = 1.0  # seconds before a helper that exited is started again (doubling, capped)
-RESTART_DELAY_MAX = 60.0  # a helper that ran this long before exiting starts the count afresh
-# Seconds past the drain timeout before a helper that will not stop is killed: it may still be
+RESTART_DELAY = 1.0  # seconds before a worker that exited is started again (doubling, capped)
+RESTART_DELAY_MAX = 60.0  # a worker that ran this long before exiting starts the count afresh
+# Seconds past the drain timeout before a worker that will not stop is killed: it may still be
 # sending organizer notices for its last messages.
 STOP_GRACE = 30.0
-# What a helper must not inherit: systemd's notify socket and watchdog belong to the primary.
-PRIMARY_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-                    "LISTEN_FDNAMES")
+# What a worker must not inherit: systemd's notify socket and watchdog belong to the supervisor.
+SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                       "LISTEN_PID", "LISTEN_FDNAMES")
 PR_SET_PDEATHSIG = 1
 
 
@@ -81,7 +82,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
 
 
 def inherited(fds: list[int]) -> list[socket.socket]:
-    """The listening sockets a helper was started with."""
+    """The listening sockets a worker was started with."""
     sockets = [socket.socket(fileno=fd) for fd in fds]
     for sock in sockets:
         sock.setblocking(False)
@@ -89,7 +90,7 @@ def inherited(fds: list[int]) -> list[socket.socket]:
 
 
 def die_with_parent(parent: int) -> bool:
-    """Ask the kernel to stop this process when the primary dies; False if it already has."""
+    """Ask the kernel to stop this process when the supervisor dies; False if it already has."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -99,12 +100,12 @@ def die_with_parent(parent: int) -> bool:
 def hold_reloads() -> None:
     """Keep SIGHUP pending until the event loop handles it (``Daemon.serve`` lets it through):
     a reload asked for during start-up must neither kill the process nor be lost. Forked and
-    spawned helpers start with it held too."""
+    spawned workers start with it held too."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
 
 
 def settings_blob(settings: Settings) -> bytes:
-    """The settings a helper must run with, secret included, for a pipe to it."""
+    """The settings a worker must run with, secret included, for a pipe to it."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, SecretStr):
@@ -119,7 +120,7 @@ def settings_blob(settings: Settings) -> bytes:
 
 
 def read_settings(fd: int) -> Settings:
-    """The settings the primary wrote to the pipe ``fd``."""
+    """The settings the supervisor wrote to the pipe ``fd``."""
     with os.fdopen(fd, "rb") as pipe:
         data = json.loads(pipe.read())
     return Settings(**data)
@@ -137,13 +138,13 @@ def remove_metrics_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def fork_helpers(count: int, serve: Callable[[int], int]) -> list[int]:
-    """Start helpers 1..count as forks of this process, which has loaded mailhook but has no
+def fork_workers(count: int, serve: Callable[[int], int]) -> list[int]:
+    """Start workers 1..count as forks of this process, which has loaded mailhook but has no
     thread or event loop yet: they share its memory pages until they write to them."""
     pids = []
     for number in range(1, count + 1):
         pid = os.fork()
-        if pid == 0:  # the helper (SIGHUP is held: see hold_reloads)
+        if pid == 0:  # the worker (SIGHUP is held: see hold_reloads)
             status = 1
             try:
                 status = serve(number)
@@ -160,13 +161,13 @@ def fork_helpers(count: int, serve: Callable[[int], int]) -> list[int]:
     return pids
 
 
-class Helpers:
-    """The helper processes of a primary: watched, restarted, signalled and stopped.
+class Workers:
+    """The supervisor's worker processes: watched, restarted, signalled and stopped.
 
-    They start as forks (``fork_helpers``); one that exits unexpectedly is started again as a
+    They start as forks (``fork_workers``); one that exits unexpectedly is started again as a
     new ``mailhook serve`` process given the listening sockets and, through a pipe, the
-    primary's settings as they are now (so it runs like the others even if the config file
-    changed since), since the primary, by then running threads, must not fork itself.
+    supervisor's settings as they are now (so it runs like the others even if the config file
+    changed since), since the supervisor, by then running threads, must not fork itself.
     """
 
     def __init__(
@@ -180,6 +181,7 @@ class Helpers:
     ) -> None:
         self._pids: dict[int, int | None] = dict(enumerate(pids, start=1))  # None: not running
         self._config_file = config_file
+        self._sockets = sockets
         self._fds = [sock.fileno() for sock in sockets]
         self._settings = settings
         self._log_level = log_level
@@ -192,11 +194,11 @@ class Helpers:
         return [pid for pid in self._pids.values() if pid is not None]
 
     def start(self) -> None:
-        """Begin watching the helpers."""
+        """Begin watching the workers."""
         loop = asyncio.get_running_loop()
         for number in self._pids:
             self._watchers.append(loop.create_task(self._watch(number)))
-        log.info("%d helper worker process(es): %s", len(self._pids),
+        log.info("%d worker process(es): %s", len(self._pids),
                  " ".join(str(pid) for pid in self.pids))
 
     async def _spawn(self, number: int) -> int:
@@ -209,9 +211,10 @@ class Helpers:
                     "--parent", str(os.getpid()), "--worker", str(number)]
             if self._log_level:
                 argv += ["--log-level", self._log_level]
-            env = {key: value for key, value in os.environ.items() if key not in PRIMARY_ONLY_ENV}
+            env = {key: value for key, value in os.environ.items()
+                   if key not in SUPERVISOR_ONLY_ENV}
             # The listening sockets and the pipe are inheritable; every other descriptor is
-            # close-on-exec. SIGHUP starts held, as in the first helpers.
+            # close-on-exec. SIGHUP starts held, as in the first workers.
             pid = os.posix_spawn(sys.executable, argv, env, setsigmask={signal.SIGHUP})
         finally:
             os.close(reader)
@@ -220,7 +223,7 @@ class Helpers:
         return pid
 
     async def _exit_status(self, pid: int) -> int:
-        """Wait for a helper to exit and reap it; its exit status."""
+        """Wait for a worker to exit and reap it; its exit status."""
         loop = asyncio.get_running_loop()
         try:
             fd = os.pidfd_open(pid)
@@ -268,18 +271,23 @@ class Helpers:
             started = time.monotonic()
             try:
                 self._pids[number] = await self._spawn(number)
-            except Exception as exc:  # the primary goes on serving whatever happened here
+            except Exception as exc:  # the supervisor goes on whatever happened here
                 log.error("cannot start worker %d: %s; trying again in %.0f s", number, exc, delay)
 
     def signal(self, signum: int) -> None:
-        """Pass a signal on to every running helper."""
+        """Pass a signal on to every running worker."""
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     async def stop(self) -> None:
-        """SIGTERM every helper and wait until each has finished its messages."""
+        """SIGTERM every worker and wait until each has finished its messages."""
         self._stopping.set()
+        # The supervisor's copies of the listening sockets go first: once the workers close
+        # theirs the port is free, and a client is refused (and retries) instead of waiting
+        # in a queue nobody reads.
+        for sock in self._sockets:
+            sock.close()
         self.signal(signal.SIGTERM)
         watching = [task for task in self._watchers if not task.done()]
         if not watching:
@@ -297,6 +305,6 @@ def _write_all(fd: int, data: bytes) -> None:
         while view:
             view = view[os.write(fd, view):]
     except BrokenPipeError:
-        pass  # the helper died before reading: its watcher starts another
+        pass  # the worker died before reading: its watcher starts another
     finally:
         os.close(fd)

@@ -1,25 +1,25 @@
 """Lenient reading of iCalendar objects into EventComponent values (times in UTC).
 
-Content lines are split here (and reused by the rewrite); values are read with the
-``icalendar`` library. Work is bounded so hostile objects cannot stall the relay.
+Content lines are split by ``mailhook.core.contentline`` (shared with the rewrite), zones
+resolved by ``mailhook.core.zones``; values are read with the ``icalendar`` library. Work is
+bounded so hostile objects cannot stall the relay.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, date, datetime, timedelta
 
-from icalendar import Timezone
 from icalendar.parser import Contentline
 from icalendar.prop import vDDDTypes, vDuration
-from icalendar.timezone import tzp
-from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
+from mailhook.core.contentline import split_content_line, unescape_text, unfold
 from mailhook.core.model import Attendee, CalendarObject, EventComponent
+from mailhook.core.zones import Zones
+
+# What reads content lines is used from here too (it is mailhook.core.contentline's).
+__all__ = ["CalendarError", "parse_calendar", "split_content_line", "unescape_text", "unfold"]
 
 MAX_EVENTS = 500
 TOO_LARGE = "calendar too large"
@@ -27,13 +27,6 @@ MAX_ATTENDEES = 1000
 MAX_TIMEZONES = 50
 MAX_TIMEZONE_LINES = 2000
 
-_TZID_LINE = re.compile(r"TZID[;:]", re.IGNORECASE)
-_OLD_ONSET = re.compile(
-    r"(DTSTART(?:;[^:]*)?:)(0\d{3}|1[0-8]\d\d|19[0-6]\d)(?=\d{4})", re.IGNORECASE
-)
-_LINE_BREAK = re.compile(r"\r\n|\n|\r")
-_ESCAPED = re.compile(r"\\([\\;,nN:])")
-_NEEDS_ESCAPE = re.compile(r"[\\;,\n]")
 # A content line most producers write: a name, parameters whose values are quoted or plain
 # text without backslashes, carets, control characters or (unquoted) commas, and the value.
 _PLAIN_LINE = re.compile(
@@ -46,6 +39,7 @@ _EVENT_PROPERTIES = frozenset(
     {
         "UID", "RECURRENCE-ID", "SEQUENCE", "SUMMARY", "LOCATION", "DESCRIPTION", "DTSTART",
         "DTEND", "DURATION", "STATUS", "ORGANIZER", "ATTENDEE", "CONFERENCE", "RRULE",
+        "RDATE", "EXDATE",
     }
 )  # fmt: skip
 
@@ -54,87 +48,6 @@ class CalendarError(ValueError):
     """The text is not a calendar object mailhook can read."""
 
 
-@dataclass(frozen=True, slots=True)
-class ContentLine:
-    """One logical (unfolded) content line and the physical lines it came from."""
-
-    logical: str
-    physical: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        """The upper-case property name ("" for a blank line)."""
-        return split_content_line(self.logical)[0].upper()
-
-
-def unfold(text: str) -> list[ContentLine]:
-    """Split text into logical content lines; accepts CRLF, LF, CR, space and TAB folding."""
-    physical = _LINE_BREAK.split(text)
-    if physical and physical[-1] == "":
-        physical.pop()
-    lines: list[ContentLine] = []
-    group: list[str] = []
-    for line in physical:
-        if line[:1] in (" ", "\t") and group:
-            group.append(line)
-            continue
-        if group:
-            lines.append(_content_line(group))
-        group = [line]
-    if group:
-        lines.append(_content_line(group))
-    return lines
-
-
-def _content_line(group: list[str]) -> ContentLine:
-    if len(group) == 1:
-        return ContentLine(group[0], (group[0],))
-    logical = group[0] + "".join(line[1:] for line in group[1:])
-    return ContentLine(logical, tuple(group))
-
-
-def split_content_line(line: str) -> tuple[str, str, str]:
-    """Split "NAME;PARAMS:VALUE" into (name, ";PARAMS", value), honouring quoted parameters."""
-    colon = line.find(":")
-    if colon < 0:
-        return line, "", ""
-    if line.find('"', 0, colon) >= 0:
-        return _split_quoted_line(line)  # a quoted parameter may hold the first ":" or ";"
-    semicolon = line.find(";", 0, colon)
-    name_end = colon if semicolon < 0 else semicolon
-    return line[:name_end], line[name_end:colon], line[colon + 1 :]
-
-
-def _split_quoted_line(line: str) -> tuple[str, str, str]:
-    quoted = False
-    name_end = -1
-    for index, char in enumerate(line):
-        if char == '"':
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == ";" and name_end < 0:
-            name_end = index
-        elif char == ":":
-            name_end = index if name_end < 0 else name_end
-            return line[:name_end], line[name_end:index], line[index + 1 :]
-    return line, "", ""
-
-
-def unescape_text(value: str) -> str:
-    """Undo iCalendar TEXT escaping (lenient: "\\N" and "\\:" accepted)."""
-
-    def replace(match: re.Match[str]) -> str:
-        char = match.group(1)
-        return "\n" if char in "nN" else char
-
-    return _ESCAPED.sub(replace, value)
-
-
-def escape_text(value: str) -> str:
-    """Escape a value as iCalendar TEXT (backslash, semicolon, comma, newline)."""
-    value = value.replace("\r\n", "\n").replace("\r", "\n")
-    return _NEEDS_ESCAPE.sub(lambda m: "\\n" if m.group(0) == "\n" else "\\" + m.group(0), value)
 
 
 # --- structure --------------------------------------------------------------------------------
@@ -210,119 +123,10 @@ def parse_calendar(text: str) -> CalendarObject:
         collector.feed(line.logical)
     if not collector.seen_calendar:
         raise CalendarError("no VCALENDAR")
-    zones = _Zones(collector.timezones)
+    zones = Zones(collector.timezones)
     events = tuple(_read_event(event.lines, zones) for event in collector.events)
     return CalendarObject(method=collector.method, events=events, text=text)
 
-
-# --- time zones -------------------------------------------------------------------------------
-
-
-def _normalise_tzid(tzid: str) -> str:
-    return tzid.strip().strip('"').replace("\\,", ",").replace("\\;", ";").strip()
-
-
-class _Zones:
-    """Resolves TZIDs for one object: known IANA/Windows names, then its own VTIMEZONEs, then
-    Notes-style short Windows names, then UTC."""
-
-    def __init__(self, blocks: list[list[str]]) -> None:
-        self.blocks: dict[str, list[str]] = {}
-        for block in blocks:
-            tzid = _block_tzid(block)
-            if tzid and tzid not in self.blocks:
-                self.blocks[tzid] = block
-        self.cache: dict[str, tzinfo] = {}
-
-    def get(self, tzid: str) -> tzinfo:
-        key = _normalise_tzid(tzid)
-        if key not in self.cache:
-            self.cache[key] = self._lookup(key)
-        return self.cache[key]
-
-    def _lookup(self, key: str) -> tzinfo:
-        known = _known_zone(key)
-        if known is not None:
-            return known
-        block = self.blocks.get(key)
-        built = _zone_from_block(block) if block else None
-        if built is not None:
-            return built
-        # Lotus Notes writes Windows zone names without " Standard Time" ("FLE", "W. Europe").
-        guessed = _known_zone(f"{key} Standard Time") if key else None
-        return guessed if guessed is not None else UTC
-
-
-def _block_tzid(block: list[str]) -> str:
-    for line in block:
-        name, _params, value = split_content_line(line)
-        if name.upper() == "TZID":
-            return _normalise_tzid(value)
-    return ""
-
-
-def _known_zone(key: str) -> tzinfo | None:
-    """An IANA zone for a TZID: an IANA or Windows name, or libical's "/vendor/Area/City".
-
-    Looked up in the zone database itself, never in icalendar's process-wide cache, which also
-    holds whatever VTIMEZONE some other sender once defined under that name.
-    """
-    if not key or len(key) > 200:
-        return None
-    for name in _zone_names(key):
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            continue
-    return None
-
-
-def _zone_names(key: str) -> Iterator[str]:
-    cleaned = key.strip("/")
-    yield cleaned
-    if cleaned in WINDOWS_TO_OLSON:
-        yield WINDOWS_TO_OLSON[cleaned]
-    if key.startswith("/"):
-        parts = cleaned.split("/")
-        for start in range(1, len(parts)):
-            yield "/".join(parts[start:])
-
-
-def _zone_from_block(block: list[str]) -> tzinfo | None:
-    """Build a tzinfo from a VTIMEZONE without registering it in icalendar's global cache."""
-    tzid = _block_tzid(block)
-    if not _bounded_zone(block):
-        return None
-    # icalendar caches every parsed VTIMEZONE by TZID process-wide; hiding the TZID line keeps
-    # one sender's definition from leaking into another message.
-    hidden = ["X-MAILHOOK-TZID:x" if _TZID_LINE.match(line) else line for line in block]
-    hidden = [_clamp_onset(line) for line in hidden]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            component = Timezone.from_ical("\r\n".join(hidden) + "\r\n")
-            component.pop("X-MAILHOOK-TZID", None)
-            component.add("TZID", tzid)
-            return tzp.create_timezone(component)
-    except Exception:  # noqa: BLE001 - a broken VTIMEZONE falls back to UTC
-        return None
-
-
-def _bounded_zone(block: list[str]) -> bool:
-    """Whether evaluating this VTIMEZONE stays cheap: short lines, yearly rules only."""
-    for line in block:
-        if len(line) > 1000:
-            return False
-        name, _params, value = split_content_line(line)
-        if name.upper() == "RRULE" and "FREQ=YEARLY" not in value.upper().replace(" ", ""):
-            return False
-    return True
-
-
-def _clamp_onset(line: str) -> str:
-    """Move a pre-1970 onset (Exchange writes 1601) to 1970 so rules are not iterated for ages."""
-    match = _OLD_ONSET.match(line)
-    return f"{match.group(1)}1970{line[match.end() :]}" if match else line
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -383,7 +187,7 @@ def _group(lines: list[str]) -> dict[str, list[_Property]]:
     return grouped
 
 
-def _read_event(lines: list[str], zones: _Zones) -> EventComponent:
+def _read_event(lines: list[str], zones: Zones) -> EventComponent:
     props = _group(lines)
 
     def text(name: str) -> str:
@@ -412,11 +216,19 @@ def _read_event(lines: list[str], zones: _Zones) -> EventComponent:
         attendees=tuple(_attendee(prop) for prop in props.get("ATTENDEE", [])),
         conference_urls=tuple(prop.value.strip() for prop in props.get("CONFERENCE", [])),
         rrule=tuple(prop.value.strip() for prop in props.get("RRULE", [])),
+        rdate=tuple(prop.value.strip() for prop in props.get("RDATE", [])),
+        exdate=tuple(prop.value.strip() for prop in props.get("EXDATE", [])),
+        floating=any(_floating(prop) for name in ("DTSTART", "DTEND") for prop in props.get(name, [])),
         utc_offset_minutes=offset,
     )
 
 
-def _read_time(prop: _Property | None, zones: _Zones) -> tuple[datetime | None, bool, int]:
+def _floating(prop: _Property) -> bool:
+    """A time with neither a TZID nor UTC ("Z"): a floating time, or a date."""
+    return "TZID" not in prop.params and not prop.value.strip().upper().endswith("Z")
+
+
+def _read_time(prop: _Property | None, zones: Zones) -> tuple[datetime | None, bool, int]:
     """Return (UTC datetime, is a DATE, offset minutes of the local zone)."""
     if prop is None:
         return None, False, 0
@@ -431,7 +243,7 @@ def _read_time(prop: _Property | None, zones: _Zones) -> tuple[datetime | None, 
     return None, False, 0
 
 
-def _to_utc(value: datetime, tzid: str | None, zones: _Zones) -> tuple[datetime, bool, int]:
+def _to_utc(value: datetime, tzid: str | None, zones: Zones) -> tuple[datetime, bool, int]:
     if value.tzinfo is None:
         # floating times have no zone of their own: read as UTC until a default zone exists
         value = value.replace(tzinfo=zones.get(tzid) if tzid else UTC)
@@ -443,7 +255,7 @@ def _to_utc(value: datetime, tzid: str | None, zones: _Zones) -> tuple[datetime,
 
 
 def _read_end(
-    props: dict[str, list[_Property]], start: datetime | None, all_day: bool, zones: _Zones
+    props: dict[str, list[_Property]], start: datetime | None, all_day: bool, zones: Zones
 ) -> datetime | None:
     if start is None:
         return None
@@ -460,7 +272,7 @@ def _read_end(
     return start + timedelta(days=1) if all_day else start
 
 
-def _recurrence_id(prop: _Property | None, zones: _Zones) -> str | None:
+def _recurrence_id(prop: _Property | None, zones: Zones) -> str | None:
     moment, is_date, _offset = _read_time(prop, zones)
     if moment is None:
         return None

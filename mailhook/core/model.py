@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mailhook.core.mime import ScannedMessage
+    from mailhook.core.mimetree import ScannedMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,11 @@ class EventComponent:
     attendees: tuple[Attendee, ...] = ()
     conference_urls: tuple[str, ...] = ()  # values of CONFERENCE properties
     rrule: tuple[str, ...] = ()  # RRULE values as written, e.g. "FREQ=WEEKLY;BYDAY=MO"
+    rdate: tuple[str, ...] = ()  # the event's own RDATE values as written
+    exdate: tuple[str, ...] = ()  # the event's own EXDATE values as written
+    # DTSTART or DTEND names neither a TZID nor UTC (a floating time, or a date): such times
+    # are read in policy.default_timezone by the series code.
+    floating: bool = False
     utc_offset_minutes: int = 0  # the offset of DTSTART's own zone at start, for display
 
 
@@ -71,6 +76,7 @@ class ParsedMessage:
     message_id: str = ""
     subject: str = ""
     from_address: str = ""  # lower-case address of From:
+    received: str = ""  # the topmost Received header, as written (its queue id is logged)
     calendar: CalendarObject | None = None  # from the first calendar part
     calendar_parts: tuple[CalendarPart, ...] = ()
     skip_reason: str = ""  # "" when the message carries an invitation to consider

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
 from mailhook.core import blocks
-from mailhook.core.calendar import (
+from mailhook.core.contentline import (
     ContentLine,
     escape_text,
     split_content_line,
@@ -21,26 +21,22 @@ from mailhook.core.calendar import (
     unfold,
 )
 from mailhook.core.mime import (
-    IDENTITY_CTES,
     BodyDecodeError,
-    MimePart,
     decode_body,
     decode_text,
-    find_part,
     read_calendar,
     readable_leaves,
-    scan_message,
     valid_charset,
 )
+from mailhook.core.encoding import Encoded, edit_header, encode_payload
+from mailhook.core.mimetree import MimePart, find_part, scan_message
 from mailhook.core.model import LinkInsertion, ParsedMessage
 from mailhook.errors import InvitationError
 
 FOLD_OCTETS = 75
-MAX_LINE_OCTETS = 998
 _PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
 # HTML renditions of DESCRIPTION: Outlook's and Zimbra's X-ALT-DESC, RFC 9073's STYLED-DESCRIPTION.
 _HTML_DESCRIPTIONS = frozenset({"X-ALT-DESC", "STYLED-DESCRIPTION"})
-_TEXT_LINE_BREAK = re.compile(rb"\r?\n")
 _BARE_CR = re.compile(r"\r(?!\n)")
 _DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORECASE | re.DOTALL)
 
@@ -251,15 +247,6 @@ class _Edit:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    """A new body and the header changes it needs."""
-
-    body: bytes
-    cte: str | None = None  # new Content-Transfer-Encoding, None = unchanged
-    charset: str | None = None  # new charset parameter, None = unchanged
-
-
 def rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
     """Splice the link into every calendar copy and the readable bodies of the original bytes."""
     if parsed.skip_reason or parsed.calendar is None:
@@ -281,7 +268,7 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
     raw = parsed.raw
     root = _scanned_root(parsed)
     rewritten: dict[str, str] = {}
-    changed: dict[tuple[int, ...], tuple[MimePart, _Encoded]] = {}
+    changed: dict[tuple[int, ...], tuple[MimePart, Encoded]] = {}
     for calendar_part in parsed.calendar_parts:
         part = find_part(root, calendar_part.path)
         if part is None or part.children:
@@ -318,18 +305,18 @@ def _rewritten_copy(
 
 
 def _edits(
-    raw: bytes, root: MimePart, changed: dict[tuple[int, ...], tuple[MimePart, _Encoded]]
+    raw: bytes, root: MimePart, changed: dict[tuple[int, ...], tuple[MimePart, Encoded]]
 ) -> list[_Edit]:
     edits: list[_Edit] = []
     ancestors = {path[:depth] for path in changed for depth in range(len(path))}
     for part in root.walk():
         if part.path in changed:
             encoded = changed[part.path][1]
-            header = _edit_header(raw, part, encoded)
+            header = edit_header(raw, part, encoded)
             edits.append(_Edit(part.header_start, part.header_end, header))
             edits.append(_Edit(part.body_start, part.body_end, encoded.body))
         elif part.path in ancestors and "content-length" in part.headers:
-            header = _edit_header(raw, part, _Encoded(b""))
+            header = edit_header(raw, part, Encoded(b""))
             edits.append(_Edit(part.header_start, part.header_end, header))
     return edits
 
@@ -349,7 +336,7 @@ def _splice(raw: bytes, edits: list[_Edit]) -> bytes:
 # --- bodies -----------------------------------------------------------------------------------
 
 
-def _encode_calendar(raw: bytes, part: MimePart, text: str) -> _Encoded:
+def _encode_calendar(raw: bytes, part: MimePart, text: str) -> Encoded:
     declared = valid_charset(part.param("charset"))
     try:
         codec = decode_text(decode_body(raw, part), part.param("charset"))[1]
@@ -362,7 +349,7 @@ def _encode_calendar(raw: bytes, part: MimePart, text: str) -> _Encoded:
         payload = text.encode(codec)
     except UnicodeEncodeError:
         payload, charset = text.encode("utf-8"), "utf-8"
-    return _encode_payload(raw, part, payload, charset)
+    return encode_payload(raw, part, payload, charset)
 
 
 # A text body larger than this keeps no block (the calendar still gets the link): decoding,
@@ -370,7 +357,7 @@ def _encode_calendar(raw: bytes, part: MimePart, text: str) -> _Encoded:
 MAX_READABLE_BYTES = 8 * 1024 * 1024
 
 
-def _encode_readable(raw: bytes, part: MimePart, insertion: LinkInsertion) -> _Encoded | None:
+def _encode_readable(raw: bytes, part: MimePart, insertion: LinkInsertion) -> Encoded | None:
     if part.body_end - part.body_start > MAX_READABLE_BYTES:
         return None
     label = part.param("charset")
@@ -393,9 +380,9 @@ def _encode_readable(raw: bytes, part: MimePart, insertion: LinkInsertion) -> _E
     # Without a label the body is us-ascii by default: non-ASCII needs a declared charset.
     charset = None if label or new.isascii() else "utf-8"
     try:
-        return _encode_payload(raw, part, new.encode(codec, "surrogateescape"), charset)
+        return encode_payload(raw, part, new.encode(codec, "surrogateescape"), charset)
     except UnicodeEncodeError:
-        return _encode_payload(raw, part, new.encode("utf-8", "surrogateescape"), "utf-8")
+        return encode_payload(raw, part, new.encode("utf-8", "surrogateescape"), "utf-8")
 
 
 def _charrefs_in_block(markup: str, codec: str) -> str:
@@ -406,120 +393,3 @@ def _charrefs_in_block(markup: str, codec: str) -> str:
         return markup
     block = markup[start:end].encode(codec, "xmlcharrefreplace").decode(codec)
     return markup[:start] + block + markup[end:]
-
-
-def _encode_payload(raw: bytes, part: MimePart, payload: bytes, charset: str | None) -> _Encoded:
-    original = raw[part.body_start : part.body_end]
-    trailing = original.endswith(b"\n")
-    if part.cte == "base64":
-        return _Encoded(_base64(payload, part.eol, trailing), charset=charset)
-    if part.cte == "quoted-printable":
-        return _Encoded(_quoted_printable(payload, part.eol), charset=charset)
-    if part.cte not in IDENTITY_CTES:
-        raise InvitationError(f"cannot re-encode transfer encoding {part.cte!r}")
-    body = _with_eol(payload, part.eol)
-    if _needs_quoting(body, part.cte):
-        return _Encoded(
-            _quoted_printable(payload, part.eol), cte="quoted-printable", charset=charset
-        )
-    return _Encoded(body, charset=charset)
-
-
-def _with_eol(payload: bytes, eol: bytes) -> bytes:
-    """Every CRLF or bare LF as ``eol``; a bare CR stays as it is."""
-    return payload.replace(b"\r\n", b"\n").replace(b"\n", eol)
-
-
-def _needs_quoting(body: bytes, cte: str) -> bool:
-    # Lines over 998 octets and bare CRs are not allowed in 7bit or 8bit text (RFC 2045 2.7,
-    # 2.8); quoted-printable carries both without changing the text.
-    unfit = max(map(len, body.split(b"\n"))) > MAX_LINE_OCTETS or _has_bare_cr(body)
-    if cte in ("8bit", "binary"):
-        return unfit and cte == "8bit"
-    return unfit or not body.isascii()
-
-
-def _base64(payload: bytes, eol: bytes, trailing: bool) -> bytes:
-    encoded = base64.b64encode(payload)
-    lines = [encoded[index : index + 76] for index in range(0, len(encoded), 76)]
-    return eol.join(lines) + (eol if trailing else b"")
-
-
-def _quoted_printable(payload: bytes, eol: bytes) -> bytes:
-    """Quoted-printable text whose every line break, hard or soft, is ``eol``.
-
-    binascii takes its soft line break from the text's first line end, so a body without one
-    (a one-line HTML body, common from Outlook and Apple Mail) got "=\\n" soft breaks in a CRLF
-    message. A bare CR is no line break in text: it is written as "=0D", never raw.
-    """
-    if _has_bare_cr(payload):
-        soft_break = b"=" + eol
-        return eol.join(
-            binascii.b2a_qp(line, istext=False).replace(b"=\n", soft_break)
-            for line in _TEXT_LINE_BREAK.split(payload)
-        )
-    text = _with_eol(payload, eol)
-    encoded = binascii.b2a_qp(text, istext=True)
-    if eol == b"\r\n" and b"\n" not in text:
-        encoded = encoded.replace(b"=\n", b"=\r\n")  # every LF in it is a soft break
-    return encoded
-
-
-def _has_bare_cr(data: bytes) -> bool:
-    return data.count(b"\r") != data.count(b"\r\n")
-
-
-# --- headers ----------------------------------------------------------------------------------
-
-_CHARSET_PARAM = re.compile(rb'(?<![\w*-])(charset\s*=\s*)("[^"]*"|[^;\s]*)', re.IGNORECASE)
-
-
-def _header_fields(block: bytes) -> list[bytes]:
-    """Split a raw header block into fields, each with its continuation lines and line ends."""
-    fields: list[bytes] = []
-    for line in block.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-    return fields
-
-
-def _field_name(field: bytes) -> bytes:
-    return field.split(b":", 1)[0].strip().lower()
-
-
-def _edit_header(raw: bytes, part: MimePart, encoded: _Encoded) -> bytes:
-    """The part's header block without Content-Length and with the encoding changes applied."""
-    fields = _header_fields(raw[part.header_start : part.header_end])
-    fields = [field for field in fields if _field_name(field) != b"content-length"]
-    if encoded.cte is not None:
-        line = b"Content-Transfer-Encoding: " + encoded.cte.encode("ascii") + part.eol
-        fields = _set_field(fields, b"content-transfer-encoding", line)
-    if encoded.charset is not None:
-        fields = _set_charset(fields, encoded.charset.encode("ascii"), part.eol)
-    return b"".join(fields)
-
-
-def _set_field(fields: list[bytes], name: bytes, line: bytes) -> list[bytes]:
-    replaced = [line if _field_name(field) == name else field for field in fields]
-    return replaced if any(_field_name(field) == name for field in fields) else fields + [line]
-
-
-def _set_charset(fields: list[bytes], charset: bytes, eol: bytes) -> list[bytes]:
-    for index, field in enumerate(fields):
-        if _field_name(field) != b"content-type":
-            continue
-        if _CHARSET_PARAM.search(field):
-            fields[index] = _CHARSET_PARAM.sub(
-                lambda m: (
-                    m.group(1) + (b'"%s"' % charset if m.group(2).startswith(b'"') else charset)
-                ),
-                field,
-                count=1,
-            )
-        else:
-            body = field.rstrip(b"\r\n")
-            fields[index] = body + b"; charset=" + charset + field[len(body) :]
-        return fields
-    return fields + [b"Content-Type: text/plain; charset=" + charset + eol]

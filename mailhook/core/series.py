@@ -3,34 +3,57 @@
 The series is kept as one calendar object: the time zones, the master VEVENT and every
 overridden or cancelled instance seen so far. Messages are merged into it as they arrive, and
 the nearest occurrence that has not ended is found with recurring-ical-events. All work is
-bounded: a hostile rule is refused before it is expanded.
+bounded: a rule that breaks RFC 5545 or can never produce an occurrence is refused before it is
+expanded, one that would take too many steps too, and every expansion runs under a budget of
+time and steps that no rule can escape.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
+from typing import TypeVar
 
 import recurring_ical_events
-from icalendar import Calendar, Event
+from icalendar import Calendar, Component, Event
+from icalendar.prop import vRecur
 from icalendar.timezone import tzp
 
-from mailhook.core.calendar import unfold
+from mailhook.core.contentline import unfold
 from mailhook.core.mime import MAX_CALENDAR_BYTES
+from mailhook.core.recurrence import RuleError, check_rule
 
 # Refuse rules whose expansion up to the search horizon would take more steps than this.
 MAX_EXPANSION = 200_000
 MAX_RDATES = 5_000
+MAX_EXDATES = 5_000
 MAX_OVERRIDES = 1_000
 MAX_ZONES = 50
+MAX_OBSERVANCES = 200  # STANDARD/DAYLIGHT blocks in one VTIMEZONE; real zones have a handful
+MAX_ZONE_DATES = 2_000  # RDATEs over one VTIMEZONE's observances
 MAX_CACHED_ZONES = 2_000
+# The budget of one search for the next occurrence, whatever the rule: wall-clock seconds, and
+# Python function calls made (a measure of the work done that does not depend on load).
+MAX_SECONDS = 0.5
+MAX_CALLS = 1_000_000
+_T = TypeVar("_T")
 _SEEN_ZONES: set[str] = set()
-# Series work runs in worker threads and shares icalendar's zone table: one at a time.
+# icalendar keeps the VTIMEZONEs it parses in one process-wide table, from which it resolves
+# TZIDs while parsing: a parse and the clearing of that table must not overlap. Nothing else in
+# series work touches the table, so expanding runs without the lock.
 _LOCK = threading.Lock()
+# Code that works on objects shared between threads: the time zones in icalendar's table (and
+# the rules inside them). The budget never breaks off work in the middle of it.
+_SHARED_CODE = tuple(os.sep + os.path.join(*parts) + os.sep
+                     for parts in (("dateutil", "tz"), ("zoneinfo",), ("icalendar", "timezone")))
 # A TZID parameter: ";TZID=" then a quoted string or a bare value up to ";" or ":".
 _TZID_PARAM = re.compile(r'(?i)(;TZID=)("[^"]*"|[^;:]*)')
 # The properties that decide when an event happens; the series keeps only these.
@@ -59,6 +82,11 @@ class SeriesError(ValueError):
     """The series cannot be used: unreadable, or too costly to expand."""
 
 
+class _Overrun(BaseException):
+    """Raised inside an expansion that used up its budget. Not an Exception, so that no
+    library's ``except Exception`` can swallow it and carry on."""
+
+
 @dataclass(frozen=True, slots=True)
 class Occurrence:
     """One occurrence of an event, in UTC."""
@@ -75,8 +103,7 @@ class Occurrence:
 def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
     """The series after one organizer message (REQUEST or CANCEL) about it."""
     try:
-        with _LOCK:
-            return _merge(stored, incoming, uid, method)
+        return _merge(stored, incoming, uid, method)
     except SeriesError:
         raise
     except Exception as exc:
@@ -110,12 +137,53 @@ def _merge(stored: str, incoming: str, uid: str, method: str) -> str:
 def next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
     """The nearest occurrence that has not ended at ``now`` (one in progress counts)."""
     try:
-        with _LOCK:
-            return _next_occurrence(series, now, default_zone)
+        return _next_occurrence(series, now, default_zone)
     except SeriesError:
         raise
     except Exception as exc:
         raise SeriesError(f"cannot expand the series: {type(exc).__name__}: {exc}") from exc
+
+
+def _within_budget(work: Callable[[], _T]) -> _T:
+    """Run an expansion, breaking it off with SeriesError once it has taken MAX_SECONDS or made
+    MAX_CALLS Python function calls. (Reading and merging are bounded by the input's size.)
+
+    dateutil can walk a rule for a long time between two occurrences without coming back to
+    mailhook's code (a rule matching one day in decades, a BYSETPOS that is rarely met): only a
+    hook inside the interpreter reaches it there. A trace function is called at every Python
+    function call, in this thread only; it raises once the budget is spent.
+    """
+    deadline = time.monotonic() + MAX_SECONDS
+    calls = MAX_CALLS
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls -= 1
+        if (calls < 0 or time.monotonic() > deadline) and not _in_shared_code(frame):
+            raise _Overrun
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(count)
+    try:
+        return work()
+    except _Overrun:
+        spent = "steps" if calls < 0 else f"{MAX_SECONDS} s"
+        raise SeriesError(f"expanding the series took more than its budget of {spent}") from None
+    finally:
+        sys.settrace(previous)
+
+
+def _in_shared_code(frame: object) -> bool:
+    """Is the call part of work on a shared time zone? Breaking off there could leave the zone
+    half-updated (dateutil's rule cache keeps a lock taken), so the budget waits until it ends;
+    such work is short, as every zone rule is checked before use."""
+    while frame is not None:
+        filename = frame.f_code.co_filename  # type: ignore[attr-defined]
+        if any(part in filename for part in _SHARED_CODE):
+            return True
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return False
 
 
 def _next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
@@ -123,11 +191,18 @@ def _next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurr
     master = _master(calendar)
     if master is None:
         return None
-    _check_cost(master, now)
-    floating = _is_floating(master)
+    spacing = _check_cost(master, now)
+    return _within_budget(lambda: _search(calendar, _windows(spacing), now, default_zone))
+
+
+def _search(
+    calendar: Calendar, windows: list[timedelta], now: datetime, default_zone: tzinfo
+) -> Occurrence | None:
+    """Expand the series in growing windows from ``now`` until a live occurrence turns up."""
+    floating = _is_floating(_master(calendar))
     query_from = now.astimezone(default_zone).replace(tzinfo=None) if floating else now
     query = recurring_ical_events.of(calendar)
-    for window in WINDOWS:
+    for window in windows:
         found = _first_live(query.between(query_from, query_from + window), now, default_zone)
         if found is not None:
             return found
@@ -233,10 +308,11 @@ def _escape_tzid(name: str) -> str:
 
 def _note_zones(names: object) -> None:
     """Keep icalendar's table of sender-defined zones from growing without bound."""
-    _SEEN_ZONES.update(names)  # type: ignore[arg-type]
-    if len(_SEEN_ZONES) > MAX_CACHED_ZONES:
-        _SEEN_ZONES.clear()
-        tzp.use_default()  # starts a fresh table
+    with _LOCK:
+        _SEEN_ZONES.update(names)  # type: ignore[arg-type]
+        if len(_SEEN_ZONES) > MAX_CACHED_ZONES:
+            _SEEN_ZONES.clear()
+            tzp.use_default()  # starts a fresh table
 
 
 def _kept(upper_line: str) -> bool:
@@ -249,10 +325,73 @@ def _is_uid(line: str, uid: str) -> bool:
 
 
 def _read(text: str) -> Calendar:
+    """The calendar, once its recurrence data is known to be safe to expand."""
     try:
-        return Calendar.from_ical(_OLD_ONSET.sub(r"\g<1>1970", text))
+        with _LOCK:
+            calendar = Calendar.from_ical(_OLD_ONSET.sub(r"\g<1>1970", text))
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise SeriesError(f"unreadable calendar: {exc}") from exc
+    _check_recurrence(calendar)
+    return calendar
+
+
+def _check_recurrence(calendar: Calendar) -> None:
+    """Refuse rules and dates that no expansion should be asked to walk: the events' and the
+    time zones' (a zone's rules are expanded whenever one of its times is converted)."""
+    for zone in calendar.walk("VTIMEZONE"):
+        if len(zone.subcomponents) > MAX_OBSERVANCES:
+            raise SeriesError(f"time zone with {len(zone.subcomponents)} observances")
+        dates = 0
+        for observance in zone.subcomponents:
+            _check_rules(observance, observance=True)
+            dates += _count_dates(observance, "RDATE")
+        if dates > MAX_ZONE_DATES:
+            raise SeriesError(f"time zone with {dates} RDATE values")
+    for event in calendar.walk("VEVENT"):
+        _check_rules(event)
+        for name, limit in (("RDATE", MAX_RDATES), ("EXDATE", MAX_EXDATES)):
+            if (count := _count_dates(event, name)) > limit:
+                raise SeriesError(f"{count} {name} values")
+
+
+def _check_rules(component: Component, observance: bool = False) -> None:
+    start = component.decoded("DTSTART") if "DTSTART" in component else None
+    for name in ("RRULE", "EXRULE"):
+        values = component.get(name, [])
+        for value in values if isinstance(values, list) else [values]:
+            if not isinstance(value, vRecur):
+                raise SeriesError(f"unreadable {name}")
+            text = value.to_ical().decode("utf-8", "replace")
+            try:
+                check_rule(text, start, observance=observance)
+            except RuleError as exc:
+                shown = text if len(text) <= 120 else text[:117] + "..."
+                raise SeriesError(f"the rule {shown} cannot be used: {exc}") from None
+
+
+def _count_dates(component: Component, name: str) -> int:
+    """How many values the component's RDATE or EXDATE lines hold, each a date, a date-time or
+    (RDATE only) a period that does not end before it starts."""
+    values = component.get(name, [])
+    count = 0
+    for line in values if isinstance(values, list) else [values]:
+        for value in line.dts:
+            _check_date(value.dt, name)
+            count += 1
+    return count
+
+
+def _check_date(value: object, name: str) -> None:
+    if isinstance(value, tuple) and name == "RDATE" and len(value) == 2:
+        start, end = value
+        if isinstance(end, timedelta) and end >= timedelta(0):
+            return
+        if isinstance(end, datetime) and isinstance(start, datetime):
+            if _as_utc(end) >= _as_utc(start):
+                return
+    elif isinstance(value, date):
+        return
+    raise SeriesError(f"{name} value {value!r} is not a date, a date-time or a period")
 
 
 def _master(calendar: Calendar) -> Event | None:
@@ -295,21 +434,19 @@ def _compose(new: Calendar, old: Calendar | None, master: Event | None, override
     return out.to_ical().decode("utf-8")
 
 
-def _check_cost(master: Event, now: datetime) -> None:
-    rdates = master.get("RDATE", [])
-    count = sum(len(r.dts) for r in (rdates if isinstance(rdates, list) else [rdates]))
-    if count > MAX_RDATES:
-        raise SeriesError(f"{count} RDATE values")
+def _check_cost(master: Event, now: datetime) -> timedelta:
+    """Refuse rules whose expansion up to the search horizon would take too many steps; the
+    shortest time between two occurrences that any rule of the event gives."""
     rules = master.get("RRULE")
+    spacing = WINDOWS[0]
     for rule in rules if isinstance(rules, list) else [rules] if rules else []:
-        _check_rule(rule, master, now)
+        spacing = min(spacing, _check_rule(rule, master, now))
+    return spacing
 
 
-def _check_rule(rule: dict, master: Event, now: datetime) -> None:
-    """Estimate the steps expanding the rule up to the search horizon takes; refuse huge ones."""
-    counts = rule.get("COUNT")
-    if counts and int(counts[0]) <= MAX_EXPANSION:
-        return
+def _check_rule(rule: dict, master: Event, now: datetime) -> timedelta:
+    """Estimate the steps expanding the rule up to the search horizon takes; refuse huge ones.
+    The rule's mean time between occurrences."""
     freq = str(rule.get("FREQ", ["DAILY"])[0]).upper()
     interval = max(int(rule.get("INTERVAL", [1])[0]), 1)
     period = _FREQ_SECONDS.get(freq, 86400) * interval
@@ -317,6 +454,10 @@ def _check_rule(rule: dict, master: Event, now: datetime) -> None:
     for part, unit in _UNITS.items():
         if part in rule and _FREQ_SECONDS.get(freq, 0) > _FREQ_SECONDS[unit]:
             factor *= max(len(rule[part]), 1)
+    spacing = timedelta(seconds=period / factor)
+    counts = rule.get("COUNT")
+    if counts and int(counts[0]) <= MAX_EXPANSION:
+        return spacing
     start = _as_utc(master.decoded("DTSTART"))
     end = now + WINDOWS[-1]
     until = rule.get("UNTIL")
@@ -325,6 +466,19 @@ def _check_rule(rule: dict, master: Event, now: datetime) -> None:
     steps = max((end - start).total_seconds(), 0) / period * factor
     if steps > MAX_EXPANSION:
         raise SeriesError(f"the rule FREQ={freq} would take about {int(steps)} steps to expand")
+    return spacing
+
+
+def _windows(spacing: timedelta) -> list[timedelta]:
+    """The growing windows to look for the next occurrence in. The first holds a few dozen
+    occurrences, so a rule repeating every few minutes is not turned into thousands of
+    occurrences when the next one is minutes away."""
+    windows: list[timedelta] = []
+    window = max(spacing * 32, timedelta(minutes=1))
+    while window < WINDOWS[0]:
+        windows.append(window)
+        window *= 16
+    return windows + list(WINDOWS)
 
 
 def _as_utc(value: date | datetime) -> datetime:

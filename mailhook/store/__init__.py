@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 __all__ = ["CachedUsers", "EventState", "SqliteStore", "Store", "StoredEvent", "build_store"]
 
 
-def build_store(section: StoreSettings, application_name: str = "mailhook") -> Store:
-    """The configured store, not opened yet: PostgreSQL when ``url`` is set, else SQLite."""
+def build_store(section: StoreSettings, read_only: bool = False) -> Store:
+    """The configured store, not opened yet: PostgreSQL when ``url`` is set, else SQLite.
+    ``read_only`` (for tools that only look) keeps a SQLite file from being created, migrated
+    or written; a database is read through the same interface as always."""
     if section.url:
         from mailhook.store.postgres import PostgresStore
 
-        return PostgresStore(section.url, section.password(), pool_size=section.pool_size,
-                             application_name=application_name)
-    return SqliteStore(section.path, section.synchronous)
+        return PostgresStore(section.url, section.password(), pool_size=section.pool_size)
+    return SqliteStore(section.path, section.synchronous, read_only=read_only)

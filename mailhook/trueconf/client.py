@@ -10,6 +10,10 @@ Every failure is translated here, once, into mailhook's error hierarchy:
 
 A body that is not JSON usually comes from a proxy or a cut-off answer and may be fine next time;
 JSON of the wrong shape means the server speaks another dialect, which retrying will not change.
+
+HTTP goes through httpx's own transport (a keep-alive pool, ``POOL_LIMITS``), which also honours
+HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY. A request is sent a second time only when
+repeating it is harmless (see ``_request``): never a POST or PATCH the server may have taken.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import asyncio
 import os
 import ssl
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,18 +32,19 @@ import httpx
 from mailhook.core.model import Conference, ConferenceSpec
 from mailhook.errors import TrueConfAuthError, TrueConfError, TrueConfRejected, TrueConfUnavailable
 from mailhook.trueconf.payload import (
+    ListedConference,
     TrueConfUser,
     conference_body,
     conference_page,
     has_tag,
     is_v4,
+    listed_conference,
     parse_conference,
     parse_error,
     user_page,
 )
-from mailhook.trueconf.transport import H11Transport
 
-__all__ = ["TrueConfClient", "TrueConfUser"]
+__all__ = ["ListedConference", "TrueConfClient", "TrueConfUser"]
 
 TOKEN_PATH = "/oauth2/v1/token"
 PAGE_SIZE = 100
@@ -50,6 +54,17 @@ MAX_PAGES = 1000
 DEFAULT_TOKEN_LIFETIME = 3600.0
 # Renew a little early so a token does not expire between our check and the server's.
 TOKEN_MARGIN = 30.0
+# The pool to TrueConf Server. A real server takes a few conference calls a second, so a burst
+# of invitations shares a handful of kept-alive connections; 100 at most (the open files
+# daemon.FILES_RESERVED counts on). Idle ones are dropped after 4 s, under the shortest idle
+# timeout common servers use (5 s), so the server hardly ever closes one as we reuse it.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
+# Methods sent once more when the connection broke before their answer: repeating them is
+# harmless. A POST may have created a conference and a PATCH changed one, so they never are.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# The connection broke after the request may have gone out (httpx's pool itself retries only
+# what it never sent). Timeouts are not in this list: waiting twice as long helps nobody.
+CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +100,18 @@ class TrueConfClient:
         self._token_lock = asyncio.Lock()
         tls = _tls_verify(verify)
         if tls is True:
-            tls = ssl.create_default_context()  # the system's trust store, whichever transport
-        if transport is None and not _via_proxy(server_url):
-            # A lean h11 transport instead of httpx's default pool (see transport.py). It
-            # connects directly, so a server reached through an HTTP(S)_PROXY keeps httpx's own.
-            transport = H11Transport(verify=tls)
+            tls = ssl.create_default_context()  # the system's trust store, not certifi's bundle
+        # transport=None lets httpx build its AsyncHTTPTransport and, from the environment, the
+        # proxy transports (given a transport, httpx would ignore HTTP(S)_PROXY); so httpx's
+        # `retries` option, which only repeats failed connection attempts, is left unused: a
+        # TrueConf that refuses connections gets a 451 and the MTA's retry. The timeout covers
+        # connect, each read and write, and the wait for a free pooled connection.
         self._http = httpx.AsyncClient(
-            base_url=server_url.rstrip("/"), timeout=timeout, transport=transport, verify=tls
+            base_url=server_url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            verify=tls,
+            limits=POOL_LIMITS,
         )
 
     async def __aenter__(self) -> TrueConfClient:
@@ -179,6 +199,22 @@ class TrueConfClient:
         if isinstance(item.get("url"), str) and item["url"]:
             return parse_conference({"conference": item})
         return await self.get_conference(str(item.get("id", "")))
+
+    async def list_conferences(self) -> list[ListedConference]:
+        """Every conference on the server, page by page: v3 pages with ``page_id``, v4 with
+        ``page``; the listing ends at the total it reports ("cnt", "results") or an empty page."""
+        page_key = "page" if self._v4 else "page_id"
+        found: list[ListedConference] = []
+        seen = 0
+        for page in range(1, MAX_PAGES + 1):
+            query = {page_key: page, "page_size": PAGE_SIZE}
+            response = await self._call("GET", "/conferences", params=query)
+            items, total = conference_page(self._ok_json(response, "list conferences"))
+            found += [c for c in map(listed_conference, items) if c is not None]
+            seen += len(items)
+            if not items or (total is not None and seen >= total):
+                return found
+        raise TrueConfRejected("TrueConf kept paging conferences past the limit", reason="paging")
 
     # --- users and health -------------------------------------------------------------------
 
@@ -298,13 +334,28 @@ class TrueConfClient:
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         try:
-            return await self._http.request(
-                method, self._api + path, params=params, json=json, headers=headers
-            )
+            return await self._request(method, self._api + path, params, json, headers)
         except httpx.HTTPError as exc:
             raise TrueConfUnavailable(
                 f"TrueConf unreachable on {method} {path}: {_describe(exc)}"
             ) from exc
+
+    async def _request(
+        self, method: str, url: str, params: dict[str, Any] | None, json: Any,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """Send a request; an idempotent one goes out once more if the connection broke first.
+
+        A kept-alive connection the server closes just as a request is written to it fails that
+        request; a fresh connection usually takes it. A POST or PATCH is not repeated: the
+        server may have acted on it, and the caller's 451 and recovery by tag take over.
+        """
+        try:
+            return await self._http.request(method, url, params=params, json=json, headers=headers)
+        except CONNECTION_LOST:
+            if method not in IDEMPOTENT_METHODS:
+                raise
+        return await self._http.request(method, url, params=params, json=json, headers=headers)
 
     def _ok_json(self, response: httpx.Response, action: str) -> Any:
         """Return the decoded body of a successful answer, or raise the mapped error."""
@@ -344,16 +395,6 @@ class TrueConfClient:
         for secret in filter(None, secrets):
             text = text.replace(secret, "***")
         return text
-
-
-def _via_proxy(server_url: str) -> bool:
-    """Do the environment's proxy settings (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) send
-    requests for this server through a proxy?"""
-    proxies = urllib.request.getproxies_environment()
-    url = httpx.URL(server_url)
-    if not (proxies.get(url.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass_environment(url.host, proxies)
 
 
 def _conference_path(conference_id: str) -> str:

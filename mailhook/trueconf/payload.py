@@ -32,6 +32,16 @@ class TrueConfUser:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedConference:
+    """A conference as a listing shows it: enough to tell whose it is."""
+
+    id: str
+    tags: tuple[str, ...] = ()
+    topic: str = ""
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiError:
     """What an error body said, reduced to the parts worth reporting."""
 
@@ -167,6 +177,20 @@ def has_tag(conference: dict[str, Any], tag: str) -> bool:
     """Tell whether a listed conference carries the tag, whatever filtering the server did."""
     tags = conference.get("tags")
     return isinstance(tags, list) and tag in tags
+
+
+def listed_conference(item: dict[str, Any]) -> ListedConference | None:
+    """One item of a conference listing; None when it has no id."""
+    if item.get("id") in (None, ""):
+        return None
+    tags = item.get("tags")
+    topic, owner = item.get("topic"), item.get("owner")
+    return ListedConference(
+        id=str(item["id"]),
+        tags=tuple(str(tag) for tag in tags) if isinstance(tags, list) else (),
+        topic=topic if isinstance(topic, str) else "",
+        owner=owner if isinstance(owner, str) else "",
+    )
 
 
 def user_page(body: Any) -> tuple[list[TrueConfUser], int]:

@@ -9,7 +9,7 @@ import pytest
 
 from aiosmtpd.smtp import SMTP
 
-from mailhook.smtp import COMMAND_LINE_LIMIT, MailhookSMTP
+from mailhook.frontends.smtp import COMMAND_LINE_LIMIT, MailhookSMTP
 
 
 class Recorder:

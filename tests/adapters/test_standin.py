@@ -594,3 +594,34 @@ def test_a_burst_of_parallel_requests_is_served() -> None:
         with ThreadPoolExecutor(max_workers=64) as pool:
             codes = list(pool.map(one, range(64)))
     assert codes == [200] * 64
+
+
+@pytest.mark.parametrize(("version", "parameter"), [("v3.11", "page"), ("v4", "page_id"),
+                                                    ("v3.11", "owner"), ("v4", "tag")])
+def test_listing_refuses_parameters_its_generation_does_not_document(
+    http: httpx.Client, version: str, parameter: str
+) -> None:
+    """A listing parameter of the other generation (or none at all) is a 400 naming it, so a
+    client paging the wrong way does not get page 1 for ever."""
+    response = api(http, "GET", f"/api/{version}/conferences", **{parameter: "2"})
+    assert response.status_code == 400 and reason(response) == ("invalidValue", parameter)
+    documented = {"v3.11": {"page_id": 1, "page_size": 5, "state": "stopped", "tag": "a"},
+                  "v4": {"page": 1, "page_size": 5, "owner": "bob", "sort_order": "asc"}}
+    assert api(http, "GET", f"/api/{version}/conferences", **documented[version]).status_code == 200
+
+
+def test_calls_outside_the_applications_permissions_are_403() -> None:
+    """An application without the users permission gets 403 "forbidden" on the users API, and
+    one with only read permissions cannot create; its token names its scopes."""
+    with StandIn(users=[{"id": "alice"}], scopes=("conferences:read",)) as standin, \
+            httpx.Client(base_url=standin.url) as http:
+        issued = http.post("/oauth2/v1/token", data={
+            "grant_type": "client_credentials", "client_id": "mailhook",
+            "client_secret": "secret"}).json()
+        assert issued["scope"] == "conferences:read"
+        headers = {"Authorization": f"Bearer {issued['access_token']}"}
+        users = http.get("/api/v3.11/users", headers=headers)
+        create = http.post("/api/v3.11/conferences", headers=headers, json=v3_body())
+        listing = http.get("/api/v3.11/conferences", headers=headers)
+    assert users.status_code == 403 and reason(users)[0] == "forbidden"
+    assert create.status_code == 403 and listing.status_code == 200

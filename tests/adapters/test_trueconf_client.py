@@ -267,6 +267,19 @@ async def test_timeout_is_unavailable() -> None:
     assert isinstance(caught.value, TemporaryError)
 
 
+async def test_a_read_that_timed_out_is_not_sent_again() -> None:
+    """Only a broken connection repeats an idempotent request; a timeout surfaces at once."""
+
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    server = FakeServer(hang)
+    async with client_for(server) as client:
+        with pytest.raises(TrueConfUnavailable):
+            await client.get_conference("42")
+    assert len(server.calls) == 1
+
+
 async def test_connection_error_is_unavailable() -> None:
     """A refused connection becomes TrueConfUnavailable."""
 
@@ -834,3 +847,28 @@ def test_missing_ca_file_fails_at_construction() -> None:
     """A CA path that does not exist fails when the client is built, not on the first message."""
     with pytest.raises(FileNotFoundError):
         TrueConfClient("https://tc.example", "mailhook", SECRET, verify="/nonexistent/ca.pem")
+
+
+@VERSIONS
+async def test_standin_lists_every_conference_across_pages(standin: StandIn, version: str) -> None:
+    """list_conferences pages with the generation's own parameter until the reported total,
+    and names each conference's id, tags, topic and owner."""
+    async with real_client(standin, version) as client:
+        made = [await client.create_conference(ConferenceSpec(**{**_spec_fields(),
+                                                                  "tag": f"tag-{index}"}))
+                for index in range(5)]
+        listed = await client.list_conferences()
+    assert [c.id for c in listed] == [c.id for c in made]
+    assert [c.tags for c in listed] == [(f"tag-{index}",) for index in range(5)]
+    assert {c.owner for c in listed} == {"alice"} and listed[0].topic == SPEC.topic
+    pages = [r.query for r in standin.requests if r.method == "GET"
+             and r.path == f"/api/{version}/conferences"]
+    page_key = "page" if version == "v4" else "page_id"
+    assert [query[page_key] for query in pages] == ["1", "2", "3"]  # 2 per page: the cap
+
+
+async def test_standin_lists_no_conferences_on_an_empty_server(standin: StandIn) -> None:
+    """An empty server lists nothing, in one request."""
+    async with real_client(standin, "v3.11") as client:
+        assert await client.list_conferences() == []
+    assert len([r for r in standin.requests if r.path.endswith("/conferences")]) == 1

@@ -44,9 +44,29 @@ def test_check_passes_with_a_verdict_per_line(tmp_path):
         result = mailhook("check", "--config", str(write_config(tmp_path, standin.url, sink.port, 0)))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    for name in ("config", "store", "trueconf", "trueconf api", "next hop"):
+    for name in ("config", "store", "trueconf", "trueconf api", "trueconf users", "next hop"):
         assert any(line.startswith("ok") and f"  {name}  " in line for line in lines), name
-    assert lines[-1] == "mailhook check: all 5 checks passed"
+    assert "users API answers: 7 account(s), 7 with an e-mail address" in result.stdout
+    assert lines[-1] == "mailhook check: all 6 checks passed"
+
+
+def test_check_fails_when_the_application_may_not_read_users(tmp_path):
+    """A token that works for conferences but not for the users API is a FAIL line naming the
+    missing permission: check asks the users API, not only for a token."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET,
+                 scopes=("conferences",)) as standin, Sink() as sink:
+        config = write_config(tmp_path, standin.url, sink.port, 0)
+        result = mailhook("check", "--config", str(config))
+        local_part = mailhook("check", "--config", str(write_config(tmp_path, standin.url,
+                                                                    sink.port, 0)),
+                              env={"MAILHOOK_TRUECONF__USER_MAPPING": "local_part"})
+    assert result.returncode == 1
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert "  trueconf users  " in failed and "HTTP 403 forbidden" in failed
+    assert "users read permission" in failed
+    assert any(line.startswith("ok    trueconf api") for line in result.stdout.splitlines())
+    assert local_part.returncode == 0, local_part.stdout
+    assert "not used (trueconf.user_mapping = 'local_part')" in local_part.stdout
 
 
 def test_check_fails_on_bad_credentials_and_dead_next_hop(tmp_path):
@@ -94,6 +114,18 @@ def test_check_reports_a_bad_config(tmp_path):
     assert result.returncode == 2 and result.stdout.startswith("FAIL  config")
 
 
+def test_check_refuses_a_relay_back_to_mailhook(tmp_path):
+    """check fails the config, exit 2, when relay is its own listener, even while a running
+    mailhook answers on that port like a next hop would."""
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, \
+            Sink() as sink:
+        config = write_config(tmp_path, standin.url, sink.port, sink.port)
+        result = mailhook("check", "--config", str(config))
+    assert result.returncode == 2
+    [line] = result.stdout.splitlines()
+    assert line.startswith("FAIL  config") and "is mailhook's own listener" in line
+
+
 def test_conferences_list_show_delete(tmp_path):
     """list shows a table, show the details, delete removes it on TrueConf and in the store."""
     with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
@@ -109,7 +141,8 @@ def test_conferences_list_show_delete(tmp_path):
         [conference_id] = standin.conferences
         listing = mailhook("conferences", "list", "--config", str(config))
         shown = mailhook("conferences", "show", "weekly@example.com", "--config", str(config))
-        deleted = mailhook("conferences", "delete", "weekly@example.com", "--config", str(config))
+        deleted = mailhook("conferences", "delete", "weekly@example.com", "--yes",
+                           "--config", str(config))
         assert standin.conferences == {}
         after = mailhook("conferences", "list", "--config", str(config))
         everything = mailhook("conferences", "list", "--all", "--config", str(config))

@@ -85,6 +85,46 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MAILHOOK_POLICY__DELEGATES", "boss@example.com"),
+    ("MAILHOOK_POLICY__LOCAL_DOMAINS", '["example.com"'),
+    ("MAILHOOK_SMTP__LISTEN_PORT", "many"),
+])
+def test_bad_environment_value_exits_2_with_one_line(tmp_path, variable, value):
+    """A bad setting from the environment is one line naming the variable and exit 2, like one
+    in the file, never a traceback."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
+    for command in ("serve", "check-config"):
+        result = mailhook(command, "--config", str(config), env={variable: value})
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert variable in line and "Traceback" not in result.stderr and SECRET not in line
+
+
+def test_list_settings_from_the_environment_may_be_comma_separated(tmp_path):
+    """MAILHOOK_POLICY__LOCAL_DOMAINS=a,b is two domains, not an error."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)
+    result = mailhook("check-config", "--config", str(config),
+                      env={"MAILHOOK_POLICY__LOCAL_DOMAINS": "example.com,example.org"})
+    assert result.returncode == 0, result.stderr
+    assert 'local_domains = ["example.com", "example.org"]' in result.stdout
+
+
+@pytest.mark.parametrize(("listen_host", "relay_host"), [
+    ("127.0.0.1", "127.0.0.1"), ("127.0.0.1", "localhost"), ("0.0.0.0", "127.0.0.1"),
+    ("::", "localhost"),
+])
+def test_check_config_refuses_a_relay_back_to_mailhook(tmp_path, listen_host, relay_host):
+    """check-config exits 2 with one line when relay is mailhook's own listener."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10025, 10025)
+    result = mailhook("check-config", "--config", str(config),
+                      env={"MAILHOOK_SMTP__LISTEN_HOST": listen_host,
+                           "MAILHOOK_RELAY__HOST": relay_host})
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert f"relay {relay_host}:10025 is mailhook's own listener" in line
+
+
 def test_config_from_environment_variable(tmp_path):
     """MAILHOOK_CONFIG names the file when --config is not given."""
     config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)

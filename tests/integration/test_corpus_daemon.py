@@ -32,6 +32,7 @@ from tests.fixtures.checks import (
     vobject_problem,
 )
 from tests.integration.conftest import send
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.corpus
 
@@ -202,8 +203,8 @@ def _as_request(raw: bytes) -> bytes:
     return (head + text).encode("utf-8")
 
 
-async def _deliver(daemon, sink: Sink, sample: Sample, raw: bytes) -> bytes | None:
-    daemon.pipeline._clock = lambda: sample.now
+async def _deliver(daemon, clock: Clock, sink: Sink, sample: Sample, raw: bytes) -> bytes | None:
+    clock.set(sample.now)
     before = len(sink.messages)
     code, _text = await send(
         daemon, raw, sender=sample.organizer, rcpts=("attendee@corpus.example",)
@@ -226,18 +227,20 @@ async def test_every_corpus_message_is_delivered_and_decided_right(start_daemon,
     outcomes: dict[str, str] = {}
     failures: list[str] = []
     daemon = None
+    clock = Clock()
     for number, sample in enumerate(samples):
         if daemon is None or sample.name in NEW_STORE:
             daemon = await start_daemon(
+                clock=clock,
                 policy={"trigger": "always", "local_domains": domains},
                 trueconf={"user_mapping": "local_part"},
                 notice={"enabled": False},
                 store={"path": str(tmp_path / f"corpus-{number}.sqlite3")},
             )
         if sample.name in PRIMED:
-            await _deliver(daemon, sink, sample, _as_request(sample.raw))
+            await _deliver(daemon, clock, sink, sample, _as_request(sample.raw))
         deletes = sum(1 for r in standin.requests if r.method == "DELETE")
-        delivered = await _deliver(daemon, sink, sample, sample.raw)
+        delivered = await _deliver(daemon, clock, sink, sample, sample.raw)
         if delivered is None:
             failures.append(f"{sample.name}: not delivered exactly once")
             continue
@@ -280,7 +283,9 @@ async def test_every_producer_fixture_gets_the_link_through_the_daemon(start_dae
         if parse_message(path.read_bytes()).method in ("REQUEST", "CANCEL")
     ]
     domains = sorted({sample.organizer.rpartition("@")[2] for sample in samples})
+    clock = Clock()
     daemon = await start_daemon(
+        clock=clock,
         policy={"trigger": "always", "local_domains": domains},
         trueconf={"user_mapping": "local_part"},
         notice={"enabled": False},
@@ -289,7 +294,7 @@ async def test_every_producer_fixture_gets_the_link_through_the_daemon(start_dae
     failures: list[str] = []
     rewritten = 0
     for sample in samples:
-        delivered = await _deliver(daemon, sink, sample, sample.raw)
+        delivered = await _deliver(daemon, clock, sink, sample, sample.raw)
         if delivered is None or delivered == sample.raw:
             if parse_message(sample.raw).method != "CANCEL":  # no conference to cancel
                 failures.append(f"{sample.name}: not delivered rewritten")

@@ -11,22 +11,44 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from mailhook.app import wall_clock
 from mailhook.core.decide import Policy
+from mailhook.core.envelope import Inbound
 from mailhook.core.model import EventState
-from mailhook.pipeline import Inbound, Pipeline, PipelineConfig
+from mailhook.core.plan import FlowConfig
+from mailhook.handling import Handling
 from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.directory import LocalPartDirectory
 from tests.integration.conftest import send
 from tests.integration.test_pipeline_daemon import api_calls, invitations, notices, wait_notices
 from tests.support import reliability
+from tests.support.clock import Clock
 from tests.support.invites import Event, thunderbird
 
 EVENT = Event()
-LATER = time.time() + 10 * 3600  # a retry pass "ten hours later"
+LATER = 10 * 3600  # seconds: a retry pass "ten hours later"
 
 
-async def test_cancel_goes_out_at_once_and_deletion_is_retried(daemon, standin, sink):
+@pytest.fixture
+def clock() -> Clock:
+    """The daemon's clock, at the real time until a test moves it."""
+    return Clock()
+
+
+@pytest.fixture
+async def daemon(start_daemon, clock):
+    """The daemon on its default test settings, on the test's clock."""
+    return await start_daemon(clock=clock)
+
+
+async def retry_later(daemon, clock: Clock) -> int:
+    """Ten hours on, one pass of the retry queue; the number of postponed changes done."""
+    clock.advance(LATER)
+    return await daemon.app.retries.run_once()
+
+
+async def test_cancel_goes_out_at_once_and_deletion_is_retried(daemon, standin, sink, clock):
     """With TrueConf down, a cancel is forwarded at once and the deletion happens once it is back."""
     await send(daemon, thunderbird(EVENT))
     standin.fail_next(1000, 503)
@@ -39,17 +61,18 @@ async def test_cancel_goes_out_at_once_and_deletion_is_retried(daemon, standin, 
     assert await daemon.store.count_pending() == 1
     await daemon.refresh_store_metrics()
     assert b"mailhook_pending_retries 1.0" in daemon.metrics.exposition()
-    assert await daemon.pipeline.retry_pending(now=LATER) == 0  # still down: postponed again
+    assert await retry_later(daemon, clock) == 0  # still down: postponed again
     standin.fail_next(0)
-    assert await daemon.pipeline.retry_pending(now=LATER) == 1
+    assert await retry_later(daemon, clock) == 1
     assert standin.conferences == {}
     assert await daemon.store.count_pending() == 0
     reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
 
 
-async def test_removed_keyword_deletes_later_when_trueconf_down(start_daemon, standin, sink):
+async def test_removed_keyword_deletes_later_when_trueconf_down(start_daemon, standin, sink,
+                                                                clock):
     """Removing the keyword while TrueConf times out forwards the update and deletes later."""
-    daemon = await start_daemon(trueconf={"timeout": 0.5})
+    daemon = await start_daemon(clock=clock, trueconf={"timeout": 0.5})
     await send(daemon, thunderbird(EVENT))
     standin.set_latency(1.5)  # longer than the client's timeout
     reliability.fault("trueconf timeout during keyword removal")
@@ -57,12 +80,12 @@ async def test_removed_keyword_deletes_later_when_trueconf_down(start_daemon, st
     code, _ = await send(daemon, update)
     assert code == 250 and invitations(sink)[-1].content == update
     standin.set_latency(0)
-    assert await daemon.pipeline.retry_pending(now=LATER) == 1
+    assert await retry_later(daemon, clock) == 1
     assert standin.conferences == {}
     reliability.survived(lost=0, duplicates=False)
 
 
-async def test_update_goes_out_with_link_and_is_pushed_later(daemon, standin, sink):
+async def test_update_goes_out_with_link_and_is_pushed_later(daemon, standin, sink, clock):
     """A reschedule while TrueConf fails is delivered with the link; TrueConf gets it later."""
     await send(daemon, thunderbird(EVENT))
     [conference] = standin.conferences.values()
@@ -74,7 +97,7 @@ async def test_update_goes_out_with_link_and_is_pushed_later(daemon, standin, si
     assert conference["url"] in invitations(sink)[-1].content.decode()
     assert next(iter(standin.conferences.values()))["topic"] == "Quarterly planning"
     standin.fail_next(0)
-    assert await daemon.pipeline.retry_pending(now=LATER) == 1
+    assert await retry_later(daemon, clock) == 1
     assert next(iter(standin.conferences.values()))["topic"] == "Moved planning"
     assert await daemon.store.count_pending() == 0
     reliability.survived(lost=0, duplicates=len(standin.conferences) > 1)
@@ -98,17 +121,18 @@ def _bearer(standin) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
-async def test_create_gives_451_until_deadline_then_goes_out_with_notice(start_daemon, standin, sink):
+async def test_create_gives_451_until_deadline_then_goes_out_with_notice(start_daemon, standin, sink,
+                                                                         clock):
     """A new invitation gets 451 while TrueConf is down; after the deadline it goes out unchanged
     and the organizer is told what to do."""
-    daemon = await start_daemon(retry={"deadline": 0.5})
+    daemon = await start_daemon(clock=clock, retry={"deadline": 600})
     standin.fail_next(1000, 503)
     reliability.fault("trueconf down for a new invitation")
     raw = thunderbird(EVENT)
     assert (await send(daemon, raw))[0] == 451
     assert (await send(daemon, raw))[0] == 451
     assert invitations(sink) == []
-    await asyncio.sleep(0.6)
+    clock.advance(601)
     assert (await send(daemon, raw))[0] == 250
     assert invitations(sink)[0].content == raw
     [notice] = await wait_notices(sink, 1)
@@ -132,17 +156,17 @@ async def test_unreachable_trueconf_gives_451(start_daemon, standin, sink):
     reliability.survived(lost=0, duplicates=False)  # 451: the MTA keeps the message
 
 
-async def test_pending_work_survives_restart(start_daemon, standin, sink):
+async def test_pending_work_survives_restart(start_daemon, standin, sink, clock):
     """A deletion postponed before a restart is carried out by the restarted daemon."""
-    first = await start_daemon()
+    first = await start_daemon(clock=clock)
     await send(first, thunderbird(EVENT))
     standin.fail_next(1000, 503)
     reliability.fault("trueconf 503 across a restart")
     await send(first, thunderbird(replace(EVENT, method="CANCEL", status="CANCELLED")))
     await first.shutdown()
     standin.fail_next(0)
-    second = await start_daemon()
-    assert await second.pipeline.retry_pending(now=LATER) == 1
+    second = await start_daemon(clock=clock)
+    assert await retry_later(second, clock) == 1
     assert standin.conferences == {}
     reliability.survived(lost=0, duplicates=False)
 
@@ -202,12 +226,13 @@ async def test_conference_another_copy_carries_is_kept_when_one_copy_is_refused(
     """Of two copies of one invitation, the one refused for good does not take the conference
     away from the other while that one is on its way; when both are refused it is deleted."""
     raw = thunderbird(EVENT)
-    made = await daemon.pipeline.process(Inbound("alice@example.com", ("bob@example.com",), raw))
-    copy = await daemon.pipeline.process(Inbound("alice@example.com", ("zoe@example.net",), raw))
+    handling = daemon.app.flow.handling
+    made = await handling.process(Inbound("alice@example.com", ("bob@example.com",), raw))
+    copy = await handling.process(Inbound("alice@example.com", ("zoe@example.net",), raw))
     assert made.url and copy.url == made.url
-    await daemon.pipeline.settle(made, accepted=False, refused=True)
+    await handling.settle(made, accepted=False, refused=True)
     assert len(standin.conferences) == 1
-    await daemon.pipeline.settle(copy, accepted=False, refused=True)
+    await handling.settle(copy, accepted=False, refused=True)
     assert standin.conferences == {}
 
 
@@ -237,10 +262,10 @@ async def test_non_http_link_from_trueconf_is_never_written(tmp_path):
     client = TrueConfClient("https://video.example.com", "id", "secret",
                             transport=httpx.MockTransport(answer))
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
-    pipeline = Pipeline(PipelineConfig(Policy(("example.com",))), store, client,
-                        LocalPartDirectory(("example.com",)))
+    handling = Handling.on(FlowConfig(Policy(("example.com",))), store, client,
+                           LocalPartDirectory(("example.com",)), wall_clock)
     raw = thunderbird(EVENT)
-    outcome = await pipeline.process(Inbound("alice@example.com", ("bob@example.com",), raw))
+    outcome = await handling.process(Inbound("alice@example.com", ("bob@example.com",), raw))
     await store.close()
     reliability.bad_input("javascript: join link")
     assert outcome.content == raw

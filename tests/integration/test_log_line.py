@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
+from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from mailhook import logfmt
 from tests.integration.conftest import send
+from tests.integration.test_cli import free_port
 from tests.support import reliability
 from tests.support.invites import Event, plain_mail, thunderbird
 
@@ -98,3 +101,55 @@ async def test_hostile_uid_in_a_warning_stays_one_line(daemon, standin, caplog):
     for line in warnings:
         assert len(line.splitlines()) == 1, line
         assert "message_id=<uid-1@example.com>" in line
+
+
+async def send_with_queue_id(daemon, raw: bytes, queue_id: str) -> int:
+    """Hand one message to two recipients with XFORWARD naming its queue id, as Postfix does
+    (each RCPT is tried, as Postfix does); the reply to DATA, or to the last RCPT when none was
+    accepted."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.port, timeout=30, start_tls=False)
+    await client.connect()
+    try:
+        await client.ehlo()
+        await client.execute_command(b"XFORWARD", f"IDENT={queue_id} NAME=mua.example "
+                                                  "ADDR=192.0.2.7".encode())
+        await client.mail("alice@example.com")
+        replies = [await client.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+                   for rcpt in ("bob@example.com", "zoe@example.net")]
+        if not any(200 <= reply.code < 300 for reply in replies):
+            return replies[-1].code
+        return (await client.data(raw)).code
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code
+    finally:
+        client.close()
+
+
+def break_store(daemon) -> None:
+    """Delete the store file under the running daemon (it then holds invitations back)."""
+    Path(daemon.settings.store.path).unlink()
+
+
+@pytest.mark.parametrize("trouble", ["trueconf", "store", "next hop"])
+async def test_deferred_message_gets_its_own_line_with_the_queue_id(start_daemon, standin, sink,
+                                                                    caplog, trouble):
+    """A message mailhook answers 451 because TrueConf, the store or the next hop is not
+    available gets one summary line with its queue id and the 451, like a delivered one."""
+    relay = {"port": free_port()} if trouble == "next hop" else {}  # nothing listens there
+    daemon = await start_daemon(relay=relay)
+    caplog.set_level(logging.INFO, logger="mailhook")
+    if trouble == "trueconf":
+        standin.fail_next(10, 503)
+    elif trouble == "store":
+        assert (await send(daemon, plain_mail()))[0] == 250  # the store exists, then goes
+        break_store(daemon)
+        caplog.clear()
+    assert await send_with_queue_id(daemon, thunderbird(Event()), "4XdEfErRed") == 451
+    [line] = summary_lines(caplog)
+    fields = dict(parse_fields(line.removeprefix("INFO mailhook: ")))
+    assert fields["queue_id"] == "4XdEfErRed" and fields["client"] == "mua.example[192.0.2.7]"
+    assert fields["from"] == "alice@example.com" and fields["reply"].startswith("451 4.")
+    if trouble == "next hop":
+        assert fields["reason"] == "next hop unavailable" and fields["message_id"] == "-"
+    else:
+        assert fields["method"] == "REQUEST" and fields["message_id"].startswith("<")

@@ -18,8 +18,11 @@ from tests.integration.conftest import send
 from tests.support import reliability
 from tests.support.invites import Event, thunderbird
 
-NOTICE_HEADERS = ["Auto-Submitted", "Content-Transfer-Encoding", "Content-Type", "Date", "From",
-                  "MIME-Version", "Message-ID", "Subject", "To"]
+# The organizer notice is multipart/alternative (text and HTML); the action notice is one
+# text/plain part, with its Content-Transfer-Encoding in the message's own head.
+NOTICE_HEADERS = ["Auto-Submitted", "Content-Type", "Date", "From", "MIME-Version", "Message-ID",
+                  "Subject", "To"]
+ACTION_HEADERS = sorted([*NOTICE_HEADERS, "Content-Transfer-Encoding"])
 INJECTED = re.compile(r"^(content-type: text/html|bcc|x-evil|cc|reply-to)\b", re.I | re.M)
 EVIL = b"=?utf-8?q?Q3=0D=0AContent-Type:_text/html=0D=0A=0D=0A<p>evil</p>?="
 NESTED = base64.b64encode(b"=?utf-8?q?Q3=0D=0ABcc:_victim@example.net?=").decode()
@@ -53,6 +56,9 @@ HOSTILE = {
         lambda raw: attendee_cn(raw, b"=?utf-8?q?Bob=0D=0AX-Evil:_1=0D=0A=0D=0Aevil?=")),
     "RFC 6868 line break in ATTENDEE CN": (
         "Quarterly planning", lambda raw: attendee_cn(raw, b"Bob^nX-Evil: 1^n^nevil")),
+    "HTML in SUMMARY and ATTENDEE CN": (
+        '<script>alert(1)</script><a href="javascript:alert(2)">Q3</a>',
+        lambda raw: attendee_cn(raw, b"<img src=x onerror=alert(3)>")),
 }
 
 
@@ -78,18 +84,26 @@ def assert_well_formed(raw: bytes) -> None:
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
 
 
-def assert_own_headers(raw: bytes) -> email.message.EmailMessage:
-    """Exactly the notice's own header fields, each once; no injected field anywhere in the head."""
+def assert_own_headers(raw: bytes, action: bool = False) -> email.message.EmailMessage:
+    """Exactly the notice's own header fields, each once; no injected field anywhere in the head;
+    exactly its own parts (text and HTML; one text part for the action notice)."""
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert sorted(message.keys()) == NOTICE_HEADERS
+    assert sorted(message.keys()) == (ACTION_HEADERS if action else NOTICE_HEADERS)
     assert not message.defects
     assert message["From"] == "noreply@example.com"
     assert message["To"] == "alice@example.com"
-    assert message.get_content_type() == "text/plain" and not message.is_multipart()
+    parts = ["text/plain"] if action else ["multipart/alternative", "text/plain", "text/html"]
+    assert [part.get_content_type() for part in message.walk()] == parts
+    assert not any(part.defects for part in message.walk())
     head = raw.partition(b"\r\n\r\n")[0].decode("ascii")
     assert not INJECTED.search(head)
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", str(message["Subject"]))
     return message
+
+
+def text_of(message: email.message.EmailMessage) -> str:
+    """The notice's text part."""
+    return message.get_body(("plain",)).get_content()
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -104,13 +118,16 @@ async def test_notice_keeps_its_own_headers_and_body(daemon, standin, sink, name
     assert_well_formed(notice)
     message = assert_own_headers(notice)
     url = next(iter(standin.conferences.values()))["url"]
-    lines = message.get_content().splitlines()
+    lines = text_of(message).splitlines()
     assert lines[0] == "Your invitation now carries a TrueConf video conference."
     assert [line.split(":")[0] for line in lines if line] == [
         lines[0], "Topic", "Time", "Link", "In their TrueConf accounts", "Joining by the link",
         "-- ", "This message was sent automatically; there is no need to reply."]
     assert f"Link: {url}" in lines
-    assert not INJECTED.search(message.get_content())
+    assert not INJECTED.search(text_of(message))
+    page = message.get_body(("html",)).get_content()
+    assert not re.search(r"<(p>evil|script|img|a href=\"javascript)", page)
+    assert page.count("<a ") == 2 and page.count(f'href="{url}"') == 2  # the button, the link
 
 
 async def test_evil_summary_reads_as_one_line_of_text(daemon, standin, sink):
@@ -119,7 +136,9 @@ async def test_evil_summary_reads_as_one_line_of_text(daemon, standin, sink):
     message = email.message_from_bytes(await one_notice(sink), policy=email.policy.default)
     topic = "Q3 Content-Type: text/html <p>evil</p>"
     assert message["Subject"] == f"TrueConf conference: {topic}"
-    assert f"Topic: {topic}" in message.get_content().splitlines()
+    assert f"Topic: {topic}" in text_of(message).splitlines()
+    page = message.get_body(("html",)).get_content()
+    assert "Q3 Content-Type: text/html &lt;p&gt;evil&lt;/p&gt;" in page
 
 
 async def test_action_notice_keeps_its_own_headers(start_daemon, standin, sink):
@@ -131,6 +150,6 @@ async def test_action_notice_keeps_its_own_headers(start_daemon, standin, sink):
     assert (await send(daemon, raw))[0] == 250
     notice = await one_notice(sink)
     assert_well_formed(notice)
-    message = assert_own_headers(notice)
+    message = assert_own_headers(notice, action=True)
     assert message["Subject"].startswith("Action required: no TrueConf conference for Q3 ")
     assert message.get_content().startswith("Your invitation \u201cQ3 Content-Type: text/html")

@@ -91,16 +91,21 @@ async def test_request_creates_conference_and_writes_link(daemon, standin, sink)
 
 
 async def test_organizer_gets_a_notice_without_calendar(daemon, standin, sink):
-    """The organizer is mailed the link and who got it in TrueConf, with no calendar part."""
+    """The organizer is mailed the link and who got it in TrueConf, in text and HTML with a
+    button, with no calendar part."""
     await send(daemon, thunderbird(EVENT))
     [notice] = await wait_notices(sink, 1)
     url = next(iter(standin.conferences.values()))["url"]
     assert notice.rcpt_tos == ("alice@example.com",)
     assert notice.mail_from in ("", "<>")  # the null sender, as for any automatic notice
     message = email.message_from_bytes(notice.content, policy=email.policy.default)
-    assert not any(p.get_content_type() == "text/calendar" for p in message.walk())
-    text = message.get_content()
-    assert url in text and "Bob" in text and "Zoe" in text
+    assert [p.get_content_type() for p in message.walk()] == [
+        "multipart/alternative", "text/plain", "text/html"]
+    for body in text_bodies(notice.content):
+        assert url in body and "Bob" in body and "Zoe" in body
+        assert "Quarterly planning" in body
+    page = message.get_body(("html",)).get_content()
+    assert f'<a href="{url}" target="_blank" style="display:inline-block;' in page  # the button
     assert "Quarterly planning" in message["Subject"]
 
 

@@ -4,7 +4,6 @@ through the real daemon, the TrueConf stand-in and the sink."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 
 from mailhook.core.decide import event_tag
@@ -13,17 +12,25 @@ from mailhook.testing.standin import StandIn
 from mailhook.trueconf.client import TrueConfClient
 from tests.integration.conftest import USERS, send
 from tests.integration.test_pipeline_daemon import invitations
+from tests.support.clock import Clock
 from tests.support.invites import Event, thunderbird
 
-LATER = time.time() + 10 * 3600  # a retry pass "ten hours later"
+LATER = 10 * 3600  # seconds: a retry pass "ten hours later"
 CANCELLED = Event(uid="cancelled@example.com")
 MOVED = Event(uid="moved@example.com")
+
+
+async def retry_later(daemon, clock: Clock) -> int:
+    """One pass of the retry queue, ten hours on."""
+    clock.advance(LATER)
+    return int(await daemon.app.retries.run_once())
 
 
 async def test_postponed_work_leaves_a_reused_id_alone(start_daemon, standin, caplog):
     """TrueConf restarted while a deletion and an update waited, and gave their conference ids
     to other meetings: the retry pass drops both (with a warning) and touches neither meeting."""
-    daemon = await start_daemon()
+    clock = Clock()
+    daemon = await start_daemon(clock=clock)
     for event in (CANCELLED, MOVED):
         assert (await send(daemon, thunderbird(event)))[0] == 250
     ids = sorted(standin.conferences)
@@ -41,7 +48,7 @@ async def test_postponed_work_leaves_a_reused_id_alone(start_daemon, standin, ca
         assert sorted(others) == ids  # the ids were given anew
         before = restarted.conferences
         with caplog.at_level(logging.WARNING):
-            await daemon.pipeline.retry_pending(now=LATER)
+            await retry_later(daemon, clock)
         assert restarted.conferences == before  # neither deleted nor re-timed
         assert await daemon.store.count_pending() == 0
         dropped = [r.getMessage() for r in caplog.records if "another meeting" in r.getMessage()]
@@ -63,15 +70,16 @@ async def test_update_right_after_a_restart_during_an_outage_keeps_its_link(
         start_daemon, standin, sink):
     """A daemon restarted while TrueConf is down still knows the TrueConf accounts (kept in the
     store): an update goes on at once with the event's link, and TrueConf gets it later."""
-    first = await start_daemon()
+    clock = Clock()
+    first = await start_daemon(clock=clock)
     assert (await send(first, thunderbird(MOVED)))[0] == 250
     [link] = {c["url"] for c in standin.conferences.values()}
     await first.shutdown()
     standin.fail_next(10**6, 503)
-    restarted = await start_daemon()
+    restarted = await start_daemon(clock=clock)
     update = replace(MOVED, sequence=1, start=MOVED.start.replace(hour=15))
     assert (await send(restarted, thunderbird(update)))[0] == 250
     assert link.encode() in invitations(sink)[-1].content
     assert await restarted.store.count_pending() == 1
     standin.fail_next(0)
-    assert await restarted.pipeline.retry_pending(now=LATER) == 1
+    assert await retry_later(restarted, clock) == 1

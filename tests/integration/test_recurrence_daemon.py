@@ -95,13 +95,13 @@ async def test_conference_moves_on_when_occurrence_ends(start_daemon, standin, s
     daemon = await start_daemon(clock=clock)
     await send(daemon, request(WEEKLY))
     [conference] = standin.conferences.values()
-    assert await daemon.pipeline.reschedule_due() == 0  # nothing has ended yet
+    assert await daemon.app.rescheduler.run_once() == 0  # nothing has ended yet
     clock.set("2030-01-07 10:01")
-    assert await daemon.pipeline.reschedule_due() == 1
+    assert await daemon.app.rescheduler.run_once() == 1
     assert scheduled(standin)[0] == epoch("2030-01-14 09:00")
     [after] = standin.conferences.values()
     assert after["url"] == conference["url"] and after["id"] == conference["id"]
-    assert await daemon.pipeline.reschedule_due() == 0
+    assert await daemon.app.rescheduler.run_once() == 0
 
 
 async def test_restart_between_occurrences_catches_up(start_daemon, standin, sink, clock, tmp_path):
@@ -111,7 +111,7 @@ async def test_restart_between_occurrences_catches_up(start_daemon, standin, sin
     await first.shutdown()
     clock.set("2030-01-22 08:00")
     second = await start_daemon(clock=clock)
-    assert await second.pipeline.reschedule_due() == 1
+    assert await second.app.rescheduler.run_once() == 1
     assert scheduled(standin)[0] == epoch("2030-01-28 09:00")
 
 
@@ -130,7 +130,7 @@ async def test_series_end(start_daemon, standin, sink, clock, policy, remaining)
     daemon = await start_daemon(clock=clock, recurrence={"after_series_end": policy})
     await send(daemon, request(WEEKLY.replace("BYDAY=MO", "BYDAY=MO;UNTIL=20300108T000000Z")))
     clock.set("2030-01-07 10:01")
-    await daemon.pipeline.reschedule_due()
+    await daemon.app.rescheduler.run_once()
     assert len(standin.conferences) == remaining
     if remaining:
         assert scheduled(standin)[0] == epoch("2030-01-07 09:00")
@@ -284,7 +284,7 @@ async def test_one_broken_series_does_not_stop_the_others(start_daemon, standin,
     httpx.delete(f"{standin.url}/api/v3.11/conferences/{first['id']}",
                  headers={"Authorization": f"Bearer {token}"})
     clock.set("2030-01-07 10:01")
-    assert await daemon.pipeline.reschedule_due() == 1
+    assert await daemon.app.rescheduler.run_once() == 1
     [remaining] = standin.conferences.values()
     assert remaining["schedule"]["start_time"] == epoch("2030-01-14 09:00")
 

@@ -14,12 +14,9 @@ from mailhook.core.calendar import (
     CalendarError,
     _parse_property,
     _read_plain_line,
-    escape_text,
     parse_calendar,
-    split_content_line,
-    unescape_text,
-    unfold,
 )
+from mailhook.core.contentline import escape_text, split_content_line, unescape_text, unfold
 
 
 def _calendar(event: str, extra: str = "", eol: str = "\r\n") -> str:

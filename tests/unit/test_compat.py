@@ -1,5 +1,5 @@
-"""Canary for mailhook/compat.py: the aiosmtplib private members it uses are still there and
-still mean what compat.py assumes. A failure here means the installed aiosmtplib changed:
+"""Canary for mailhook/compat.py: the aiosmtplib and aiosmtpd private members it uses are still
+there and still mean what compat.py assumes. A failure here means the installed library changed:
 adapt mailhook/compat.py (and the version bound in pyproject.toml) before anything else."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from pathlib import Path
 
+import aiosmtpd.smtp
 import aiosmtplib
 import pytest
 from aiosmtplib.protocol import SMTPProtocol
@@ -20,18 +21,21 @@ from mailhook import compat
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 CHANGED = "the installed aiosmtplib changed a private member mailhook/compat.py relies on: "
+SERVER_CHANGED = "the installed aiosmtpd changed a private member mailhook/compat.py relies on: "
 
 
-def test_aiosmtplib_is_bounded_below_its_next_major_version():
-    """pyproject.toml keeps aiosmtplib below the next major version, and the installed one is
-    inside that range."""
+@pytest.mark.parametrize("library", ["aiosmtplib", "aiosmtpd"])
+def test_library_is_bounded_below_its_next_major_version(library):
+    """pyproject.toml keeps each library whose private members compat.py uses below its next
+    major version, and the installed one is inside that range."""
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
-    [spec] = [d for d in dependencies if d.startswith("aiosmtplib")]
-    bounds = re.fullmatch(r"aiosmtplib>=(\d+)\.(\d+),<(\d+)", spec.replace(" ", ""))
-    assert bounds, f"aiosmtplib needs a lower and an upper bound, not {spec!r}"
-    installed = tuple(int(n) for n in version("aiosmtplib").split(".")[:2])
+    [spec] = [d for d in dependencies if re.match(rf"{library}\b(?!-)", d)]
+    spec = spec.split("#")[0]
+    bounds = re.fullmatch(rf"{library}>=(\d+)\.(\d+)(?:\.\d+)?,<(\d+)", spec.replace(" ", ""))
+    assert bounds, f"{library} needs a lower and an upper bound, not {spec!r}"
+    installed = tuple(int(n) for n in version(library).split(".")[:2])
     lower, upper = (int(bounds[1]), int(bounds[2])), int(bounds[3])
-    assert lower <= installed and installed[0] < upper, (version("aiosmtplib"), spec)
+    assert lower <= installed and installed[0] < upper, (version(library), spec)
 
 
 def test_private_members_are_there():
@@ -126,3 +130,120 @@ async def test_a_reply_that_arrives_while_idle_is_seen(next_hop):
     assert compat.unread_reply_bytes(client) == len(LATER), (
         CHANGED + "unasked bytes can no longer be watched through data_received")
     client.close()
+
+
+# --- aiosmtpd ---------------------------------------------------------------------------------
+
+
+def _parameters(function: Callable[..., object]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def test_aiosmtpd_private_members_are_there():
+    """aiosmtpd's SMTP still has the private steps compat.SMTPSession overrides or calls, with
+    the parameters it passes."""
+    smtp = aiosmtpd.smtp.SMTP
+    expected = {
+        "_cb_client_connected": ["self", "reader", "writer"],
+        "_handle_client": ["self"],
+        "_getaddr": ["self", "arg"],
+        "_set_post_data_state": ["self"],
+        "_call_handler_hook": ["self", "command", "args"],
+    }
+    for name, parameters in expected.items():
+        member = getattr(smtp, name, None)
+        assert callable(member), SERVER_CHANGED + name
+        assert _parameters(member) == parameters, SERVER_CHANGED + f"{name} parameters"
+    for name in ("_handle_client", "_call_handler_hook", "smtp_DATA"):
+        assert inspect.iscoroutinefunction(getattr(smtp, name)), SERVER_CHANGED + name
+    session = smtp(object(), decode_data=False)
+    assert session._decode_data is False, SERVER_CHANGED + "_decode_data"  # noqa: SLF001
+    assert isinstance(session._handle_hooks, dict), SERVER_CHANGED + "_handle_hooks"  # noqa: SLF001
+    assert session._getaddr("<a@b.example> SIZE=10") == ("a@b.example", "SIZE=10"), (  # noqa: SLF001
+        SERVER_CHANGED + "_getaddr's result")
+    # None until STARTTLS, then the plain transport (compat.SMTPSession.starting_tls).
+    assert session._original_transport is None, SERVER_CHANGED + "_original_transport"  # noqa: SLF001
+    assert "self._original_transport = self.transport" in inspect.getsource(smtp.smtp_STARTTLS), (
+        SERVER_CHANGED + "smtp_STARTTLS")
+
+
+class Hooks(compat.SMTPSession):
+    """A session that records which of compat's hooks aiosmtpd reached, and when."""
+
+    events: list[str]
+    line_length_limit = 100  # the stream's limit, set when aiosmtpd makes the stream
+
+    async def admit(self) -> bool:
+        self.events.append("admit")
+        return True
+
+    async def refuse_long_line(self) -> None:
+        self.events.append("long line")
+        await self.push("500 5.5.2 Line too long")
+
+    def plain_path(self, arg: str) -> tuple[str, str] | None:
+        self.events.append(f"path {arg.strip()}")
+        return None  # aiosmtpd's own parser then
+
+    def transaction_ended(self) -> None:
+        self.events.append("ended")
+
+
+class Keeper:
+    """An aiosmtpd handler that keeps the message and how it saw the streams."""
+
+    def __init__(self) -> None:
+        self.content = b""
+        self.streams: tuple[type, type] | None = None
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.content = envelope.original_content
+        self.streams = (type(server._reader), type(server._writer))  # noqa: SLF001
+        return "250 2.0.0 kept"
+
+
+async def test_aiosmtpd_reaches_every_hook_of_compat():
+    """On a real session aiosmtpd calls compat's steps where compat assumes: the admission
+    before the greeting, the bounded command reader, the address parse, DATA read into one
+    buffer and handed to handle_DATA, the end of each transaction."""
+    events: list[str] = []
+    keeper = Keeper()
+
+    def session() -> Hooks:
+        hooks = Hooks(keeper, hostname="canary.test", data_size_limit=10_000)
+        hooks.events = events
+        return hooks
+
+    server = await asyncio.get_running_loop().create_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def say(line: bytes) -> bytes:
+        writer.write(line)
+        reply = b""
+        while not reply[3:4] == b" ":
+            reply = await asyncio.wait_for(reader.readline(), 5)
+        return reply
+
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220")
+        assert "admit" in events, SERVER_CHANGED + "_handle_client before the greeting"
+        assert (await say(b"EHLO client.test\r\n")).startswith(b"250")
+        assert (await say(b"NOOP " + b"x" * 300 + b"\r\n")).startswith(b"500")
+        assert "long line" in events, SERVER_CHANGED + "_reader from _cb_client_connected"
+        assert (await say(b"MAIL FROM:<a@example.com>\r\n")).startswith(b"250")
+        assert "path <a@example.com>" in events, SERVER_CHANGED + "_getaddr for MAIL"
+        assert (await say(b"RCPT TO:<b@example.com>\r\n")).startswith(b"250")
+        assert (await say(b"DATA\r\n")).startswith(b"354")
+        ended = events.count("ended")
+        assert (await say(b"Subject: x\r\n\r\n..dot\r\n.\r\n")) == b"250 2.0.0 kept\r\n"
+        assert keeper.content == b"Subject: x\r\n\r\n.dot\r\n"
+        assert keeper.streams == (compat.CommandReader, asyncio.StreamWriter), (
+            SERVER_CHANGED + "_reader/_writer")
+        assert events.count("ended") == ended + 1, SERVER_CHANGED + "_set_post_data_state"
+        assert (await say(b"RSET\r\n")).startswith(b"250")
+        assert events.count("ended") == ended + 2, SERVER_CHANGED + "_set_post_data_state on RSET"
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()

@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = sorted(p.stem for p in (ROOT / "mailhook" / "core").glob("*.py") if p.stem != "__init__")
 FORBIDDEN = ("httpx", "sqlite3", "sqlite_utils", "aiosmtpd", "aiosmtplib", "mailhook.store.sqlite",
-             "mailhook.trueconf", "mailhook.relay", "mailhook.smtp", "mailhook.pipeline",
+             "mailhook.trueconf", "mailhook.relay", "mailhook.frontends", "mailhook.flow",
+             "mailhook.handling", "mailhook.conferences", "mailhook.background", "mailhook.app",
              "mailhook.daemon")
 
 

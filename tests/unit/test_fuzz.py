@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 
 from mailhook.core.decide import Action, Policy
 from mailhook.core.mime import MimePart, scan_message
-from mailhook.pipeline import Inbound, Pipeline, PipelineConfig
+from mailhook.app import wall_clock
+from mailhook.core.envelope import Inbound
+from mailhook.core.plan import FlowConfig
+from mailhook.handling import Handling
 from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.directory import LocalPartDirectory
@@ -38,18 +41,18 @@ def _answer(request: httpx.Request) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Iterator:
-    """Run a message through one pipeline on one event loop; yields the runner."""
+    """Run a message through one message handling on one event loop; yields the runner."""
     loop = asyncio.new_event_loop()
     store = SqliteStore(str(tmp_path_factory.mktemp("fuzz") / "store.sqlite3"))
     client = TrueConfClient("https://video.example.com", "id", "secret",
                             transport=httpx.MockTransport(_answer))
     policy = Policy(local_domains=("example.com",), trigger="always")
-    pipeline = Pipeline(PipelineConfig(policy, notices=False), store, client,
-                        LocalPartDirectory(("example.com",)))
+    handling = Handling.on(FlowConfig(policy, notices=False), store, client,
+                           LocalPartDirectory(("example.com",)), wall_clock)
 
     def process(raw: bytes):
         return loop.run_until_complete(
-            pipeline.process(Inbound("alice@example.com", ("bob@example.com",), raw)))
+            handling.process(Inbound("alice@example.com", ("bob@example.com",), raw)))
 
     yield process
     loop.run_until_complete(store.close())

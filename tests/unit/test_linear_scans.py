@@ -20,7 +20,7 @@ from mailhook.core import blocks
 from mailhook.core.mime import parse_message
 from mailhook.core.model import LinkInsertion
 from mailhook.core.rewrite import MAX_READABLE_BYTES, rewrite_message
-from mailhook.smtp import _PLAIN_PATH
+from mailhook.frontends.smtp import _PLAIN_PATH
 from tests.support import reliability
 from tests.support.invites import Event, exchange, thunderbird
 

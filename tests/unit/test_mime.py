@@ -16,8 +16,6 @@ from hypothesis import strategies as st
 from mailhook.core.calendar import MAX_ATTENDEES
 from mailhook.core.mime import (
     MimePart,
-    _child_spans,
-    _parse_headers,
     calendar_leaves,
     decode_text,
     may_contain_calendar,
@@ -26,6 +24,7 @@ from mailhook.core.mime import (
     scan_message,
     valid_charset,
 )
+from mailhook.core.mimetree import _child_spans, parse_headers
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "messages").glob("*.eml"))
 
@@ -170,7 +169,7 @@ def test_child_spans_agree_with_the_delimiter_pattern(pieces, boundary, data):
 
 
 def _header_state(block: bytes) -> dict[str, object]:
-    message = _parse_headers(block, "text/plain")
+    message = parse_headers(block, "text/plain")
     state = dict(vars(message))
     state["defects"] = [type(defect) for defect in message.defects]
     return state
@@ -224,7 +223,7 @@ def test_any_header_block_reads_as_the_email_parser_reads_it(pieces):
 def _part(header: bytes) -> MimePart:
     return MimePart(
         path=(), header_start=0, header_end=len(header), body_start=len(header),
-        body_end=len(header), headers=_parse_headers(header, "text/plain"),
+        body_end=len(header), headers=parse_headers(header, "text/plain"),
         content_type="text/plain", cte="", eol=b"\r\n",
     )  # fmt: skip
 

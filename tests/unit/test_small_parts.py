@@ -6,6 +6,8 @@ import asyncio
 import base64
 import email
 import email.policy
+import logging
+import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -16,7 +18,9 @@ from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice,
 from mailhook.errors import TrueConfUnavailable
 from mailhook.locks import KeyedLocks
 from mailhook.relay import Reply, dot_stuff
-from mailhook.smtp import Handler, _is_trusted, client_reply, trusted_networks
+from mailhook.core.replies import client_reply
+from mailhook.frontends.limits import is_trusted, trusted_networks
+from mailhook.frontends.smtp import Handler
 from mailhook.trueconf.directory import LocalPartDirectory, UserListDirectory
 
 FACTS = NoticeFacts(
@@ -33,20 +37,22 @@ NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("language", ["en", "ru"])
-def test_notice_is_plain_mail_with_the_facts(language):
+def test_notice_is_text_and_html_with_the_facts(language):
     """The notice has the topic, local time, link and both attendee lists, and no calendar."""
     raw = build_notice(FACTS, "noreply@example.com", language, NOW)
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["To"] == "alice@example.com"
     assert message["Auto-Submitted"] == "auto-generated"
-    assert [p.get_content_type() for p in message.walk()] == ["text/plain"]
-    body = message.get_content()
-    assert "https://video.example.com/c/42" in body
-    assert "Bob Baker" in body and "carol@example.org" in body
-    assert "2030-03-17 20:46" in body and "UTC+03:00" in body  # 1900000000 at UTC+3
+    assert [p.get_content_type() for p in message.walk()] == [
+        "multipart/alternative", "text/plain", "text/html"]
+    for body in (message.get_body(("plain",)).get_content(),
+                 message.get_body(("html",)).get_content()):
+        assert "https://video.example.com/c/42" in body
+        assert "Bob Baker" in body and "carol@example.org" in body
+        assert "2030-03-17 20:46" in body and "UTC+03:00" in body  # 1900000000 at UTC+3
+        if language == "ru":
+            assert "Тема" in body or "Время" in body
     assert b"\r\n" in raw and b"\n\n" not in raw.replace(b"\r\n", b"")
-    if language == "ru":
-        assert "Тема" in body
 
 
 def nested_encoded_word(text: str, depth: int) -> str:
@@ -67,9 +73,11 @@ def test_header_text_reads_nested_encoded_words_to_the_end(depth):
     for raw in (build_notice(facts, "noreply@example.com", "en", NOW),
                 build_action_notice(facts.organizer, topic, 0, "noreply@example.com", "en", NOW)):
         message = email.message_from_bytes(raw, policy=email.policy.default)
-        assert sorted(message.keys()) == ["Auto-Submitted", "Content-Transfer-Encoding",
-                                          "Content-Type", "Date", "From", "MIME-Version",
-                                          "Message-ID", "Subject", "To"]
+        own = {"Auto-Submitted", "Content-Type", "Date", "From", "MIME-Version", "Message-ID",
+               "Subject", "To"}
+        if not message.is_multipart():  # the action notice is one text/plain part
+            own.add("Content-Transfer-Encoding")
+        assert sorted(message.keys()) == sorted(own)
         for name in ("Subject", "To"):
             assert not any(ch in str(message[name]) for ch in "\r\n\x00"), (name, message[name])
 
@@ -115,16 +123,16 @@ def test_next_hop_replies_map_for_the_client():
 
 async def test_unhandled_exception_is_temporary():
     """aiosmtpd's permanent 500 for an unhandled exception is replaced by 451."""
-    handler = Handler(lambda inbound: None, None, None)  # type: ignore[arg-type]
+    handler = Handler(None)  # type: ignore[arg-type]
     assert (await handler.handle_exception(RuntimeError("boom"))).startswith("451 ")
 
 
 def test_trusted_networks():
     """Only clients in smtp.trusted_networks are served; IPv4-mapped IPv6 counts as IPv4."""
     nets = trusted_networks(("127.0.0.0/8", "10.1.0.0/16"))
-    assert _is_trusted(("127.0.0.1", 1), nets)
-    assert _is_trusted(("::ffff:10.1.2.3", 1, 0, 0), nets)
-    assert not _is_trusted(("192.0.2.1", 1), nets)
+    assert is_trusted(("127.0.0.1", 1), nets)
+    assert is_trusted(("::ffff:10.1.2.3", 1, 0, 0), nets)
+    assert not is_trusted(("192.0.2.1", 1), nets)
 
 
 async def test_local_part_directory():
@@ -171,3 +179,21 @@ def test_multi_line_reply_is_sent_as_continuation_lines():
     reply = Reply(450, "4.2.0 Greylisted\nsee http://example/grey")
     assert str(reply) == "450-4.2.0 Greylisted\r\n450 see http://example/grey"
     assert str(Reply(250, "ok")) == "250 ok"
+
+
+def test_journal_priority_prefixes_every_line_of_a_record():
+    """For the journal each line of a record, a traceback's included, starts with its syslog
+    priority; the plain format has none."""
+    from mailhook import logfmt
+
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.getLogger("mailhook").makeRecord(
+            "mailhook", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    journal = logfmt.Formatter(priorities=True).format(record).split("\n")
+    assert len(journal) > 3 and all(line.startswith("<3>") for line in journal)
+    assert journal[0] == "<3>ERROR mailhook: failed"
+    assert not logfmt.Formatter().format(record).startswith("<")
+    levels = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+    assert [logfmt.syslog_priority(level) for level in levels] == [2, 3, 4, 6, 7]

@@ -7,7 +7,7 @@ import pytest
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP
 
-from mailhook.smtp import _PLAIN_PATH, MailhookSMTP
+from mailhook.frontends.smtp import _PLAIN_PATH, MailhookSMTP
 
 ARGUMENTS = [
     "<alice@example.com>",

@@ -52,6 +52,27 @@ def test_unit_runs_as_a_notify_service_with_its_own_state_and_credentials():
         assert key in unit, key
 
 
+def test_unit_logs_under_the_mail_facility_as_mailhook():
+    """The journal files mailhook's lines under the mail facility, as "mailhook", beside
+    Postfix's; docs/systemd.md says how to read them."""
+    unit = settings()
+    assert unit["SyslogFacility"] == ["mail"] and unit["SyslogIdentifier"] == ["mailhook"]
+    guide = (ROOT / "docs" / "systemd.md").read_text()
+    assert "journalctl -p err -u mailhook" in guide and "SyslogFacility=mail" in guide
+
+
+def test_every_command_uses_the_store_the_service_uses():
+    """The shipped config's store.path is absolute and in the unit's StateDirectory, and the
+    unit does not override it, so commands run outside the service open the same store."""
+    import tomllib
+
+    store = Path(tomllib.loads((ROOT / "config" / "mailhook.toml").read_text())["store"]["path"])
+    unit = settings()
+    assert store.is_absolute()
+    assert store.parent == Path("/var/lib") / unit["StateDirectory"][0]
+    assert not any("MAILHOOK_STORE" in value for value in unit.get("Environment", []))
+
+
 def test_unit_raises_the_open_files_limit_above_what_max_connections_needs():
     """LimitNOFILE leaves room for the default smtp.max_connections, two files each."""
     from mailhook.config import SmtpSettings
