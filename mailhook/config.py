@@ -98,6 +98,9 @@ class TrueConfSettings(_Section):
     ca_file: str = ""
     user_mapping: Literal["directory", "local_part"] = "directory"
     users_cache_ttl: float = Field(600.0, ge=0)
+    # A TrueConf user id (a service account) that owns the conferences of organizers without
+    # a TrueConf account; "" makes none for them (the organizer is told once why).
+    fallback_owner: str = ""
 
     @field_validator("server_url")
     @classmethod

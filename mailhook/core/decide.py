@@ -63,6 +63,12 @@ class Invitation:
     master: EventComponent | None  # the VEVENT without RECURRENCE-ID, if the object has one
     events: tuple[EventComponent, ...]
 
+    @property
+    def lead(self) -> EventComponent:
+        """The event the conference is made from: the master, else (a changed occurrence of
+        a series mailhook never saw) the first occurrence the message holds."""
+        return self.master if self.master is not None else self.events[0]
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

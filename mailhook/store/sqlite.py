@@ -212,6 +212,12 @@ class SqliteStore:
     def _finish_delete(self, conference_id: str) -> None:
         self._open().execute("delete from pending_deletes where conference_id = ?", [conference_id])
 
+    async def note_sent(self, organizer: str, uid: str, kind: str, now: float) -> bool:
+        first: list[bool] = []
+        row = (organizer, uid, kind, now)
+        await self._run(self._write, lambda: first.append(_note_sent(self._open(), row)))
+        return bool(first and first[0])
+
     async def count_by_state(self) -> dict[str, int]:
         return await self._run(self._count_by_state)
 
@@ -279,3 +285,8 @@ def _get(conn: sqlite3.Connection, organizer: str, uid: str) -> StoredEvent | No
     return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
 
 
+def _note_sent(db: sqlite_utils.Database, row: tuple[str, str, str, float]) -> bool:
+    """Record a notice sent once per event; True when it was not recorded before."""
+    cursor = db.execute("insert or ignore into notices_sent (organizer, uid, kind, sent_at) "
+                        "values (?, ?, ?, ?)", list(row))
+    return cursor.rowcount == 1

@@ -62,11 +62,20 @@ def _add_retries(db: sqlite_utils.Database) -> None:
     db["pending_deletes"].create_index(["retry_at"])
 
 
+def _add_notices_sent(db: sqlite_utils.Database) -> None:
+    # Notices that go out once per event whatever messages follow (kinds in Store.note_sent).
+    db["notices_sent"].create(
+        {"organizer": str, "uid": str, "kind": str, "sent_at": float},
+        pk=("organizer", "uid", "kind"),
+    )
+
+
 # Each entry moves the schema one version up; never edit an entry once released.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_events,
     _add_occurrence_end,
     _add_retries,
+    _add_notices_sent,
 )
 
 
