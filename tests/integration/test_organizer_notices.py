@@ -12,8 +12,10 @@ from datetime import timedelta
 
 import pytest
 
+from mailhook.app import open_store
+from mailhook.explain import explain
 from mailhook.testing.standin import StandIn
-from tests.integration.conftest import USERS, send
+from tests.integration.conftest import USERS, send, settings_for
 from tests.integration.test_pipeline_daemon import api_calls, invitations, notices, wait_notices
 from tests.support.invites import FUTURE, Event, thunderbird
 
@@ -153,3 +155,21 @@ async def test_no_account_notice_in_the_configured_language(start_daemon, sink):
     [notice] = await wait_notices(sink, 1)
     assert subject(notice.content) == "Нет конференции TrueConf для Quarterly planning"
     assert "нет учётной записи TrueConf" in plain_text(notice.content)
+
+
+@pytest.mark.parametrize(("fallback", "expected"), [
+    ("meetings", "made under trueconf.fallback_owner meetings"),
+    ("", "no conference is made, the invitation goes out unchanged"),
+])
+async def test_explain_names_the_case_for_organizers_without_account(
+        standin, sink, tmp_path, fallback, expected):
+    """`mailhook explain` says what happens when the organizer has no TrueConf account."""
+    settings = settings_for(standin, sink, tmp_path, trueconf={"fallback_owner": fallback})
+    store = open_store(settings)
+    try:
+        lines = await explain(thunderbird(NO_ACCOUNT), settings, "zed@example.com", store,
+                              FUTURE - timedelta(days=1))
+    finally:
+        await store.close()
+    owner = next(line for line in lines if line.startswith("owner: "))
+    assert expected in owner
