@@ -189,6 +189,11 @@ def _decide_request(
     if master is None:
         if stored is not None:
             return Decision(Action.SYNC, "occurrence update of an event with a conference", invitation)
+        if has_trigger(invitation.lead, policy) and occurrence is not None:
+            # A series created before mailhook, or whose first REQUEST passed while it was
+            # down: this occurrence gets the conference, which the series' REQUEST takes over.
+            return Decision(Action.CREATE, "a changed occurrence of a series not seen before "
+                            "asks for a conference", invitation)
         return passes("occurrence update of an event without a conference")
     triggered = has_trigger(master, policy)
     if stored is None:

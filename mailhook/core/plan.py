@@ -23,6 +23,7 @@ from mailhook.core.decide import (
     participant_addresses,
     topic_of,
 )
+from mailhook.core.calendar import CalendarError, parse_calendar
 from mailhook.core.mime import parse_message
 from mailhook.core.model import ConferenceSpec, EventState, ParsedMessage, StoredEvent
 from mailhook.core.notice import NoticeWhen, notice_kind, should_send
@@ -213,9 +214,29 @@ def series_after(parsed: ParsedMessage, invitation: Invitation, stored: StoredEv
     text = parsed.calendar.text if parsed.calendar else ""
     try:
         merged = merge_series(known, text, invitation.uid, invitation.method)
-        return SeriesState(merged, next_occurrence(merged, now, config.default_zone))
+        occurrence = next_occurrence(merged, now, config.default_zone)
+        if occurrence is None and invitation.master is None and not _has_master(merged):
+            occurrence = _own_occurrence(invitation, now)
+        return SeriesState(merged, occurrence)
     except SeriesError as exc:
         return SeriesState(known, None, f"the series cannot be scheduled: {exc}")
+
+
+def _has_master(series: str) -> bool:
+    """Whether the series holds its master VEVENT (mailhook has seen the series' REQUEST)."""
+    try:
+        return any(event.recurrence_id is None for event in parse_calendar(series).events)
+    except CalendarError:
+        return False
+
+
+def _own_occurrence(invitation: Invitation, now: datetime) -> Occurrence | None:
+    """Without the series' master, the earliest changed occurrence the message holds that is
+    neither cancelled nor over: the one a conference can be set for."""
+    live = [Occurrence(e.start, e.end, e.utc_offset_minutes) for e in invitation.events
+            if e.start is not None and e.end is not None and e.end > now
+            and e.status != "CANCELLED"]
+    return min(live, key=lambda o: o.start) if live else None
 
 
 def one_off(parsed: ParsedMessage, invitation: Invitation, stored: StoredEvent | None,

@@ -155,7 +155,9 @@ def test_occurrence_update_follows_the_series():
     found = classify(message(occurrence), "alice@example.com", POLICY)
     assert isinstance(found, Invitation) and found.master is None
     assert decide(found, STORED, POLICY, OCCURRENCE).action is Action.SYNC
-    assert decide(found, None, POLICY, OCCURRENCE).action is Action.PASS
+    # Not stored: a series mailhook never saw; the occurrence gets a conference of its own.
+    assert decide(found, None, POLICY, OCCURRENCE).action is Action.CREATE
+    assert decide(found, None, POLICY, None).action is Action.PASS
 
 
 def test_occurrence_cancel_reschedules():
