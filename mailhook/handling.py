@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import TypeVar
 
 from mailhook.conferences import ConferenceApi, Conferences, Made, UnsentLinks
+from mailhook.core.account_notice import build_no_account_notice
 from mailhook.core.decide import Action, Decision, Invitation, participant_addresses, topic_of
 from mailhook.core.envelope import Inbound
 from mailhook.core.model import EventState, LinkInsertion, ParsedMessage, StoredEvent
-from mailhook.core.account_notice import build_no_account_notice
 from mailhook.core.notice import (
     NoticeFacts,
     build_action_notice,

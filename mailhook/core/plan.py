@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 
+from mailhook.core.calendar import CalendarError, parse_calendar
 from mailhook.core.decide import (
     Action,
     Decision,
@@ -23,7 +24,6 @@ from mailhook.core.decide import (
     participant_addresses,
     topic_of,
 )
-from mailhook.core.calendar import CalendarError, parse_calendar
 from mailhook.core.mime import parse_message
 from mailhook.core.model import ConferenceSpec, EventState, ParsedMessage, StoredEvent
 from mailhook.core.notice import NoticeWhen, notice_kind, should_send
