@@ -176,6 +176,10 @@ def decide(
         if live is not None and live.url:
             return Decision(Action.REWRITE, "older than the version already handled", invitation)
         return passes("older than the version already handled")
+    if master is None and stored is not None and live is None:
+        # The event's conference was deleted (cancelled, or the keyword removed): a changed
+        # occurrence arriving afterwards is a straggler, not a new series to serve.
+        return passes("occurrence update of an event whose conference was deleted")
     return _decide_request(invitation, live, policy, occurrence)
 
 
