@@ -21,6 +21,7 @@ from mailhook.app import App, Clock
 from mailhook.config import ConfigError, Settings, load_settings
 from mailhook.errors import StoreUnavailable
 from mailhook.frontends.limits import FILES_PER_CONNECTION, FILES_RESERVED
+from mailhook.frontends.milter import MilterServer
 from mailhook.frontends.smtp import SmtpServer
 from mailhook.health import Health
 from mailhook.metrics import shared_totals
@@ -65,6 +66,9 @@ class Daemon:
         self.app = App(settings, clock)
         self.metrics, self.store, self.next_hop = self.app.metrics, self.app.store, self.app.next_hop
         self.smtp = SmtpServer(self.app.flow, settings.smtp, settings.relay.pool_size, primary)
+        # The milter is served by the one process that serves mail (none with worker processes).
+        self.milter = (MilterServer(self.app.flow, settings.milter)
+                       if settings.milter.listen and serves_mail and primary else None)
         self.health = Health(self.store, self.app.trueconf, self.next_hop,
                              settings.metrics.health_cache)
         self.notifier = notifier if notifier is not None else Notifier()
@@ -78,12 +82,15 @@ class Daemon:
     async def startup(self) -> None:
         """Open the store and the listening socket."""
         await self.store.open()
-        if self.serves_mail:
+        if self.serves_mail and self.settings.smtp.enabled:
             await self.smtp.start(self.sockets)
+        if self.milter is not None:
+            await self.milter.start()
         if self.primary:
             smtp, relay = self.settings.smtp, self.settings.relay
-            log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host, smtp.listen_port,
-                     relay.host, relay.port)
+            if smtp.enabled:
+                log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host,
+                         smtp.listen_port, relay.host, relay.port)
             await self._start_status_server()
 
     async def _start_status_server(self) -> None:
@@ -138,6 +145,8 @@ class Daemon:
         """Stop accepting, let messages in flight finish, then close adapters in order."""
         self.app.flow.stopping = True
         self.smtp.close()
+        if self.milter is not None:
+            self.milter.close()
         await self.app.flow.drain(DRAIN_TIMEOUT)
         if self._background:
             await asyncio.wait(self._background, timeout=30)
