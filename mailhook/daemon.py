@@ -20,6 +20,7 @@ from mailhook import logfmt
 from mailhook.app import App, Clock
 from mailhook.config import ConfigError, Settings, load_settings
 from mailhook.errors import StoreUnavailable
+from mailhook.flow import Flow
 from mailhook.frontends.limits import FILES_PER_CONNECTION, FILES_RESERVED
 from mailhook.frontends.milter import MilterServer
 from mailhook.frontends.smtp import SmtpServer
@@ -66,9 +67,7 @@ class Daemon:
         self.app = App(settings, clock)
         self.metrics, self.store, self.next_hop = self.app.metrics, self.app.store, self.app.next_hop
         self.smtp = SmtpServer(self.app.flow, settings.smtp, settings.relay.pool_size, primary)
-        # The milter is served by the one process that serves mail (none with worker processes).
-        self.milter = (MilterServer(self.app.flow, settings.milter)
-                       if settings.milter.listen and serves_mail and primary else None)
+        self.milter = milter_server(self.app.flow, settings, serves_mail and primary)
         self.health = Health(self.store, self.app.trueconf, self.next_hop,
                              settings.metrics.health_cache)
         self.notifier = notifier if notifier is not None else Notifier()
@@ -240,6 +239,14 @@ class Daemon:
         self.app.reconfigure(self.settings, new_client)
         log.info("configuration reloaded from %s (changed: %s)", self.config_file,
                  ", ".join(changed) or "nothing")
+
+
+def milter_server(flow: Flow, settings: Settings, serves_mail: bool) -> MilterServer | None:
+    """The milter front end, when one is configured. The one process that serves mail serves
+    it; with worker processes (one SMTP socket shared by several) no process does."""
+    if not settings.milter.listen or not serves_mail:
+        return None
+    return MilterServer(flow, settings.milter)
 
 
 def changed_sections(old: Settings, new: Settings) -> list[str]:
