@@ -58,6 +58,8 @@ def flow_config(settings: Settings) -> FlowConfig:
         ),
         language=policy.language,
         notices=settings.notice.enabled,
+        notice_when=settings.notice.sent_when,
+        fallback_owner=settings.trueconf.fallback_owner,
         notice_sender=settings.notice_sender(),
         default_zone=ZoneInfo(policy.default_timezone),
         delete_after_series_end=settings.recurrence.after_series_end == "delete",

@@ -57,6 +57,7 @@ class Made:
     accounts: dict[str, Account]  # addresses with a TrueConf account
     pending: bool  # TrueConf has not taken the update yet (retried in the background)
     made: bool  # made, or adopted by its tag, for this message (not the one already held)
+    hosted_by: str = ""  # trueconf.fallback_owner when it owns the conference for the organizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +178,8 @@ class Conferences:
     async def ensure(self, invitation: Invitation, planned: Plan) -> Made | None:
         """Create the conference the plan asks for, or bring the stored one in step, and record
         it as active; None when the organizer has no TrueConf account."""
-        stored, master, occurrence = planned.stored, invitation.master, planned.occurrence
-        assert master is not None and occurrence is not None
+        stored, occurrence = planned.stored, planned.occurrence
+        assert occurrence is not None
         wanted = await self._spec(invitation, occurrence, planned.participants)
         if wanted is None:
             return None
@@ -186,7 +187,8 @@ class Conferences:
         now = self._clock().timestamp()
         conference, pending = await self._create_or_update(invitation, stored, spec, now)
         held = stored.conference_id if stored and stored.state is EventState.ACTIVE else ""
-        made = Made(conference, spec, accounts, pending, conference.id != held)
+        hosted_by = spec.owner if invitation.organizer not in accounts else ""
+        made = Made(conference, spec, accounts, pending, conference.id != held, hosted_by)
         await self._record(invitation, planned, made, now)
         return made
 
@@ -197,11 +199,14 @@ class Conferences:
             if made.made:
                 await self.deletions.discard(conference, invitation, record=True)
             raise TrueConfRejected("TrueConf returned a join link that is not http(s)")
-        assert invitation.master is not None
+        master = invitation.master
+        # A conference made from a changed occurrence keeps SEQUENCE 0, so that the series'
+        # own REQUEST (whose SEQUENCE counts apart from the occurrence's) takes it over.
+        sequence = master.sequence if master is not None else stored.sequence if stored else 0
         active = StoredEvent(
             organizer=invitation.organizer, uid=invitation.uid, state=EventState.ACTIVE,
             tag=made.spec.tag, conference_id=conference.id, url=conference.url, spec=made.spec,
-            attendees=planned.participants, sequence=invitation.master.sequence,
+            attendees=planned.participants, sequence=sequence,
             calendar=planned.series.text,
             first_seen=stored.first_seen if stored and stored.first_seen else now,
             updated_at=now, occurrence_end=due_at(planned.series.occurrence),
@@ -216,11 +221,15 @@ class Conferences:
 
     async def _spec(self, invitation: Invitation, occurrence: Occurrence,
                     addresses: tuple[str, ...]) -> tuple[ConferenceSpec, dict[str, Account]] | None:
-        """The conference the event asks for, with the accounts found for its people."""
-        master = invitation.master
-        assert master is not None
+        """The conference the event asks for, with the accounts found for its people; None
+        when the organizer has no TrueConf account and no trueconf.fallback_owner is set."""
+        master = invitation.lead
         accounts = await self._directory.lookup((invitation.organizer, *addresses))
         owner = accounts.get(invitation.organizer)
+        if owner is None and self.config.fallback_owner:
+            owner = Account(self.config.fallback_owner)
+            log.info("organizer %s has no TrueConf account; the conference belongs to %s",
+                     invitation.organizer, owner.id)
         if owner is None:
             log.warning("organizer %s has no TrueConf account; invitation forwarded unchanged",
                         invitation.organizer)

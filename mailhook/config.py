@@ -52,6 +52,7 @@ class _Section(BaseModel):
 class SmtpSettings(_Section):
     """The listening side: where the MTA hands mail to mailhook."""
 
+    enabled: bool = True  # false: no SMTP listener (a milter-only site)
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(10025, ge=0, le=65535)  # 0: any free port
     hostname: str = ""  # the name in the greeting; "" means this machine's FQDN
@@ -82,6 +83,43 @@ class SmtpSettings(_Section):
             except ValueError as exc:
                 raise ValueError(f"{network!r} is not an IP network") from exc
         return value
+
+
+class MilterSettings(_Section):
+    """[milter]: the milter front end (Postfix smtpd_milters/non_smtpd_milters, Sendmail)."""
+
+    # Postfix's notation: "inet:127.0.0.1:8891" or "unix:/run/mailhook/milter.sock"; "" is off.
+    listen: str = ""
+    socket_mode: str = "0660"  # permissions of a unix socket (octal)
+
+    @field_validator("listen")
+    @classmethod
+    def _socket_notation(cls, value: str) -> str:
+        if value:
+            milter_socket(value)
+        return value
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _octal_mode(cls, value: str) -> str:
+        if not (value.isdigit() and len(value) in (3, 4) and set(value) <= set("01234567")):
+            raise ValueError(f"socket_mode must be an octal mode such as 0660, not {value!r}")
+        return value
+
+
+def milter_socket(listen: str) -> tuple[str, str, int]:
+    """("inet", host, port) or ("unix", path, 0) from Postfix's notation for a milter socket
+    ("inet:127.0.0.1:8891", "inet:[::1]:8891", "unix:/run/mailhook/milter.sock")."""
+    kind, _, where = listen.partition(":")
+    if kind == "unix" and where.startswith("/"):
+        return "unix", where, 0
+    if kind == "inet":
+        host, _, port = where.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if host and port.isdigit() and 0 <= int(port) <= 65535:
+            return "inet", host, int(port)
+    raise ValueError(f"milter listen must be 'inet:HOST:PORT' or 'unix:/absolute/path', "
+                     f"not {listen!r}")
 
 
 class RelaySettings(_Section):
@@ -115,6 +153,9 @@ class TrueConfSettings(_Section):
     ca_file: str = ""
     user_mapping: Literal["directory", "local_part"] = "directory"
     users_cache_ttl: float = Field(600.0, ge=0)
+    # A TrueConf user id (a service account) that owns the conferences of organizers without
+    # a TrueConf account; "" makes none for them (the organizer is told once why).
+    fallback_owner: str = ""
 
     @field_validator("server_url")
     @classmethod
@@ -319,6 +360,7 @@ class Settings(BaseSettings):
     )
 
     smtp: SmtpSettings = SmtpSettings()
+    milter: MilterSettings = MilterSettings()
     relay: RelaySettings = RelaySettings()
     trueconf: TrueConfSettings
     policy: PolicySettings

@@ -20,7 +20,9 @@ from mailhook import logfmt
 from mailhook.app import App, Clock
 from mailhook.config import ConfigError, Settings, load_settings
 from mailhook.errors import StoreUnavailable
+from mailhook.flow import Flow
 from mailhook.frontends.limits import FILES_PER_CONNECTION, FILES_RESERVED
+from mailhook.frontends.milter import MilterServer
 from mailhook.frontends.smtp import SmtpServer
 from mailhook.health import Health
 from mailhook.metrics import shared_totals
@@ -65,6 +67,7 @@ class Daemon:
         self.app = App(settings, clock)
         self.metrics, self.store, self.next_hop = self.app.metrics, self.app.store, self.app.next_hop
         self.smtp = SmtpServer(self.app.flow, settings.smtp, settings.relay.pool_size, primary)
+        self.milter = milter_server(self.app.flow, settings, serves_mail and primary)
         self.health = Health(self.store, self.app.trueconf, self.next_hop,
                              settings.metrics.health_cache)
         self.notifier = notifier if notifier is not None else Notifier()
@@ -78,12 +81,15 @@ class Daemon:
     async def startup(self) -> None:
         """Open the store and the listening socket."""
         await self.store.open()
-        if self.serves_mail:
+        if self.serves_mail and self.settings.smtp.enabled:
             await self.smtp.start(self.sockets)
+        if self.milter is not None:
+            await self.milter.start()
         if self.primary:
             smtp, relay = self.settings.smtp, self.settings.relay
-            log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host, smtp.listen_port,
-                     relay.host, relay.port)
+            if smtp.enabled:
+                log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host,
+                         smtp.listen_port, relay.host, relay.port)
             await self._start_status_server()
 
     async def _start_status_server(self) -> None:
@@ -138,6 +144,8 @@ class Daemon:
         """Stop accepting, let messages in flight finish, then close adapters in order."""
         self.app.flow.stopping = True
         self.smtp.close()
+        if self.milter is not None:
+            self.milter.close()
         await self.app.flow.drain(DRAIN_TIMEOUT)
         if self._background:
             await asyncio.wait(self._background, timeout=30)
@@ -231,6 +239,14 @@ class Daemon:
         self.app.reconfigure(self.settings, new_client)
         log.info("configuration reloaded from %s (changed: %s)", self.config_file,
                  ", ".join(changed) or "nothing")
+
+
+def milter_server(flow: Flow, settings: Settings, serves_mail: bool) -> MilterServer | None:
+    """The milter front end, when one is configured. The one process that serves mail serves
+    it; with worker processes (one SMTP socket shared by several) no process does."""
+    if not settings.milter.listen or not serves_mail:
+        return None
+    return MilterServer(flow, settings.milter)
 
 
 def changed_sections(old: Settings, new: Settings) -> list[str]:

@@ -43,6 +43,8 @@ async def explain(raw: bytes, settings: Settings, sender: str, store: Store,
     planned = plan(reading, event, config, now)
     lines += [f"decision: {planned.decision.action}", f"why: {planned.decision.reason}",
               *_effects(planned)]
+    if planned.step is Step.ENSURE:
+        lines.append(_owner(settings))
     if found.master is not None:
         lines += _participants(found.master, found.organizer, settings)
     return lines
@@ -85,6 +87,20 @@ def _effects(planned: Plan) -> Iterator[str]:
     yield "message: the join link is written in" if planned.rewrite else "message: forwarded unchanged"
     if planned.notice:
         yield "organizer notice: the link is mailed to the organizer"
+
+
+def _owner(settings: Settings) -> str:
+    """Whose TrueConf account holds the conference, and what happens for an organizer
+    without one (trueconf.fallback_owner)."""
+    if settings.trueconf.user_mapping == "local_part":
+        return "owner: the organizer's TrueConf account (its id is the address' local part)"
+    fallback = settings.trueconf.fallback_owner
+    without = (f"the conference is made under trueconf.fallback_owner {fallback} and the "
+               "notice says so" if fallback else
+               "no conference is made, the invitation goes out unchanged and the organizer is "
+               "told why, once per event (trueconf.fallback_owner is not set)")
+    return ("owner: the organizer's TrueConf account, looked up by e-mail when served; for an "
+            f"organizer without one, {without}")
 
 
 def _sent_by(parsed: ParsedMessage, policy: Policy) -> Iterator[str]:

@@ -15,10 +15,17 @@ from datetime import datetime
 from typing import TypeVar
 
 from mailhook.conferences import ConferenceApi, Conferences, Made, UnsentLinks
+from mailhook.core.account_notice import build_no_account_notice
 from mailhook.core.decide import Action, Decision, Invitation, participant_addresses, topic_of
 from mailhook.core.envelope import Inbound
 from mailhook.core.model import EventState, LinkInsertion, ParsedMessage, StoredEvent
-from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice
+from mailhook.core.notice import (
+    NoticeFacts,
+    build_action_notice,
+    build_notice,
+    notice_kind,
+    should_send,
+)
 from mailhook.core.plan import (
     FlowConfig,
     Plan,
@@ -174,6 +181,8 @@ class Handling:
         stored = planned.stored
         if planned.step is Step.ENSURE:
             made = await self._conferences.ensure(invitation, planned)
+            if made is None:
+                return await self._without_account(outcome, invitation)
             return self._ensured(outcome, invitation, planned, made)
         if stored is None:
             return outcome
@@ -189,12 +198,24 @@ class Handling:
             await self._conferences.uninvite(invitation, stored)
         return replace(outcome, url=planned.link if planned.rewrite else "")
 
+    async def _without_account(self, outcome: Outcome, invitation: Invitation) -> Outcome:
+        """No conference: the organizer has no TrueConf account (and no fallback owner is
+        set). The invitation goes on as it came; the organizer hears why, once per event."""
+        outcome = replace(outcome, note="organizer has no TrueConf account")
+        if not should_send(self.config.notice_when, "action_required"):
+            return outcome
+        if not await self._store.note_sent(invitation.organizer, invitation.uid, "no_account",
+                                           self._now()):
+            return outcome
+        notice = build_no_account_notice(
+            invitation.organizer, topic_of(invitation.lead, self.config.fallback_topic),
+            self.config.notice_sender, self.config.language, self._clock())
+        return replace(outcome, notice=notice)
+
     def _ensured(self, outcome: Outcome, invitation: Invitation, planned: Plan,
-                 made: Made | None) -> Outcome:
-        if made is None:
-            return replace(outcome, note="organizer has no TrueConf account")
+                 made: Made) -> Outcome:
         conference = made.conference
-        notice = self._notice(invitation, made, planned) if planned.notice else None
+        notice = link_notice(self.config, invitation, made, planned, self._clock())
         return replace(outcome, conference_id=conference.id, url=conference.url, made=made.made,
                        pending="update" if made.pending else "", notice=notice)
 
@@ -241,28 +262,12 @@ class Handling:
     def _now(self) -> float:
         return self._clock().timestamp()
 
-    def _notice(self, invitation: Invitation, made: Made, planned: Plan) -> bytes:
-        """The organizer's notice with the link and who got it in TrueConf."""
-        master = invitation.master
-        assert master is not None
-        names = {a.address: a.name or a.address for a in master.attendees}
-        addresses = participant_addresses(master)
-        spec, stored = made.spec, planned.stored
-        previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
-        facts = NoticeFacts(
-            organizer=invitation.organizer, topic=spec.topic, start=spec.start,
-            duration=spec.duration, utc_offset_minutes=spec.utc_offset_minutes,
-            url=made.conference.url,
-            in_accounts=tuple(names[a] for a in addresses if a in made.accounts),
-            by_link=tuple(names[a] for a in addresses if a not in made.accounts),
-            updated=previous is not None,
-        )
-        return build_notice(facts, self.config.notice_sender, self.config.language, self._clock())
-
     def _action_notice(self, invitation: Invitation, since: float,
                        refusal: str = "") -> bytes | None:
         """The "action required" mail for an invitation that goes out without its conference."""
         if not self.config.notices or invitation.master is None:
+            return None
+        if not should_send(self.config.notice_when, "action_required"):
             return None
         return build_action_notice(
             invitation.organizer, topic_of(invitation.master, self.config.fallback_topic),
@@ -275,3 +280,28 @@ def _held_for_store(outcome: Outcome, exc: StoreUnavailable) -> Outcome:
     retry would not know it (the store logs its failures itself, once)."""
     log.debug("uid=%s: store unavailable, asking the MTA to retry: %s", outcome.uid, exc)
     return outcome.refused(STORE_UNAVAILABLE, error="store")
+
+
+def link_notice(config: FlowConfig, invitation: Invitation, made: Made, planned: Plan,
+                now: datetime) -> bytes | None:
+    """The organizer's notice with the link and who got it in TrueConf, when what the
+    REQUEST did to the conference is a kind ``notice.when`` sends."""
+    lead = invitation.lead
+    spec, stored = made.spec, planned.stored
+    previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
+    before = stored.attendees if previous is not None and stored is not None else ()
+    kind = notice_kind(previous, spec, before, planned.participants)
+    if kind is None or not config.notices or not should_send(config.notice_when, kind):
+        return None
+    names = {a.address: a.name or a.address for a in lead.attendees}
+    addresses = participant_addresses(lead)
+    facts = NoticeFacts(
+        organizer=invitation.organizer, topic=spec.topic, start=spec.start,
+        duration=spec.duration, utc_offset_minutes=spec.utc_offset_minutes,
+        url=made.conference.url,
+        in_accounts=tuple(names[a] for a in addresses if a in made.accounts),
+        by_link=tuple(names[a] for a in addresses if a not in made.accounts),
+        updated=kind == "updated", zone=lead.zone, recurring=bool(lead.rrule or lead.rdate),
+        hosted_by=made.hosted_by,
+    )
+    return build_notice(facts, config.notice_sender, config.language, now)

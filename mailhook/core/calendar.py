@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from icalendar.parser import Contentline
 from icalendar.prop import vDDDTypes, vDuration
@@ -220,7 +220,18 @@ def _read_event(lines: list[str], zones: Zones) -> EventComponent:
         exdate=tuple(prop.value.strip() for prop in props.get("EXDATE", [])),
         floating=any(_floating(prop) for name in ("DTSTART", "DTEND") for prop in props.get(name, [])),
         utc_offset_minutes=offset,
+        zone=_start_zone(props.get("DTSTART", [None])[0], zones),
     )
+
+
+def _start_zone(prop: _Property | None, zones: Zones) -> tzinfo | None:
+    """DTSTART's zone: its TZID resolved (the same lookup its time was read with), UTC for a
+    UTC time, None for a floating time or a date."""
+    if prop is None:
+        return None
+    if "TZID" in prop.params:
+        return zones.get(prop.params["TZID"])
+    return UTC if prop.value.strip().upper().endswith("Z") else None
 
 
 def _floating(prop: _Property) -> bool:

@@ -63,6 +63,12 @@ class Invitation:
     master: EventComponent | None  # the VEVENT without RECURRENCE-ID, if the object has one
     events: tuple[EventComponent, ...]
 
+    @property
+    def lead(self) -> EventComponent:
+        """The event the conference is made from: the master, else (a changed occurrence of
+        a series mailhook never saw) the first occurrence the message holds."""
+        return self.master if self.master is not None else self.events[0]
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -170,6 +176,10 @@ def decide(
         if live is not None and live.url:
             return Decision(Action.REWRITE, "older than the version already handled", invitation)
         return passes("older than the version already handled")
+    if master is None and stored is not None and live is None:
+        # The event's conference was deleted (cancelled, or the keyword removed): a changed
+        # occurrence arriving afterwards is a straggler, not a new series to serve.
+        return passes("occurrence update of an event whose conference was deleted")
     return _decide_request(invitation, live, policy, occurrence)
 
 
@@ -183,6 +193,11 @@ def _decide_request(
     if master is None:
         if stored is not None:
             return Decision(Action.SYNC, "occurrence update of an event with a conference", invitation)
+        if has_trigger(invitation.lead, policy) and occurrence is not None:
+            # A series created before mailhook, or whose first REQUEST passed while it was
+            # down: this occurrence gets the conference, which the series' REQUEST takes over.
+            return Decision(Action.CREATE, "a changed occurrence of a series not seen before "
+                            "asks for a conference", invitation)
         return passes("occurrence update of an event without a conference")
     triggered = has_trigger(master, policy)
     if stored is None:

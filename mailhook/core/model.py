@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,9 @@ class EventComponent:
     # are read in policy.default_timezone by the series code.
     floating: bool = False
     utc_offset_minutes: int = 0  # the offset of DTSTART's own zone at start, for display
+    # DTSTART's own zone as resolved (UTC for a "Z" time; None for a floating time or a date),
+    # so that the organizer notice shows the time where the organizer set it.
+    zone: tzinfo | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

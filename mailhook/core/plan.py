@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 
+from mailhook.core.calendar import CalendarError, parse_calendar
 from mailhook.core.decide import (
     Action,
     Decision,
@@ -21,9 +22,11 @@ from mailhook.core.decide import (
     classify,
     decide,
     participant_addresses,
+    topic_of,
 )
 from mailhook.core.mime import parse_message
-from mailhook.core.model import EventState, ParsedMessage, StoredEvent
+from mailhook.core.model import ConferenceSpec, EventState, ParsedMessage, StoredEvent
+from mailhook.core.notice import NoticeWhen, notice_kind, should_send
 from mailhook.core.series import Occurrence, SeriesError, merge_series, next_occurrence
 
 FALLBACK_TOPIC = {"en": "Video conference", "ru": "Видеоконференция"}
@@ -36,7 +39,9 @@ class FlowConfig:
     policy: Policy
     language: str = "en"
     notices: bool = True
+    notice_when: NoticeWhen = "created"  # notice.when, "never" when notice.enabled is false
     notice_sender: str = "noreply@localhost"
+    fallback_owner: str = ""  # TrueConf id owning the conferences of organizers without one
     default_zone: tzinfo = UTC  # for floating times and all-day events
     delete_after_series_end: bool = False
     retry_deadline: float = 1800.0  # seconds of 451 before an invitation goes out without a link
@@ -163,27 +168,37 @@ def _steps(base: Plan, invitation: Invitation, stored: StoredEvent | None,
 
 def _ensure(base: Plan, invitation: Invitation, stored: StoredEvent | None,
             config: FlowConfig) -> Plan:
-    master = invitation.master
-    assert master is not None
     occurrence = base.series.occurrence or stored_occurrence(stored)
     if occurrence is None:
         return base  # nothing to schedule: the message goes on as it came
-    previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
-    moved = previous is None or (previous.start, previous.duration) != (
-        int(occurrence.start.timestamp()), clamp_duration(occurrence.duration))
+    people = participants(invitation, stored)
     return replace(base, step=Step.ENSURE, rewrite=True, occurrence=occurrence,
-                   participants=participants(invitation, stored),
-                   notice=config.notices and moved)
+                   participants=people,
+                   notice=_notice_wanted(config, invitation, stored, occurrence, people))
+
+
+def _notice_wanted(config: FlowConfig, invitation: Invitation, stored: StoredEvent | None,
+                   occurrence: Occurrence, people: tuple[str, ...]) -> bool:
+    """Whether the organizer is mailed the link: what the REQUEST does to the conference
+    (``notice_kind``, the same the handling asks), and ``notice.when``."""
+    if not config.notices:
+        return False
+    previous = stored.spec if stored and stored.state is EventState.ACTIVE else None
+    wanted = ConferenceSpec(
+        topic=topic_of(invitation.lead, config.fallback_topic), owner="", invitees=(),
+        start=int(occurrence.start.timestamp()), duration=clamp_duration(occurrence.duration),
+        role_based=False, max_participants=0, tag="")
+    kind = notice_kind(previous, wanted, stored.attendees if previous and stored else (), people)
+    return kind is not None and should_send(config.notice_when, kind)
 
 
 def participants(invitation: Invitation, stored: StoredEvent | None) -> tuple[str, ...]:
     """Who takes part. Copies of one version (same SEQUENCE) may each list only some of the
     attendees, as per-attendee copies do: they add to the list and never shrink it; a new
     version replaces it, and a CANCEL removes people."""
-    master = invitation.master
-    assert master is not None
-    addresses = participant_addresses(master)
-    if stored is None or stored.state is not EventState.ACTIVE or master.sequence != stored.sequence:
+    lead = invitation.lead
+    addresses = participant_addresses(lead)
+    if stored is None or stored.state is not EventState.ACTIVE or lead.sequence != stored.sequence:
         return addresses
     return tuple(dict.fromkeys((*stored.attendees, *addresses)))
 
@@ -199,9 +214,29 @@ def series_after(parsed: ParsedMessage, invitation: Invitation, stored: StoredEv
     text = parsed.calendar.text if parsed.calendar else ""
     try:
         merged = merge_series(known, text, invitation.uid, invitation.method)
-        return SeriesState(merged, next_occurrence(merged, now, config.default_zone))
+        occurrence = next_occurrence(merged, now, config.default_zone)
+        if occurrence is None and invitation.master is None and not _has_master(merged):
+            occurrence = _own_occurrence(invitation, now)
+        return SeriesState(merged, occurrence)
     except SeriesError as exc:
         return SeriesState(known, None, f"the series cannot be scheduled: {exc}")
+
+
+def _has_master(series: str) -> bool:
+    """Whether the series holds its master VEVENT (mailhook has seen the series' REQUEST)."""
+    try:
+        return any(event.recurrence_id is None for event in parse_calendar(series).events)
+    except CalendarError:
+        return False
+
+
+def _own_occurrence(invitation: Invitation, now: datetime) -> Occurrence | None:
+    """Without the series' master, the earliest changed occurrence the message holds that is
+    neither cancelled nor over: the one a conference can be set for."""
+    live = [Occurrence(e.start, e.end, e.utc_offset_minutes) for e in invitation.events
+            if e.start is not None and e.end is not None and e.end > now
+            and e.status != "CANCELLED"]
+    return min(live, key=lambda o: o.start) if live else None
 
 
 def one_off(parsed: ParsedMessage, invitation: Invitation, stored: StoredEvent | None,

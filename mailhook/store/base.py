@@ -81,6 +81,11 @@ class Store(Protocol):
     async def finish_delete(self, conference_id: str) -> None:
         """Forget a deletion TrueConf confirmed."""
 
+    async def note_sent(self, organizer: str, uid: str, kind: str, now: float) -> bool:
+        """Record that the organizer is sent the notice ``kind`` about the event (at ``now``,
+        epoch seconds); True only the first time, so that a notice meant once per event
+        ("no_account") is not repeated by MTA retries, per-recipient copies or updates."""
+
     async def load_users(self, server: str) -> CachedUsers | None:
         """The user list last fetched from the TrueConf Server at ``server``."""
 

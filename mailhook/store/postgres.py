@@ -103,6 +103,12 @@ class PostgresStore:
         await self._db.execute("delete from pending_deletes where conference_id = %s",
                             [conference_id])
 
+    async def note_sent(self, organizer: str, uid: str, kind: str, now: float) -> bool:
+        added = await self._db.execute(
+            "insert into notices_sent (organizer, uid, kind, sent_at) values (%s, %s, %s, %s) "
+            "on conflict do nothing", [organizer, uid, kind, now])
+        return added == 1
+
     # --- coordination -----------------------------------------------------------------------
 
     def event_lock(self, organizer: str, uid: str) -> AbstractAsyncContextManager[None]:

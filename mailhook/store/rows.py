@@ -32,6 +32,11 @@ def to_row(event: StoredEvent) -> dict[str, Any]:
     return row
 
 
+def pending_row(pending: PendingDelete) -> dict[str, Any]:
+    # A write of the deletion ends any claim on it, as for events.
+    return {**dataclasses.asdict(pending), "claimed_by": "", "claimed_until": 0.0}
+
+
 def pending_from_row(row: dict[str, Any]) -> PendingDelete:
     return PendingDelete(
         conference_id=row["conference_id"],

@@ -62,6 +62,14 @@ def _add_retries(db: sqlite_utils.Database) -> None:
     db["pending_deletes"].create_index(["retry_at"])
 
 
+def _add_notices_sent(db: sqlite_utils.Database) -> None:
+    # Notices that go out once per event whatever messages follow (kinds in Store.note_sent).
+    db["notices_sent"].create(
+        {"organizer": str, "uid": str, "kind": str, "sent_at": float},
+        pk=("organizer", "uid", "kind"),
+    )
+
+
 def _add_claims_and_users(db: sqlite_utils.Database) -> None:
     for table in ("events", "pending_deletes"):
         db[table].add_column("claimed_by", str, not_null_default="")
@@ -106,6 +114,15 @@ MIGRATIONS: tuple[Migration, ...] = (
                 conference_id text primary key, organizer text, uid text, attempts bigint,
                 retry_at double precision, last_error text)""",
             "create index idx_pending_deletes_retry_at on pending_deletes (retry_at)",
+        ),
+    ),
+    Migration(
+        "notices sent once per event",
+        _add_notices_sent,
+        (
+            """create table notices_sent (
+                organizer text, uid text, kind text, sent_at double precision,
+                primary key (organizer, uid, kind))""",
         ),
     ),
     Migration(

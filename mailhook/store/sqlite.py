@@ -12,7 +12,6 @@ change of the store's condition is logged once, at error level while it is faili
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from mailhook.core.model import PendingDelete
 from mailhook.errors import StoreUnavailable
 from mailhook.locks import EventLocks, KeyedLocks
 from mailhook.store.base import EventState, StoredEvent
-from mailhook.store.rows import pending_from_row
+from mailhook.store.rows import pending_from_row, pending_row
 from mailhook.store.sqlite_file import StoreFile
 from mailhook.store.sqlite_work import SharedWork
 from mailhook.store.sqlite_schema import (
@@ -201,8 +200,7 @@ class SqliteStore(SharedWork):
         await self._run(self._write, self._put_pending_delete, pending)
 
     def _put_pending_delete(self, pending: PendingDelete) -> None:
-        row = {**dataclasses.asdict(pending), "claimed_by": "", "claimed_until": 0.0}
-        self._open()["pending_deletes"].upsert(row, pk="conference_id")
+        self._open()["pending_deletes"].upsert(pending_row(pending), pk="conference_id")
 
     async def due_deletes(self, now: float) -> list[PendingDelete]:
         return await self._run(self._due_deletes, now)
@@ -216,6 +214,12 @@ class SqliteStore(SharedWork):
 
     def _finish_delete(self, conference_id: str) -> None:
         self._open().execute("delete from pending_deletes where conference_id = ?", [conference_id])
+
+    async def note_sent(self, organizer: str, uid: str, kind: str, now: float) -> bool:
+        first: list[bool] = []
+        row = (organizer, uid, kind, now)
+        await self._run(self._write, lambda: first.append(_note_sent(self._open(), row)))
+        return bool(first and first[0])
 
     async def count_by_state(self) -> dict[str, int]:
         return await self._run(self._count_by_state)
@@ -284,3 +288,8 @@ def _get(conn: sqlite3.Connection, organizer: str, uid: str) -> StoredEvent | No
     return event_from_row(dict(zip((c[0] for c in cursor.description), row)))
 
 
+def _note_sent(db: sqlite_utils.Database, row: tuple[str, str, str, float]) -> bool:
+    """Record a notice sent once per event; True when it was not recorded before."""
+    cursor = db.execute("insert or ignore into notices_sent (organizer, uid, kind, sent_at) "
+                        "values (?, ?, ?, ?)", list(row))
+    return cursor.rowcount == 1

@@ -458,3 +458,13 @@ async def test_connections_dropped_by_a_database_restart_are_replaced(tmp_path: 
     finally:
         await store.close()
         server.destroy()
+
+
+async def test_a_notice_is_noted_once_per_event_and_kind(backend: Backend) -> None:
+    """note_sent is True the first time a notice kind is noted for an event, on whichever
+    store object (instance) notes it, and False after."""
+    first, second = backend.store(), backend.store()
+    assert await first.note_sent("alice@example.com", "uid-1", "no_account", NOW) is True
+    assert await second.note_sent("alice@example.com", "uid-1", "no_account", NOW) is False
+    assert await second.note_sent("alice@example.com", "uid-1", "other", NOW) is True
+    assert await first.note_sent("alice@example.com", "uid-2", "no_account", NOW) is True

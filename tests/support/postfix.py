@@ -160,3 +160,38 @@ smtputf8_enable = yes
             "  -o smtpd_authorized_xforward_hosts=127.0.0.0/8",
         ]
         return "\n".join(services) + "\n"
+
+
+class MilterPostfixInstance(PostfixInstance):
+    """Postfix with mailhook as its milter: no content filter, no re-injection; both SMTP
+    submission (``smtpd_milters``) and local submission (``non_smtpd_milters``) go through it,
+    as docs/milter.md shows."""
+
+    def __init__(self, milter_port: int, submission_port: int, mailboxes: list[str]) -> None:
+        super().__init__(0, 0, submission_port, mailboxes)
+        self.milter = f"inet:127.0.0.1:{milter_port}"
+
+    def _main_cf(self, uid: int, gid: int) -> str:
+        return super()._main_cf(uid, gid) + (
+            f"smtpd_milters = {self.milter}\n"
+            f"non_smtpd_milters = {self.milter}\n"
+            "milter_default_action = tempfail\n"
+            "milter_protocol = 6\n"
+            # Short retries, so that a deferred invitation is tried again within the test.
+            "minimal_backoff_time = 5s\nmaximal_backoff_time = 10s\nqueue_run_delay = 5s\n")
+
+    def _master_cf(self) -> str:
+        services = super()._master_cf().split("\n# filter\n")[0]
+        kept = [line for line in services.splitlines() if "content_filter=mailhook" not in line]
+        return "\n".join(kept) + "\n"
+
+    def postqueue(self, *args: str) -> str:
+        return subprocess.run(["postqueue", "-c", str(self.config), *args], capture_output=True,
+                              text=True, timeout=60, check=False).stdout
+
+    def waiting(self) -> int:
+        """How many messages Postfix keeps to try again: deferred, or (a local submission a
+        milter refused for now) still in the maildrop queue that pickup retries."""
+        folders = [self.base / "spool" / name for name in ("deferred", "maildrop")]
+        return sum(1 for folder in folders if folder.is_dir()
+                   for path in folder.rglob("*") if path.is_file())

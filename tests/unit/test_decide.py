@@ -155,7 +155,20 @@ def test_occurrence_update_follows_the_series():
     found = classify(message(occurrence), "alice@example.com", POLICY)
     assert isinstance(found, Invitation) and found.master is None
     assert decide(found, STORED, POLICY, OCCURRENCE).action is Action.SYNC
-    assert decide(found, None, POLICY, OCCURRENCE).action is Action.PASS
+    # Not stored: a series mailhook never saw; the occurrence gets a conference of its own.
+    assert decide(found, None, POLICY, OCCURRENCE).action is Action.CREATE
+    assert decide(found, None, POLICY, None).action is Action.PASS
+
+
+def test_occurrence_update_after_the_conference_was_deleted_passes():
+    """A changed occurrence arriving after the event's conference was deleted (the series
+    cancelled) makes no new conference: it is a straggler, not a series never seen."""
+    occurrence = replace(MASTER, recurrence_id="20300111T090000Z", sequence=4)
+    found = classify(message(occurrence), "alice@example.com", POLICY)
+    assert isinstance(found, Invitation)
+    deleted = replace(STORED, state=EventState.DELETED)
+    decision = decide(found, deleted, POLICY, OCCURRENCE)
+    assert decision.action is Action.PASS and "deleted" in decision.reason
 
 
 def test_occurrence_cancel_reschedules():

@@ -229,3 +229,18 @@ async def test_missing_store_is_not_started_again_empty(tmp_path, caplog):
         await fresh.ping()
     finally:
         await fresh.close()
+
+
+async def test_note_sent_is_true_only_the_first_time(tmp_path):
+    """A once-per-event notice is recorded: the first note says so, later ones (also after a
+    reopen) do not, and another kind or event counts apart."""
+    path = str(tmp_path / "s.sqlite3")
+    store = SqliteStore(path)
+    assert await store.note_sent("a@example.com", "uid-1", "no_account", 1.0) is True
+    assert await store.note_sent("a@example.com", "uid-1", "no_account", 2.0) is False
+    assert await store.note_sent("a@example.com", "uid-2", "no_account", 2.0) is True
+    assert await store.note_sent("a@example.com", "uid-1", "other", 2.0) is True
+    await store.close()
+    reopened = SqliteStore(path)
+    assert await reopened.note_sent("a@example.com", "uid-1", "no_account", 3.0) is False
+    await reopened.close()

@@ -43,6 +43,7 @@ def test_unit_runs_as_a_notify_service_with_its_own_state_and_credentials():
     assert unit["Type"] == ["notify"] and unit["WatchdogSec"]
     assert unit["DynamicUser"] == ["yes"]
     assert unit["StateDirectory"] == ["mailhook"] and unit["ConfigurationDirectory"] == ["mailhook"]
+    assert unit["RuntimeDirectory"] == ["mailhook"]  # the milter's unix socket lives there
     assert unit["LoadCredential"] == ["trueconf-secret:/etc/mailhook/trueconf-secret"]
     assert "MAILHOOK_TRUECONF__CLIENT_SECRET_FILE=%d/trueconf-secret" in unit["Environment"]
     assert "check-config" in unit["ExecStartPre"][0]

@@ -1,0 +1,104 @@
+"""End to end with a real Postfix and mailhook as its milter: SMTP submission and sendmail
+both go through mailhook, which writes the link and hands the message back to Postfix."""
+
+from __future__ import annotations
+
+import email
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailhook.testing.standin import StandIn
+from tests.integration.conftest import USERS
+from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port
+from tests.integration.test_postfix import MAILBOXES, PLAIN, postfix_ready  # noqa: F401
+from tests.support import postfix, reliability
+from tests.support.invites import Event, thunderbird
+
+pytestmark = pytest.mark.slow
+
+
+def serve_milter(tmp_path: Path, standin: StandIn, milter_port: int,
+                 submission_port: int) -> subprocess.Popen[str]:
+    """Start `mailhook serve` as a milter only (organizer notices go to Postfix's submission)."""
+    config = tmp_path / "mailhook.toml"
+    config.write_text(f"""
+[smtp]
+enabled = false
+[milter]
+listen = "inet:127.0.0.1:{milter_port}"
+[relay]
+port = {submission_port}
+[trueconf]
+server_url = "{standin.url}"
+client_id = "mailhook"
+client_secret = "{SECRET}"
+[policy]
+local_domains = ["example.com"]
+[store]
+path = "{tmp_path / 'state.sqlite3'}"
+[metrics]
+enabled = false
+""")
+    log = (tmp_path / "mailhook.log").open("w")
+    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def calendar_text(raw: bytes) -> str:
+    message = email.message_from_bytes(raw)
+    [part, *_] = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
+    return part.get_payload(decode=True).decode()
+
+
+def test_postfix_milter_rewrites_invitations_and_keeps_them_while_trueconf_is_down(
+        tmp_path, postfix_ready):  # noqa: F811
+    """Invitations through smtpd_milters and non_smtpd_milters arrive with the link, ordinary
+    mail's body arrives unchanged, and with TrueConf down an invitation waits in Postfix's
+    queue (not bounced, not lost) until TrueConf is back."""
+    milter_port, submission_port = free_port(), free_port()
+    instance = postfix.MilterPostfixInstance(milter_port, submission_port, MAILBOXES)
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin:
+        process = serve_milter(tmp_path, standin, milter_port, submission_port)
+        try:
+            wait_for_port(milter_port, process)
+            instance.start()
+            instance.sendmail("alice@example.com", ["bob@example.com"], thunderbird(Event()))
+            [local] = instance.delivered("bob")
+            with smtplib.SMTP("127.0.0.1", submission_port, timeout=30) as client:
+                client.sendmail("alice@example.com", ["zoe@example.net"], thunderbird(Event(
+                    uid="over-smtp@example.com")))
+                client.sendmail("carol@example.org", ["bob@example.com"], PLAIN)
+            [over_smtp] = instance.delivered("zoe")
+            [_, plain] = instance.delivered("bob", count=2)
+            # TrueConf down: the third invitation is kept back with a temporary failure.
+            reliability.fault("TrueConf down behind Postfix's milter")
+            standin.fail_next(10_000, 503)
+            instance.sendmail("alice@example.com", ["zoe@example.net"], thunderbird(Event(
+                uid="while-down@example.com")))
+            deadline = time.monotonic() + 60
+            while instance.waiting() == 0 or "milter-reject" not in instance.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            deferred = instance.waiting()
+            assert len(list((instance.maildir / "zoe" / "new").glob("*"))) == 1
+            standin.fail_next(0)
+            instance.postqueue("-f")
+            later = instance.delivered("zoe", count=2, timeout=90)
+            maillog = instance.log()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            instance.stop()
+        urls = [conference["url"] for conference in standin.conferences.values()]
+    assert len(urls) == 3
+    assert any(url in calendar_text(local) for url in urls)
+    assert any(url in calendar_text(over_smtp) for url in urls)
+    assert deferred == 1, maillog
+    assert any(url in calendar_text(message) for message in later for url in urls[2:])
+    assert plain.endswith(b"\n\nNoon?\n")  # ordinary mail's body is untouched
+    assert SECRET not in (tmp_path / "mailhook.log").read_text()
