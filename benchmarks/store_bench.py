@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,7 +35,11 @@ import load  # noqa: E402  (benchmarks/load.py)
 from load import Message, Run  # noqa: E402
 from run import API_SECRET, Server, free_port, machine, revision  # noqa: E402
 
-from tests.support.postgres import PostgresServer, why_not_available  # noqa: E402
+from tests.support.postgres import (  # noqa: E402
+    PostgresServer,
+    find_binaries,
+    why_not_available,
+)
 
 TARGET_RATIO = 0.7  # PostgreSQL must reach this share of SQLite's rate
 
@@ -164,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         database.destroy()
 
 
+def database_version() -> str:
+    binaries = find_binaries()
+    return binaries.parent.name if binaries is not None else "?"
+
+
 def report(runs: dict[str, list[Run]], load_average: tuple[float, float, float],
            args: argparse.Namespace) -> None:
     rates = {}
     print(f"# {revision()} on {machine()}")
     print(f"# {args.slices} slices of {args.count} invitations per store, {args.sessions} "
-          f"sessions, smtp.workers = {args.workers}; PostgreSQL {platform.node()} loopback, "
-          "durable (fsync on); SQLite store.synchronous = full")
+          f"sessions, smtp.workers = {args.workers}; PostgreSQL {database_version()} on this "
+          "host over loopback, durable (fsync on); SQLite store.synchronous = full")
     print("| store | daemons | invitations | per second | p50 ms | p99 ms | refused |")
     print("|---|---|---|---|---|---|---|")
     for name, slices in runs.items():
