@@ -61,6 +61,9 @@ class SmtpSettings(_Section):
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     workers: int = Field(1, ge=1, le=64)  # processes serving SMTP; above 1 under a supervisor
     max_connections: int = Field(1000, ge=1)  # per process; more clients get 421
+    # A message that already carries this many of this instance's trace fields is a routing
+    # loop: refused with 554 5.4.6.
+    max_own_hops: int = Field(3, ge=1, le=100)
 
     @field_validator("trusted_networks")
     @classmethod

@@ -3,7 +3,8 @@
 A transaction is opened when the client names its first recipient, so that every recipient
 gets the next hop's own answer at RCPT time, and the message gets the next hop's answer to
 DATA. Message bytes are sent as given, in the form SMTP requires: every line end a CRLF
-(a bare LF or CR becomes one), no line longer than 998 octets, leading dots doubled.
+(a bare LF or CR becomes one), no line longer than 998 octets, leading dots doubled, a trace
+field on top; a next hop that greets as this mailhook is refused (relaying there would loop).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiosmtplib
 
@@ -21,11 +22,13 @@ from mailhook.config import RelaySettings
 from mailhook.core.replies import (
     BAD_RECIPIENT,
     BAD_SENDER,
+    NEXT_HOP_IS_MAILHOOK,
     NEXT_HOP_UNREACHABLE,
     UTF8_RECIPIENT_NOT_RELAYABLE,
     UTF8_SENDER_NOT_RELAYABLE,
     Reply,
 )
+from mailhook.core.trace import is_own_greeting
 
 log = logging.getLogger("mailhook.relay")
 
@@ -52,11 +55,14 @@ class NextHop:
     most IDLE_SECONDS), so that most messages skip the connect and EHLO round trips.
     """
 
-    def __init__(self, settings: RelaySettings) -> None:
+    def __init__(self, settings: RelaySettings, *, own_name: str = "",
+                 trace: Callable[[], bytes] | None = None) -> None:
         self._settings = settings
         # Looked up once: aiosmtplib would ask the resolver again for every connection.
         self._helo = settings.helo_name or socket.getfqdn()
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._own_name = own_name  # mailhook's name in its own greeting
+        self.trace = trace or (lambda: b"")  # makes the trace field put on each message
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -67,15 +73,19 @@ class NextHop:
             start_tls=False,
         )
 
-    async def _session(self) -> tuple[aiosmtplib.SMTP, bool]:
-        """An idle session from the pool, or a new one; and whether it was reused."""
+    async def _session(self) -> tuple[aiosmtplib.SMTP, bool] | None:
+        """An idle session from the pool, or a new one; and whether it was reused. None when
+        the next hop is mailhook itself."""
         while self._idle:
             client, since = self._idle.pop()
             if _reusable(client) and time.monotonic() - since < IDLE_SECONDS:
                 return client, True
             client.close()
         client = self._client()
-        await client.connect()
+        greeting = await client.connect()
+        if self._own_name and is_own_greeting(greeting.message, self._own_name):
+            client.close()
+            return None
         compat.watch_replies(client)
         await client.ehlo()
         return client, False
@@ -103,11 +113,16 @@ class NextHop:
         """
         for attempt in (1, 2):
             try:
-                client, reused = await self._session()
+                session = await self._session()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 log.warning("next hop %s:%s unreachable: %s", self._settings.host,
                             self._settings.port, exc)
                 return UNREACHABLE
+            if session is None:  # else its RCPT would open one more, until no socket is left
+                log.error("next hop %s:%s is mailhook itself: answering %s instead of looping",
+                          self._settings.host, self._settings.port, NEXT_HOP_IS_MAILHOOK)
+                return NEXT_HOP_IS_MAILHOOK
+            client, reused = session
             begun = await self._mail(client, mail_from, mail_options, xforward)
             # A pooled session the next hop has meanwhile closed: once more on a new one.
             if begun is not UNREACHABLE or not reused:
@@ -218,6 +233,7 @@ class Transaction:
             protocol = self._client.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
+            protocol.write(self._hop.trace())  # a piece of its own: the message is not copied
             for piece in dot_stuffed(content):
                 protocol.write(piece)
                 # Wait while the socket is backed up, so a big message is never copied whole

@@ -10,6 +10,7 @@ from mailhook.reschedule import reschedule_once
 from tests.integration.conftest import send, settings_for
 from tests.integration.test_pipeline_daemon import api_calls, invitations
 from tests.support.invites import single_part, vcalendar
+from tests.support.trace import untraced
 
 UTC = timezone.utc
 WEEKLY = """UID:series-1@example.com
@@ -158,7 +159,7 @@ async def test_cancelled_nearest_occurrence_moves_to_next(start_daemon, standin,
     code, _ = await send(daemon, cancel)
     assert code == 250
     assert scheduled(standin)[0] == epoch("2030-01-14 09:00")
-    assert invitations(sink)[-1].content == cancel
+    assert untraced(invitations(sink)[-1].content) == cancel
     assert len(standin.conferences) == 1
 
 
@@ -201,7 +202,7 @@ async def test_outlook_cancel_burst_deletes_once(start_daemon, standin, sink, cl
         assert (await send(daemon, message))[0] == 250
     assert standin.conferences == {}
     assert len(api_calls(standin, "DELETE")) == 1
-    assert [m.content for m in invitations(sink)[1:]] == cancels
+    assert [untraced(m.content) for m in invitations(sink)[1:]] == cancels
 
 
 async def test_google_this_and_following_split(start_daemon, standin, sink, clock):
@@ -250,7 +251,7 @@ async def test_hostile_recurrence_is_delivered_without_conference(start_daemon, 
     code, _ = await send(daemon, hostile)
     assert code == 250
     assert standin.conferences == {}
-    assert invitations(sink)[0].content == hostile
+    assert untraced(invitations(sink)[0].content) == hostile
 
 
 async def test_serving_daemon_catches_up_at_start(start_daemon, standin, sink, clock):
