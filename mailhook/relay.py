@@ -219,7 +219,8 @@ class Transaction:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
             for piece in dot_stuffed(content):
-                protocol.write(piece)
+                # aiosmtplib annotates bytes, but the transport takes any bytes-like piece
+                protocol.write(piece)  # type: ignore[arg-type]
                 # Wait while the socket is backed up, so a big message is never copied whole
                 # into the transport's buffer; a next hop that stops reading is given up on.
                 async with asyncio.timeout(settings.timeout):

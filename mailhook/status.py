@@ -29,7 +29,7 @@ class StatusServer:
         self._metrics = metrics
         self._health = health
         self._refresh = refresh
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)

@@ -231,7 +231,7 @@ class Workers:
             fd = -1  # no pidfd (old kernel): look now and then instead
         if fd >= 0:
             exited = loop.create_future()
-            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+            loop.add_reader(fd, lambda: None if exited.done() else exited.set_result(None))
             try:
                 await exited
             finally:

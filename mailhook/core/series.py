@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import recurring_ical_events
-from icalendar import Calendar, Event
+from icalendar import Calendar, Component
 
 from mailhook.core.series_read import (
     MAX_OVERRIDES,
@@ -177,7 +177,8 @@ def _search(
     calendar: Calendar, windows: list[timedelta], now: datetime, default_zone: tzinfo
 ) -> Occurrence | None:
     """Expand the series in growing windows from ``now`` until a live occurrence turns up."""
-    floating = _is_floating(_master(calendar))
+    master = _master(calendar)
+    floating = master is not None and _is_floating(master)
     query_from = now.astimezone(default_zone).replace(tzinfo=None) if floating else now
     query = recurring_ical_events.of(calendar)
     for window in windows:
@@ -187,7 +188,7 @@ def _search(
     return None
 
 
-def _first_live(components: list[Event], now: datetime, default_zone: tzinfo) -> Occurrence | None:
+def _first_live(components: list[Component], now: datetime, default_zone: tzinfo) -> Occurrence | None:
     live = [
         _occurrence(c, default_zone)
         for c in components[:MAX_SKIPPED]
@@ -197,16 +198,16 @@ def _first_live(components: list[Event], now: datetime, default_zone: tzinfo) ->
     return min(live, key=lambda o: o.start) if live else None
 
 
-def _master(calendar: Calendar) -> Event | None:
+def _master(calendar: Calendar) -> Component | None:
     return next((e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e), None)
 
 
-def _overrides(calendar: Calendar) -> dict[str, Event]:
+def _overrides(calendar: Calendar) -> dict[str, Component]:
     return {_instance_key(e): e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" in e}
 
 
-def _instance_key(event: Event) -> str:
-    value = event.decoded("RECURRENCE-ID")
+def _instance_key(event: Component) -> str:
+    value: date | datetime = event.decoded("RECURRENCE-ID")
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc)
@@ -214,17 +215,20 @@ def _instance_key(event: Event) -> str:
     return value.strftime("%Y%m%d")
 
 
-def _same_timing(new: Event, old: Event | None) -> bool:
+def _same_timing(new: Component, old: Component | None) -> bool:
     if old is None:
         return True
     return all(new.get(name) == old.get(name) for name in ("DTSTART", "RRULE", "RDATE", "EXDATE"))
 
 
-def _compose(new: Calendar, old: Calendar | None, master: Event | None, overrides: dict[str, Event]) -> str:
+def _compose(
+    new: Calendar, old: Calendar | None, master: Component | None,
+    overrides: dict[str, Component],
+) -> str:
     out = Calendar()
     out.add("PRODID", "-//mailhook//series//EN")
     out.add("VERSION", "2.0")
-    zones: dict[str, object] = {}
+    zones: dict[str, Component] = {}
     for source in (old, new):
         for zone in source.walk("VTIMEZONE") if source is not None else ():
             zones[str(zone.get("TZID", ""))] = zone
@@ -234,10 +238,11 @@ def _compose(new: Calendar, old: Calendar | None, master: Event | None, override
         out.add_component(master)
     for instance in overrides.values():
         out.add_component(instance)
-    return out.to_ical().decode("utf-8")
+    text: str = out.to_ical().decode("utf-8")
+    return text
 
 
-def _check_cost(master: Event, now: datetime) -> timedelta:
+def _check_cost(master: Component, now: datetime) -> timedelta:
     """Refuse rules whose expansion up to the search horizon would take too many steps; the
     shortest time between two occurrences that any rule of the event gives."""
     rules = master.get("RRULE")
@@ -247,7 +252,7 @@ def _check_cost(master: Event, now: datetime) -> timedelta:
     return spacing
 
 
-def _check_rule(rule: dict, master: Event, now: datetime) -> timedelta:
+def _check_rule(rule: dict[str, Any], master: Component, now: datetime) -> timedelta:
     """Estimate the steps expanding the rule up to the search horizon takes; refuse huge ones.
     The rule's mean time between occurrences."""
     freq = str(rule.get("FREQ", ["DAILY"])[0]).upper()
@@ -284,12 +289,12 @@ def _windows(spacing: timedelta) -> list[timedelta]:
     return windows + list(WINDOWS)
 
 
-def _is_floating(master: Event) -> bool:
+def _is_floating(master: Component) -> bool:
     start = master.decoded("DTSTART")
     return not isinstance(start, datetime) or start.tzinfo is None
 
 
-def _occurrence(component: Event, default_zone: tzinfo) -> Occurrence:
+def _occurrence(component: Component, default_zone: tzinfo) -> Occurrence:
     start = _localised(component.decoded("DTSTART"), default_zone)
     if "DTEND" in component:
         end = _localised(component.decoded("DTEND"), default_zone)
