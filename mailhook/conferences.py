@@ -164,7 +164,8 @@ class Conferences:
         """Create the conference the plan asks for, or bring the stored one in step, and record
         it as active; None when the organizer has no TrueConf account."""
         stored, master, occurrence = planned.stored, invitation.master, planned.occurrence
-        assert master is not None and occurrence is not None
+        assert master is not None
+        assert occurrence is not None
         wanted = await self._spec(invitation, occurrence, planned.participants)
         if wanted is None:
             return None
@@ -287,7 +288,8 @@ class Conferences:
 
     async def uninvite(self, invitation: Invitation, stored: StoredEvent) -> None:
         """Take the attendees a CANCEL names off the conference (the rest keep it)."""
-        assert invitation.master is not None and stored.spec is not None
+        assert invitation.master is not None
+        assert stored.spec is not None
         removed = {a.address for a in invitation.master.attendees}
         removed_ids = {account.id for account in (await self._directory.lookup(removed)).values()}
         spec = dataclasses.replace(

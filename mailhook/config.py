@@ -105,7 +105,7 @@ class TrueConfSettings(_Section):
     @field_validator("api_version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not (value.startswith("v3.") or value == "v4" or value.startswith("v4.")):
+        if not (value == "v4" or value.startswith(("v3.", "v4."))):
             raise ValueError('must be a v3.x version such as "v3.11", or "v4"')
         return value
 

@@ -50,7 +50,7 @@ def describe(exc: ValidationError, path: Path, settings: type[BaseSettings]) -> 
     loc = tuple(str(part) for part in error["loc"])
     key = ".".join(loc[:2])
     variable = _variable_for(loc[:2])
-    where = variable if variable else str(path)
+    where = variable or str(path)
     if error["type"] == "extra_forbidden":
         return f"{where}: {_unknown(loc, settings)}"
     if error["type"] == "missing":

@@ -78,7 +78,7 @@ class StatusServer:
         if path == "/metrics":
             try:
                 await self._refresh()
-            except Exception as exc:  # the other metrics are still worth having
+            except Exception as exc:  # noqa: BLE001 - the other metrics are still worth having
                 log.warning("cannot count stored events for /metrics: %s", exc)
             return "200 OK", CONTENT_TYPE, self._metrics.exposition()
         if path == "/healthz":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from email.errors import HeaderParseError
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -249,8 +249,8 @@ def _local_times(facts: NoticeFacts) -> tuple[datetime, datetime, str]:
         return (datetime.fromtimestamp(facts.start, zone),
                 datetime.fromtimestamp(facts.start + facts.duration, zone), name)
     except (ValueError, OverflowError, OSError, TypeError):  # a zone that cannot say its offset
-        return (datetime.fromtimestamp(facts.start, timezone.utc),
-                datetime.fromtimestamp(facts.start + facts.duration, timezone.utc), "")
+        return (datetime.fromtimestamp(facts.start, UTC),
+                datetime.fromtimestamp(facts.start + facts.duration, UTC), "")
 
 
 def _zone(facts: NoticeFacts) -> tuple[tzinfo, str]:
@@ -263,7 +263,7 @@ def _zone(facts: NoticeFacts) -> tuple[tzinfo, str]:
     if isinstance(zone, ZoneInfo):
         return zone, _bounded(one_line(zone.key), NAME_LIMIT)
     try:
-        name = zone.tzname(datetime.fromtimestamp(facts.start, timezone.utc)) or ""
+        name = zone.tzname(datetime.fromtimestamp(facts.start, UTC)) or ""
     except (ValueError, OverflowError, TypeError):
         name = ""
     # Python's fixed offsets call themselves "UTC+03:00"; the offset is shown anyway.
@@ -380,7 +380,7 @@ def build_action_notice(
     text = ACTION.get(language, ACTION["en"])
     topic = header_text(topic)
     fields = _headers(text["subject"].format(topic=topic), sender, organizer, now, message_id)
-    stamp = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
     refusal = _bounded(one_line(refusal), HEADER_TEXT_LIMIT)
     reason = REFUSED.get(language, REFUSED["en"]) + refusal if refusal else REASONS.get(
         language, REASONS["en"])

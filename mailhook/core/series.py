@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 import recurring_ical_events
@@ -139,7 +139,6 @@ def _within_budget(work: Callable[[], _T]) -> _T:
         calls -= 1
         if (calls < 0 or time.monotonic() > deadline) and not _in_shared_code(frame):
             raise _Overrun
-        return None
 
     previous = sys.gettrace()
     sys.settrace(count)
@@ -210,7 +209,7 @@ def _instance_key(event: Component) -> str:
     value: date | datetime = event.decoded("RECURRENCE-ID")
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y%m%dT%H%M%S")
     return value.strftime("%Y%m%d")
 
@@ -306,8 +305,8 @@ def _occurrence(component: Component, default_zone: tzinfo) -> Occurrence:
         end = start
     offset = start.utcoffset() or timedelta(0)
     return Occurrence(
-        start.astimezone(timezone.utc),
-        max(end, start).astimezone(timezone.utc),
+        start.astimezone(UTC),
+        max(end, start).astimezone(UTC),
         int(offset.total_seconds() // 60),
     )
 

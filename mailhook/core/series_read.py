@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from icalendar import Calendar, Component
 from icalendar.prop import vRecur
@@ -214,9 +214,9 @@ def _check_date(value: object, name: str) -> None:
         start, end = value
         if isinstance(end, timedelta) and end >= timedelta(0):
             return
-        if isinstance(end, datetime) and isinstance(start, datetime):
-            if as_utc(end) >= as_utc(start):
-                return
+        if (isinstance(end, datetime) and isinstance(start, datetime)
+                and as_utc(end) >= as_utc(start)):
+            return
     elif isinstance(value, date):
         return
     raise SeriesError(f"{name} value {value!r} is not a date, a date-time or a period")
@@ -224,5 +224,5 @@ def _check_date(value: object, name: str) -> None:
 
 def as_utc(value: date | datetime) -> datetime:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)

@@ -145,7 +145,8 @@ def mark_created(path: str) -> None:
 def upsert_sql(columns: tuple[str, ...]) -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("organizer", "uid"))
     return (
-        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "
+        # the columns are the store's own field names, never input
+        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "  # noqa: S608
         f"on conflict (organizer, uid) do update set {updates}"
     )
 

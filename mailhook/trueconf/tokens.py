@@ -16,7 +16,7 @@ from mailhook.errors import TrueConfAuthError, TrueConfRejected, TrueConfUnavail
 from mailhook.trueconf.answers import describe_failure, error, ok_json
 from mailhook.trueconf.payload import is_v4
 
-TOKEN_PATH = "/oauth2/v1/token"
+TOKEN_PATH = "/oauth2/v1/token"  # noqa: S105 - a path, not a secret
 # Used when the token answer has no usable "expires_in" (the official MCP server does the same).
 DEFAULT_TOKEN_LIFETIME = 3600.0
 # Renew a little early so a token does not expire between our check and the server's.

@@ -11,7 +11,14 @@ import time
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_cli import ROOT, SECRET, free_port, mailhook, wait_for_port, write_config
+from tests.integration.test_cli import (
+    ROOT,
+    SECRET,
+    free_port,
+    mailhook,
+    wait_for_port,
+    write_config,
+)
 from tests.support.invites import Event, thunderbird
 
 

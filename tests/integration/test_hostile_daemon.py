@@ -64,7 +64,7 @@ async def waited(call: Awaitable[object]) -> tuple[object, float]:
     start = time.perf_counter()
     try:
         result = await asyncio.wait_for(call, 10 * PATIENCE)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result = None
     return result, time.perf_counter() - start
 

@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from mailhook.reconcile import MAILHOOK_TAG, compare
 from mailhook.core.decide import event_tag
 from mailhook.core.model import ConferenceSpec, EventState, StoredEvent
+from mailhook.reconcile import MAILHOOK_TAG, compare
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from mailhook.trueconf.client import TrueConfClient

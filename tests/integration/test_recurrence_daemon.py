@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,7 +11,6 @@ from tests.integration.conftest import send, settings_for
 from tests.integration.test_pipeline_daemon import api_calls, invitations
 from tests.support.invites import single_part, vcalendar
 
-UTC = timezone.utc
 WEEKLY = """UID:series-1@example.com
 SEQUENCE:0
 ORGANIZER;CN=Alice:mailto:alice@example.com
