@@ -21,9 +21,9 @@ from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.directory import LocalPartDirectory
 from tests.integration.conftest import send
-from tests.integration.test_pipeline_daemon import api_calls, invitations, wait_notices
 from tests.support import reliability
 from tests.support.clock import Clock
+from tests.support.daemon import api_calls, invitations, wait_notices
 from tests.support.invites import Event, thunderbird
 
 EVENT = Event()

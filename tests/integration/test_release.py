@@ -12,7 +12,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
-from tests.integration.test_cli import ROOT, mailhook
+from tests.support.process import ROOT, mailhook
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # What the wheel's mailhook/data/ holds, each a copy of the file of the same path at the top.
