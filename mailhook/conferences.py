@@ -296,7 +296,8 @@ class Conferences:
 
     async def uninvite(self, invitation: Invitation, stored: StoredEvent) -> None:
         """Take the attendees a CANCEL names off the conference (the rest keep it)."""
-        assert invitation.master is not None and stored.spec is not None
+        assert invitation.master is not None
+        assert stored.spec is not None
         removed = {a.address for a in invitation.master.attendees}
         removed_ids = {account.id for account in (await self._directory.lookup(removed)).values()}
         spec = dataclasses.replace(

@@ -111,7 +111,7 @@ class NextHop:
         ``xforward`` (attribute -> xtext value, as the client gave them) is passed on before
         MAIL FROM when the next hop announces XFORWARD, so its log names the original client.
         """
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             try:
                 session = await self._session()
             except (aiosmtplib.SMTPException, OSError) as exc:
@@ -225,7 +225,7 @@ class Transaction:
     async def data(self, content: bytes) -> Reply:
         """Send the message (in SMTP's wire form, see dot_stuffed) and return the next hop's
         reply to the final dot, waited for up to ``relay.data_timeout`` seconds."""
-        settings = self._hop._settings
+        settings = self._hop._settings  # noqa: SLF001 - the hop's transaction, same module
         try:
             start = await self._client.execute_command(b"DATA")
             if start.code != 354:
@@ -235,7 +235,8 @@ class Transaction:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
             protocol.write(self._hop.trace())  # a piece of its own: the message is not copied
             for piece in dot_stuffed(content):
-                protocol.write(piece)
+                # aiosmtplib annotates bytes, but the transport takes any bytes-like piece
+                protocol.write(piece)  # type: ignore[arg-type]
                 # Wait while the socket is backed up, so a big message is never copied whole
                 # into the transport's buffer; a next hop that stops reading is given up on.
                 async with asyncio.timeout(settings.timeout):
@@ -257,7 +258,7 @@ class Transaction:
         elif self._finished:
             self._hop.give_back(self._client)
         else:
-            await self._hop._reset(self._client)
+            await self._hop._reset(self._client)  # noqa: SLF001 - as above
 
 
 def _reusable(client: aiosmtplib.SMTP) -> bool:

@@ -197,7 +197,7 @@ class SqliteStore:
         await self._run(self._write, self._put_pending_delete, pending)
 
     def _put_pending_delete(self, pending: PendingDelete) -> None:
-        self._open()["pending_deletes"].upsert(dataclasses.asdict(pending), pk="conference_id")
+        self._open().table("pending_deletes").upsert(dataclasses.asdict(pending), pk="conference_id")
 
     async def due_deletes(self, now: float) -> list[PendingDelete]:
         return await self._run(self._due_deletes, now)

@@ -23,7 +23,7 @@ log = logging.getLogger("mailhook.store")
 
 
 def _create_events(db: sqlite_utils.Database) -> None:
-    db["events"].create(
+    db.table("events").create(
         {
             "organizer": str,
             "uid": str,
@@ -41,25 +41,25 @@ def _create_events(db: sqlite_utils.Database) -> None:
         pk=("organizer", "uid"),
         not_null={"organizer", "uid", "state", "tag"},
     )
-    db["events"].create_index(["conference_id"])
+    db.table("events").create_index(["conference_id"])
 
 
 def _add_occurrence_end(db: sqlite_utils.Database) -> None:
-    db["events"].add_column("occurrence_end", float)
-    db["events"].create_index(["state", "occurrence_end"])
+    db.table("events").add_column("occurrence_end", float)
+    db.table("events").create_index(["state", "occurrence_end"])
 
 
 def _add_retries(db: sqlite_utils.Database) -> None:
     for column, kind in (("pending_update", int), ("retry_at", float), ("attempts", int),
                          ("retry_since", float)):
-        db["events"].add_column(column, kind)
-    db["events"].create_index(["pending_update", "retry_at"])
-    db["pending_deletes"].create(
+        db.table("events").add_column(column, kind)
+    db.table("events").create_index(["pending_update", "retry_at"])
+    db.table("pending_deletes").create(
         {"conference_id": str, "organizer": str, "uid": str, "attempts": int, "retry_at": float,
          "last_error": str},
         pk="conference_id",
     )
-    db["pending_deletes"].create_index(["retry_at"])
+    db.table("pending_deletes").create_index(["retry_at"])
 
 
 def _add_notices_sent(db: sqlite_utils.Database) -> None:
@@ -154,7 +154,8 @@ def mark_created(path: str) -> None:
 def upsert_sql(columns: tuple[str, ...]) -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("organizer", "uid"))
     return (
-        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "
+        # the columns are the store's own field names, never input
+        f"insert into events ({', '.join(columns)}) values ({', '.join('?' for _ in columns)}) "  # noqa: S608
         f"on conflict (organizer, uid) do update set {updates}"
     )
 

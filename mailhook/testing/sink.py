@@ -188,7 +188,7 @@ class _LenientSMTP(_LongLineSMTP):
             lines.append(line[1:] if line.startswith(b".") else line)
         self.envelope.content = self.envelope.original_content = b"".join(lines)
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
 

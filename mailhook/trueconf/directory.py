@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailhook.errors import TrueConfError
+from mailhook.trueconf.payload import TrueConfUser
 
 log = logging.getLogger("mailhook.trueconf")
 RETRY_AFTER = 60.0  # seconds before a failed refresh of the user list is tried again
@@ -28,7 +29,7 @@ class Account:
 
 
 class UserSource(Protocol):
-    async def list_users(self) -> list:  # items have .id, .email, .display_name
+    async def list_users(self) -> list[TrueConfUser]:
         ...
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from mailhook.relay import wire_form
 from tests.integration.conftest import send
-from tests.integration.test_pipeline_daemon import calendars_in, invitations
 from tests.support import reliability
+from tests.support.daemon import calendars_in, invitations
 from tests.support.invites import Event, calendar, plain_mail, single_part, thunderbird
 from tests.support.trace import untraced
 

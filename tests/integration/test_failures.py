@@ -21,9 +21,9 @@ from mailhook.store import SqliteStore
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.directory import LocalPartDirectory
 from tests.integration.conftest import send
-from tests.integration.test_pipeline_daemon import api_calls, invitations, notices, wait_notices
 from tests.support import reliability
 from tests.support.clock import Clock
+from tests.support.daemon import api_calls, invitations, wait_notices
 from tests.support.invites import Event, thunderbird
 from tests.support.trace import untraced
 
@@ -247,7 +247,7 @@ async def test_unsafe_join_link_leaves_no_conference(daemon, standin, sink):
     assert untraced(invitations(sink)[0].content) == raw
     assert len(api_calls(standin, "POST")) == 1 and standin.conferences == {}
     stored = await daemon.store.get(EVENT.organizer, EVENT.uid)
-    assert stored is None or stored.state is not EventState.ACTIVE and not stored.conference_id
+    assert stored is None or (stored.state is not EventState.ACTIVE and not stored.conference_id)
     assert await daemon.store.count_pending() == 0
     reliability.survived(lost=0, duplicates=False)
 

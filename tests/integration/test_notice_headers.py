@@ -24,7 +24,7 @@ from tests.support.trace import untraced
 NOTICE_HEADERS = ["Auto-Submitted", "Content-Type", "Date", "From", "MIME-Version", "Message-ID",
                   "Subject", "To"]
 ACTION_HEADERS = sorted([*NOTICE_HEADERS, "Content-Transfer-Encoding"])
-INJECTED = re.compile(r"^(content-type: text/html|bcc|x-evil|cc|reply-to)\b", re.I | re.M)
+INJECTED = re.compile(r"^(content-type: text/html|bcc|x-evil|cc|reply-to)\b", re.IGNORECASE | re.MULTILINE)
 EVIL = b"=?utf-8?q?Q3=0D=0AContent-Type:_text/html=0D=0A=0D=0A<p>evil</p>?="
 NESTED = base64.b64encode(b"=?utf-8?q?Q3=0D=0ABcc:_victim@example.net?=").decode()
 

@@ -15,10 +15,10 @@ from mailhook.core import series
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS, send
-from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port, write_config
-from tests.integration.test_pipeline_daemon import invitations
-from tests.integration.test_recurrence_daemon import WEEKLY, Clock, epoch, request, scheduled
 from tests.support import reliability
+from tests.support.daemon import invitations
+from tests.support.process import ROOT, SECRET, free_port, wait_for_port, write_config
+from tests.support.recurring import WEEKLY, Clock, epoch, request, scheduled
 from tests.support.trace import untraced
 
 # An organizer's invitation with no conference keyword: its series is still worked out.

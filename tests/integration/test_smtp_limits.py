@@ -18,10 +18,10 @@ import pytest
 
 from mailhook.relay import wire_form
 from mailhook.testing.sink import Sink
-from tests.integration.test_cli import ROOT, free_port, wait_for_port, write_config
-from tests.integration.test_pipeline_daemon import invitations
 from tests.support import reliability
+from tests.support.daemon import invitations
 from tests.support.invites import plain_mail
+from tests.support.process import ROOT, free_port, wait_for_port, write_config
 from tests.support.rawsmtp import RawClient
 from tests.support.trace import untraced
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from mailhook.testing.sink import Sink
-from tests.integration.test_pipeline_daemon import invitations
 from tests.support import reliability
+from tests.support.daemon import invitations
 from tests.support.invites import plain_mail
 from tests.support.rawsmtp import RawClient
 from tests.support.trace import untraced

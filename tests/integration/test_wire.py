@@ -23,8 +23,8 @@ from tests.fixtures.checks import (
     corpus_name,
 )
 from tests.integration.conftest import send
-from tests.integration.test_pipeline_daemon import invitations, wait_notices
 from tests.support import reliability
+from tests.support.daemon import invitations, wait_notices
 from tests.support.invites import (
     Event,
     outlook_one_line_html,
