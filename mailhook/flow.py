@@ -22,7 +22,6 @@ from mailhook import logfmt
 from mailhook.core.decide import Action, Decision
 from mailhook.core.envelope import Inbound, Upstream
 from mailhook.core.plan import Plan, Reading
-from mailhook.core.trace import own_hops
 from mailhook.core.replies import (
     ROUTING_LOOP,
     UTF8_HEADER_NOT_RELAYABLE,
@@ -30,6 +29,7 @@ from mailhook.core.replies import (
     client_reply,
     final_reply,
 )
+from mailhook.core.trace import own_hops
 from mailhook.faults import checkpoint
 from mailhook.handling import Handling, Outcome
 from mailhook.metrics import Metrics, outcome_of

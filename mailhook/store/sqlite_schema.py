@@ -64,7 +64,7 @@ def _add_retries(db: sqlite_utils.Database) -> None:
 
 def _add_notices_sent(db: sqlite_utils.Database) -> None:
     # Notices that go out once per event whatever messages follow (kinds in Store.note_sent).
-    db["notices_sent"].create(
+    db.table("notices_sent").create(
         {"organizer": str, "uid": str, "kind": str, "sent_at": float},
         pk=("organizer", "uid", "kind"),
     )
