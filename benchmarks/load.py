@@ -142,7 +142,7 @@ class _Session:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self.command(b"QUIT"), 5)
-        except (OSError, ConnectionError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, OSError, ConnectionError, ValueError):
             pass
         self.writer.close()
         try:

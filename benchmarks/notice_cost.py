@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import timeit
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mailhook.core.notice import NoticeFacts, build_notice
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 TOPICS = {"ASCII": "Quarterly planning", "non-ASCII": "Планирование на квартал — Q3"}
 NOTICES = 1000
 ROUNDS = 5

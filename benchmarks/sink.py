@@ -1,6 +1,6 @@
 """A discarding SMTP sink on aiosmtpd, for machines without Postfix's ``smtp-sink``::
 
-    python benchmarks/sink.py --port 10026
+python benchmarks/sink.py --port 10026
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         ports: dict[str, list[int]] = {}
         for name, sections in stores.items():
-            for number, section in enumerate(sections):
+            for section in sections:
                 port = free_port()
                 label = f"{len(servers)}-{name.split(',')[0]}"
                 path = config(work / f"{label}.toml", port, sink_port, standin_port, section,
@@ -194,7 +194,8 @@ def report(runs: dict[str, list[Run]], load_average: tuple[float, float, float],
     ratio = rates["postgresql"] / rates["sqlite"] if rates.get("sqlite") else 0.0
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     print(f"\nPostgreSQL / SQLite = {ratio:.2f} (target >= {TARGET_RATIO}: {verdict})")
-    print("load average (1, 5, 15 min) at the end: %.2f %.2f %.2f" % load_average)
+    one, five, fifteen = load_average
+    print(f"load average (1, 5, 15 min) at the end: {one:.2f} {five:.2f} {fifteen:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from mailhook.errors import MailhookError, StoreUnavailable
 from mailhook.health import Check
 
 if TYPE_CHECKING:
-    from mailhook.relay import Reply
+    from mailhook.core.replies import Reply
 
 Print = Callable[[str], None]
 # A conference id no server has: asking for it proves the API path and permissions work.

@@ -8,24 +8,26 @@ test) is the only source of wall-clock time for the flow, the effects and backgr
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from mailhook import logfmt
 from mailhook.background import Rescheduler, RetryQueue
 from mailhook.conferences import Conferences, UnsentLinks
 from mailhook.config import Settings
 from mailhook.core.decide import Policy
 from mailhook.core.plan import FlowConfig
+from mailhook.core.trace import trace_header
 from mailhook.flow import Flow
 from mailhook.handling import Handling
 from mailhook.locks import EventLocks, KeyedLocks, StoreLocks, lock_path
 from mailhook.metrics import InstrumentedTrueConf, Metrics, TrueConfApi
 from mailhook.relay import NextHop
-from mailhook import logfmt
-from mailhook.store.claims import lease
 from mailhook.store import Store, build_store
+from mailhook.store.claims import lease
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.directory import (
     Directory,
@@ -136,11 +138,14 @@ class App:
         self.store: Store = open_store(settings)
         self.client = build_client(settings)
         self.trueconf = InstrumentedTrueConf(self.client, self.metrics)
-        self.next_hop = NextHop(settings.relay)
+        own_name = settings.smtp.hostname or socket.getfqdn()  # as the SMTP greeting says
+        self.next_hop = NextHop(settings.relay, own_name=own_name,
+                                trace=lambda: trace_header(own_name, self.clock()))
         self.locks = locks if locks is not None else self._event_locks(settings)
         self.unsent = UnsentLinks()
         self.conferences = self._conferences(settings)
-        self.flow = Flow(self._handling(settings), self.next_hop, self.metrics)
+        self.flow = Flow(self._handling(settings), self.next_hop, self.metrics,
+                         own_name=own_name, max_own_hops=settings.smtp.max_own_hops)
         self.rescheduler = Rescheduler(self._current, self.store, self.locks, self.clock,
                                        self._lease, self._keep_deleted_days)
         self.retries = RetryQueue(self._current, self.store, self.locks, self.clock, self._lease)

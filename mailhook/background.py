@@ -15,13 +15,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from mailhook.store.claims import claimed
 from mailhook.conferences import Conferences, backoff
 from mailhook.core.series import next_occurrence
 from mailhook.errors import PermanentError, StoreUnavailable, TemporaryError, TrueConfRejected
 from mailhook.locks import EventLocks, KeyedLocks, StoreLocks
-from mailhook.postponed_check import Owner, log_dropped
+from mailhook.postponed_check import Owner
 from mailhook.store.base import Store
+from mailhook.store.claims import claimed
 from mailhook.store.upkeep import prune
 
 log = logging.getLogger("mailhook.background")
@@ -132,8 +132,7 @@ class RetryQueue(_Loop):
             return False
         try:
             owner = await conferences.owner_of(stored)
-            if owner is Owner.OTHER:
-                log_dropped("update", stored.conference_id, organizer, uid)
+            if owner is Owner.OTHER:  # logged; the other meeting is left alone
                 await self._store.put(dataclasses.replace(stored, pending_update=False))
                 return False
             if owner is Owner.GONE:

@@ -191,8 +191,9 @@ DESCRIPTIONS = {
 
 def _describe_commands(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """Give every command's --help its description, and the sub-commands' too."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    # argparse offers no public way to reach the sub-parsers once they are added.
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
             for name, command in action.choices.items():
                 command.description = command.description or DESCRIPTIONS.get(prefix + name)
                 _describe_commands(command, f"{prefix}{name} ")

@@ -30,7 +30,7 @@ from mailhook.core.plan import FlowConfig, Plan
 from mailhook.core.series import Occurrence
 from mailhook.errors import PermanentError, StoreUnavailable, TemporaryError, TrueConfRejected
 from mailhook.faults import checkpoint
-from mailhook.postponed_check import Owner, log_dropped, owner_of
+from mailhook.postponed_check import Owner, owner_of
 from mailhook.store.base import Store
 from mailhook.trueconf.directory import Account, Directory
 
@@ -45,7 +45,7 @@ class ConferenceApi(Protocol):
     async def update_conference(self, conference_id: str, spec: ConferenceSpec) -> Conference: ...
     async def delete_conference(self, conference_id: str) -> None: ...
     async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None: ...
-    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None: ...
+    async def get_conference(self, conference_id: str) -> Conference | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,9 @@ class Deletions:
         ``postponed`` deletion first checks that the conference is still the event's (see
         mailhook.postponed_check): when not, it is dropped, and the other meeting left alone."""
         try:
-            if postponed and (owner := await self._owner(pending)) is not Owner.EVENT:
+            if postponed and (owner := await owner_of(
+                    self._trueconf, pending.conference_id, pending.organizer, pending.uid,
+                    "deletion")) is not Owner.EVENT:
                 await self._store.finish_delete(pending.conference_id)
                 return owner is Owner.GONE  # gone already: as good as deleted
             await self._trueconf.delete_conference(pending.conference_id)
@@ -125,13 +127,6 @@ class Deletions:
             return False
         await self._store.finish_delete(pending.conference_id)
         return True
-
-    async def _owner(self, pending: PendingDelete) -> Owner:
-        owner = await owner_of(self._trueconf, pending.conference_id, pending.organizer,
-                               pending.uid)
-        if owner is Owner.OTHER:
-            log_dropped("deletion", pending.conference_id, pending.organizer, pending.uid)
-        return owner
 
     async def discard(self, conference: Conference, invitation: Invitation, *,
                       record: bool) -> None:
@@ -275,8 +270,10 @@ class Conferences:
         return conference, False
 
     async def owner_of(self, stored: StoredEvent) -> Owner:
-        """Whose the event's conference is now on TrueConf (TrueConf's errors are raised)."""
-        return await owner_of(self._trueconf, stored.conference_id, stored.organizer, stored.uid)
+        """Whose the event's conference is now, before a postponed update (see
+        mailhook.postponed_check; TrueConf's errors are raised)."""
+        return await owner_of(self._trueconf, stored.conference_id, stored.organizer,
+                              stored.uid, "update")
 
     async def try_update(self, conference_id: str, spec: ConferenceSpec) -> bool:
         """Update the conference; False when TrueConf is unavailable (it is retried later)."""
@@ -314,7 +311,8 @@ class Conferences:
 
     async def uninvite(self, invitation: Invitation, stored: StoredEvent) -> None:
         """Take the attendees a CANCEL names off the conference (the rest keep it)."""
-        assert invitation.master is not None and stored.spec is not None
+        assert invitation.master is not None
+        assert stored.spec is not None
         removed = {a.address for a in invitation.master.attendees}
         removed_ids = {account.id for account in (await self._directory.lookup(removed)).values()}
         spec = dataclasses.replace(

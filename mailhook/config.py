@@ -5,9 +5,7 @@ The settings object is built once at start-up and each adapter is handed only it
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import json
 import logging
 import os
 import tomllib
@@ -25,18 +23,22 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 from pydantic_settings.exceptions import SettingsError
 
+from mailhook.config_errors import Environment, describe, environment_problem
+from mailhook.config_files import (
+    check_store_password,
+    check_tls_files,
+    database_url,
+    masked_url,
+)
+
 DEFAULT_CONFIG_PATH = "/etc/mailhook/mailhook.toml"
-ENV_PREFIX = "MAILHOOK_"
 
 log = logging.getLogger("mailhook.config")
 
@@ -62,6 +64,9 @@ class SmtpSettings(_Section):
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     workers: int = Field(1, ge=1, le=64)  # processes serving SMTP; above 1 under a supervisor
     max_connections: int = Field(1000, ge=1)  # per process; more clients get 421
+    # A message that already carries this many of this instance's trace fields is a routing
+    # loop: refused with 554 5.4.6.
+    max_own_hops: int = Field(3, ge=1, le=100)
     tls_cert_file: str = ""  # STARTTLS is offered when a certificate (PEM chain) is given
     tls_key_file: str = ""  # its private key; "" when it is in tls_cert_file
     require_tls: bool = False  # refuse mail from clients that did not STARTTLS first
@@ -137,7 +142,7 @@ class RelaySettings(_Section):
     # "required": STARTTLS always, certificate checked (against ca_file, else the system's CAs).
     tls: Literal["none", "opportunistic", "required"] = "none"
     ca_file: str = ""
-    tls_name: str = ""  # the name the certificate must carry; "" means ``host``
+    tls_name: str = ""  # the name the next hop's certificate must carry; "" means ``host``
 
 
 class TrueConfSettings(_Section):
@@ -167,7 +172,7 @@ class TrueConfSettings(_Section):
     @field_validator("api_version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not (value.startswith("v3.") or value == "v4" or value.startswith("v4.")):
+        if not (value == "v4" or value.startswith(("v3.", "v4."))):
             raise ValueError('must be a v3.x version such as "v3.11", or "v4"')
         return value
 
@@ -327,20 +332,7 @@ class StoreSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return value
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a PostgreSQL URI: postgresql://user@host/database")
-        from psycopg.conninfo import conninfo_to_dict
-        import psycopg
-
-        try:
-            conninfo_to_dict(value)
-        except psycopg.ProgrammingError:
-            # libpq's own message may quote the URI, password and all.
-            raise ValueError("is not a valid PostgreSQL URI") from None
-        return value
+        return database_url(value)
 
     def password(self) -> str:
         """The database password from ``password_file`` ("" when none is named)."""
@@ -382,7 +374,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file is given at run time, so init values carry its parsed contents; the
         # environment comes first so that MAILHOOK_SECTION__KEY overrides the file.
-        return (_Environment(settings_cls), init_settings)
+        return (Environment(settings_cls), init_settings)
 
     def notice_sender(self) -> str:
         """The From address of organizer notices."""
@@ -400,12 +392,12 @@ def load_settings(path: Path) -> Settings:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(describe(exc, path, Settings)) from None
     except SettingsError as exc:
-        raise ConfigError(_environment_problem(exc)) from None
+        raise ConfigError(environment_problem(exc)) from None
     _check_secret(settings, path)
-    _check_store_password(settings, path)
-    _check_tls_files(settings, path)
+    check_store_password(settings.store, path)
+    check_tls_files(settings.smtp, settings.relay, path)
     _warn_about_ignored_secret(settings)
     return settings
 
@@ -420,192 +412,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-
-
-# --- errors in the admin's words -------------------------------------------------------------
-
-# What a list setting holds, for "expected a list of ...".
-LIST_ITEMS = {
-    "smtp.trusted_networks": 'IP networks, e.g. ["127.0.0.0/8", "::1/128"]',
-    "policy.local_domains": 'domains, e.g. ["example.com"]',
-    "policy.keywords": 'words, e.g. ["TrueConf"]',
-    "policy.calendar_senders": 'e-mail addresses, e.g. ["invitations-noreply@cloud.example.com"]',
-}
-TABLES = {
-    "policy.delegates": 'a table of organizer = [delegates], e.g. '
-                        '{ "boss@example.com" = ["assistant@example.com"] }',
-}
-# pydantic's error type -> what the setting expects, in a mail admin's words.
-EXPECTED = {
-    "int_parsing": "a whole number", "int_type": "a whole number",
-    "int_from_float": "a whole number",
-    "float_parsing": "a number", "float_type": "a number",
-    "bool_parsing": "true or false", "bool_type": "true or false",
-    "string_type": "text", "string_too_short": "a value (it must not be empty)",
-}
-
-
-def _describe(exc: ValidationError, path: Path) -> str:
-    """One line for the first problem, unknown sections and keys first (a misspelt section is
-    also a missing one: the misspelling is what the admin has to fix)."""
-    errors = exc.errors()
-    error = min(errors, key=lambda e: (e["type"] != "extra_forbidden", len(e["loc"])))
-    loc = tuple(str(part) for part in error["loc"])
-    key = ".".join(loc[:2])
-    variable = _variable_for(loc[:2])
-    where = variable if variable else str(path)
-    if error["type"] == "extra_forbidden":
-        return f"{where}: {_unknown(loc)}"
-    if error["type"] == "missing":
-        return f"{path}: {_missing(loc)}"
-    if error["type"] == "value_error":  # a validator of ours: its message says it all
-        return f"{where}: bad value for {key}: {str(error['msg']).removeprefix('Value error, ')}"
-    shown = "" if "secret" in key else f", got {_shown(error.get('input'))}"
-    return f"{where}: bad value for {key}: expected {_expected(error, loc)}{shown}"
-
-
-def _unknown(loc: tuple[str, ...]) -> str:
-    if len(loc) == 1:
-        return f"unknown section [{loc[0]}]{_suggest(loc[0], Settings.model_fields, '[{}]')}"
-    section = Settings.model_fields.get(loc[0])
-    known = _section_model(section).model_fields if section else {}
-    return f"unknown setting {'.'.join(loc)}{_suggest(loc[-1], known, '{}')}"
-
-
-def _suggest(word: str, known: Any, form: str) -> str:
-    close = difflib.get_close_matches(word.lower(), list(known), n=1)
-    return f" (did you mean {form.format(close[0])}?)" if close else ""
-
-
-def _missing(loc: tuple[str, ...]) -> str:
-    if len(loc) == 1:
-        needed = [name for name, field in _section_model(Settings.model_fields[loc[0]])
-                  .model_fields.items() if field.is_required()]
-        return f"missing section [{loc[0]}] (it needs {', '.join(needed)})"
-    key = ".".join(loc)
-    return f"missing setting {key} (in the file or as {_variable_name(loc)})"
-
-
-def _expected(error: Any, loc: tuple[str, ...]) -> str:
-    key = ".".join(loc[:2])
-    kind = error["type"]
-    context = error.get("ctx") or {}
-    if key in LIST_ITEMS:
-        at_least = " (at least one)" if kind == "too_short" else ""
-        return f"a list of {LIST_ITEMS[key]}{at_least}"
-    if key in TABLES:
-        return TABLES[key]
-    if len(loc) == 1 or kind in ("model_type", "model_attributes_type"):
-        return f"a section [{loc[0]}] of settings"
-    if kind == "literal_error":
-        return "one of " + str(context.get("expected", "")).replace("'", '"')
-    bounds = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
-    for name, words in bounds.items():
-        if name in context:
-            return f"a number {words} {context[name]}"
-    return EXPECTED.get(kind, str(error["msg"]).lower())
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:59] + "\u2026"
-
-
-def _section_model(field: FieldInfo | None) -> type[BaseModel]:
-    return field.annotation if field is not None else BaseModel  # type: ignore[return-value]
-
-
-def _variable_name(loc: tuple[str, ...]) -> str:
-    return ENV_PREFIX + "__".join(part.upper() for part in loc)
-
-
-def _variable_for(loc: tuple[str, ...]) -> str:
-    """The environment variable that set this key, or "" when the file did."""
-    wanted = _variable_name(loc)
-    return next((name for name in os.environ if name.upper() == wanted), "")
-
-
-class _EnvironmentValueError(ValueError):
-    """A value in the environment that is neither JSON nor a comma-separated list."""
-
-
-class _Environment(EnvSettingsSource):
-    """MAILHOOK_SECTION__KEY variables; a list setting may also be written comma-separated
-    (MAILHOOK_POLICY__LOCAL_DOMAINS=example.com,example.org), since JSON is awkward in a
-    unit file or a shell."""
-
-    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-        key = _KEYS.get(id(field), field_name)
-        if key in LIST_ITEMS and not value.lstrip().startswith("["):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        raise _EnvironmentValueError(f"{_variable_name(tuple(key.split('.')))}: bad value for "
-                                     f"{key}: expected {_complex_expected(key)}")
-
-
-def _complex_expected(key: str) -> str:
-    if key in LIST_ITEMS:
-        return f"a list of {LIST_ITEMS[key]} as JSON, or comma-separated"
-    if key in TABLES:
-        return "JSON: " + TABLES[key].replace(" = ", ": ").replace("{ ", "{").replace(" }", "}")
-    return (f"a JSON object holding the [{key}] section; set one setting with "
-            f"{ENV_PREFIX}{key.upper()}__KEY instead")
-
-
-def _environment_problem(exc: SettingsError) -> str:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, _EnvironmentValueError):
-            return str(cause)
-        cause = cause.__cause__
-    return f"the environment: {exc}"
-
-
-def _field_keys() -> dict[int, str]:
-    """Each setting's field, by identity, and its dotted key (the environment source is handed
-    the field, not where it sits)."""
-    keys: dict[int, str] = {}
-    for section, field in Settings.model_fields.items():
-        keys[id(field)] = section
-        for name, inner in _section_model(field).model_fields.items():
-            keys[id(inner)] = f"{section}.{name}"
-    return keys
-
-
-def _check_tls_files(settings: Settings, path: Path) -> None:
-    """The listener's certificate and key load, and the next hop's CA file reads."""
-    import ssl
-
-    smtp, relay = settings.smtp, settings.relay
-    if smtp.tls_cert_file:
-        try:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(smtp.tls_cert_file, smtp.tls_key_file or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{path}: bad value for smtp.tls_cert_file/tls_key_file: cannot "
-                              f"load the certificate and key ({_tls_reason(exc)})") from None
-    if relay.ca_file:
-        try:
-            ssl.create_default_context(cafile=relay.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{path}: bad value for relay.ca_file: cannot load it "
-                              f"({_tls_reason(exc)})") from None
-
-
-def _tls_reason(exc: Exception) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-def _check_store_password(settings: Settings, path: Path) -> None:
-    try:
-        settings.store.password()
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: bad value for store.password_file: cannot read it ({exc.strerror})"
-        ) from None
 
 
 def _check_secret(settings: Settings, path: Path) -> None:
@@ -636,13 +442,3 @@ def masked(settings: Settings) -> dict[str, Any]:
     data["store"]["url"] = masked_url(settings.store.url)
     return data
 
-
-def masked_url(url: str) -> str:
-    """A database URI with any password in it (user:password@ or password=) masked."""
-    import re
-
-    url = re.sub(r"^([a-z]+://[^:/@?]*:)[^@/?]*@", r"\1********@", url)
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1********", url)
-
-
-_KEYS = _field_keys()

@@ -4,7 +4,8 @@ A transaction begins at the message's first recipient: the next hop's transactio
 then, so that each recipient gets the next hop's own answer. At the end of data the message is
 read once, planned, carried out and rewritten (``mailhook.handling``), then relayed; after the
 next hop's answer come the log line, the metrics and the organizer's notice, and the reply the
-client gets (``mailhook.core.replies.final_reply``). A front end (the SMTP server; a milter)
+client gets (``mailhook.core.replies.final_reply``). A message that already went round through
+this mailhook ``smtp.max_own_hops`` times (its trace fields say so) is refused instead. A front end (the SMTP server; a milter)
 only speaks its protocol and calls ``Flow.begin`` and the ``Transaction`` it returns.
 """
 
@@ -22,11 +23,13 @@ from mailhook.core.decide import Action, Decision
 from mailhook.core.envelope import Inbound, Upstream
 from mailhook.core.plan import Plan, Reading
 from mailhook.core.replies import (
+    ROUTING_LOOP,
     UTF8_HEADER_NOT_RELAYABLE,
     Reply,
     client_reply,
     final_reply,
 )
+from mailhook.core.trace import own_hops
 from mailhook.faults import checkpoint
 from mailhook.handling import Handling, Outcome
 from mailhook.metrics import Metrics, outcome_of
@@ -50,10 +53,14 @@ class Flow:
     """The transactions of every front end, the messages in flight, and what follows each
     message (log line, metrics, organizer notice)."""
 
-    def __init__(self, handling: Handling, next_hop: NextHop, metrics: Metrics) -> None:
+    def __init__(self, handling: Handling, next_hop: NextHop, metrics: Metrics, *,
+                 own_name: str = "", max_own_hops: int = 0) -> None:
         self.handling = handling  # replaced on reload; each message takes the one current then
         self.next_hop = next_hop
         self.metrics = metrics
+        # This instance's name in its trace fields, and how many a message may carry; 0: any.
+        self.own_name = own_name
+        self.max_own_hops = max_own_hops
         self.counts: Counter[str] = Counter()  # messages by outcome, for systemd's STATUS line
         self.in_flight = 0
         self.stopping = False  # set at shutdown: front ends refuse new transactions
@@ -168,7 +175,7 @@ class Transaction:
             message_id = _one_line(parsed.message_id if parsed else "")
             with logfmt.message_context(queue_id=upstream.queue_id, client=upstream.client,
                                         message_id=message_id):
-                outcome = (self._utf8_refusal(inbound, smtputf8)
+                outcome = (self._loop_refusal(inbound) or self._utf8_refusal(inbound, smtputf8)
                            or await self._outcome(inbound, reading))
                 relayed = None
                 if outcome.content is not None:
@@ -200,6 +207,21 @@ class Transaction:
                 # Whatever went wrong inside mailhook, the message itself goes on unchanged.
                 log.exception("processing failed; forwarding the message unchanged")
         return Outcome.passing(Plan(Decision(Action.PASS, "internal error")), inbound.content)
+
+    def _loop_refusal(self, inbound: Inbound) -> Outcome | None:
+        """The refusal for a message that went round through this mailhook too often (a
+        routing loop through the MTA); None for every other message."""
+        flow = self._flow
+        if not flow.max_own_hops:
+            return None
+        hops = own_hops(inbound.content, flow.own_name)
+        if hops < flow.max_own_hops:
+            return None
+        log.warning("routing loop: the message already passed this mailhook %d times "
+                    "(smtp.max_own_hops = %d); refused with %s", hops, flow.max_own_hops,
+                    ROUTING_LOOP)
+        planned = Plan(Decision(Action.PASS, f"routing loop, passed mailhook {hops} times"))
+        return Outcome.passing(planned, inbound.content).refused(ROUTING_LOOP)
 
     def _utf8_refusal(self, inbound: Inbound, smtputf8: bool) -> Outcome | None:
         """The refusal for an SMTPUTF8 message whose header section is not ASCII when the

@@ -45,7 +45,7 @@ from mailhook.errors import (
     TemporaryError,
     TrueConfAuthError,
 )
-from mailhook.locks import EventLocks, KeyedLocks
+from mailhook.locks import EventLocks, KeyedLocks, StoreLocks
 from mailhook.store.base import Store
 from mailhook.trueconf.directory import Directory
 
@@ -96,7 +96,7 @@ class Handling:
     """Turns one message, read, into an outcome: plan, effects, rewrite, failure policy."""
 
     def __init__(self, config: FlowConfig, store: Store, conferences: Conferences,
-                 locks: KeyedLocks | EventLocks, unsent: UnsentLinks,
+                 locks: KeyedLocks | EventLocks | StoreLocks, unsent: UnsentLinks,
                  clock: Callable[[], datetime]) -> None:
         self.config = config
         self._store = store

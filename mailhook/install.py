@@ -58,7 +58,7 @@ def system_config(example: str) -> str:
 def unit_running(unit: str, command: str) -> str:
     """The unit with ExecStartPre and ExecStart running this mailhook command."""
     return re.sub(rf"^(Exec\w*=){re.escape(SHIPPED_COMMAND)}\b", lambda m: m.group(1) + command,
-                  unit, flags=re.M)
+                  unit, flags=re.MULTILINE)
 
 
 def this_command() -> str:

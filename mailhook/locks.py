@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 # Bytes of the lock file that keys are spread over.
 STRIPES = 1 << 20
@@ -64,7 +64,7 @@ class EventLocks:
     file (``for_path``), and within the process a stripe is taken by one task at a time.
     """
 
-    _shared: dict[str, EventLocks] = {}
+    _shared: ClassVar[dict[str, EventLocks]] = {}
     _shared_guard = threading.Lock()
 
     def __init__(self, path: str, create: bool = True) -> None:

@@ -15,17 +15,20 @@ import logging
 import os
 import re
 import sys
-from typing import TextIO
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TextIO
 
 LEVELS = ("debug", "info", "warning", "error")
 # The libraries' own INFO lines (every connection, every HTTP request) drown the summary.
 NOISY_LOGGERS = ("mail.log", "httpx", "httpcore")
 REDACTED = "***"
 
-_context: ContextVar[Mapping[str, str]] = ContextVar("mailhook_log_context", default={})
+# The default is never changed: a context is replaced, never updated in place.
+_context: ContextVar[Mapping[str, str]] = ContextVar(
+    "mailhook_log_context", default={}  # noqa: B039
+)
 _secrets: set[str] = set()
 
 
@@ -137,7 +140,7 @@ def _install_record_factory() -> None:
         record.mailhook_context = _context.get()
         return record
 
-    make._mailhook = True  # type: ignore[attr-defined]
+    make._mailhook = True  # type: ignore[attr-defined]  # noqa: SLF001 - our own marker
     logging.setLogRecordFactory(make)
 
 
@@ -152,7 +155,7 @@ def setup(level: str) -> None:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter(priorities=journal_stream(sys.stderr)))
-    handler._mailhook = True  # type: ignore[attr-defined]
+    handler._mailhook = True  # type: ignore[attr-defined]  # noqa: SLF001 - our own marker
     root.addHandler(handler)
     set_level(level)
 

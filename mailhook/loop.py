@@ -14,7 +14,7 @@ from mailhook.config import Settings
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-WILDCARD_V4 = ("0.0.0.0", "")  # "" is every address too, for asyncio's create_server
+WILDCARD_V4 = ("0.0.0.0", "")  # noqa: S104 - "" is every address too, for asyncio's create_server
 WILDCARD_V6 = ("::",)  # an IPv6 wildcard socket also takes IPv4 connections on Linux
 
 

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Protocol
 
 from mailhook.core.decide import event_tag
+from mailhook.core.model import Conference
 
 log = logging.getLogger("mailhook.retry")
 
@@ -26,19 +27,21 @@ class Owner(Enum):
     GONE = "gone"  # TrueConf has no conference with the id
 
 
-class ConferenceTags(Protocol):
-    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None: ...
+class ConferenceReader(Protocol):
+    async def get_conference(self, conference_id: str) -> Conference | None: ...
 
 
-async def owner_of(trueconf: ConferenceTags, conference_id: str, organizer: str, uid: str
-                   ) -> Owner:
-    """Whose the conference is now; TrueConf's errors are raised as they come (a
-    TemporaryError: try again later)."""
-    tags = await trueconf.conference_tags(conference_id)
-    if tags is None:
+async def owner_of(trueconf: ConferenceReader, conference_id: str, organizer: str, uid: str,
+                   work: str) -> Owner:
+    """Whose the conference is now, before the postponed ``work`` ("deletion", "update") is
+    done (another meeting's is logged: the work is dropped). TrueConf's errors are raised as
+    they come (a TemporaryError: try again later)."""
+    conference = await trueconf.get_conference(conference_id)
+    if conference is None:
         return Owner.GONE
-    if event_tag(organizer, uid) in tags:
+    if event_tag(organizer, uid) in conference.tags:
         return Owner.EVENT
+    log_dropped(work, conference_id, organizer, uid)
     return Owner.OTHER
 
 

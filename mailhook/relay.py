@@ -3,7 +3,8 @@
 A transaction is opened when the client names its first recipient, so that every recipient
 gets the next hop's own answer at RCPT time, and the message gets the next hop's answer to
 DATA. Message bytes are sent as given, in the form SMTP requires: every line end a CRLF
-(a bare LF or CR becomes one), no line longer than 998 octets, leading dots doubled.
+(a bare LF or CR becomes one), no line longer than 998 octets, leading dots doubled, a trace
+field on top; a next hop that greets as this mailhook is refused (relaying there would loop).
 """
 
 from __future__ import annotations
@@ -12,21 +13,23 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiosmtplib
 
 from mailhook import compat
 from mailhook.config import RelaySettings
-from mailhook.tls import greet, next_hop_context
 from mailhook.core.replies import (
     BAD_RECIPIENT,
     BAD_SENDER,
+    NEXT_HOP_IS_MAILHOOK,
     NEXT_HOP_UNREACHABLE,
     UTF8_RECIPIENT_NOT_RELAYABLE,
     UTF8_SENDER_NOT_RELAYABLE,
     Reply,
 )
+from mailhook.core.trace import is_own_greeting
+from mailhook.tls import greet, next_hop_context
 
 log = logging.getLogger("mailhook.relay")
 
@@ -40,8 +43,6 @@ _MAIL_PARAMETER_EXTENSIONS = {
     "ENVID": "dsn",
 }
 _RCPT_PARAMETER_EXTENSIONS = {"NOTIFY": "dsn", "ORCPT": "dsn"}
-
-
 IDLE_SECONDS = 60.0  # a pooled session older than this is closed, not reused
 UNREACHABLE = NEXT_HOP_UNREACHABLE
 
@@ -53,12 +54,15 @@ class NextHop:
     most IDLE_SECONDS), so that most messages skip the connect and EHLO round trips.
     """
 
-    def __init__(self, settings: RelaySettings) -> None:
+    def __init__(self, settings: RelaySettings, *, own_name: str = "",
+                 trace: Callable[[], bytes] | None = None) -> None:
         self._settings = settings
         # Looked up once: aiosmtplib would ask the resolver again for every connection.
         self._helo = settings.helo_name or socket.getfqdn()
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._tls = next_hop_context(settings)
+        self._own_name = own_name  # mailhook's name in its own greeting
+        self.trace = trace or (lambda: b"")  # makes the trace field put on each message
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -69,21 +73,21 @@ class NextHop:
             start_tls=False,
         )
 
-    async def _session(self) -> tuple[aiosmtplib.SMTP, bool]:
-        """An idle session from the pool, or a new one; and whether it was reused."""
+    async def _session(self) -> tuple[aiosmtplib.SMTP, bool] | None:
+        """An idle session from the pool, or a new one; and whether it was reused. None when
+        the next hop is mailhook itself."""
         while self._idle:
             client, since = self._idle.pop()
             if _reusable(client) and time.monotonic() - since < IDLE_SECONDS:
                 return client, True
             client.close()
         client = self._client()
-        await client.connect()
+        greeting = await client.connect()
+        if self._own_name and is_own_greeting(greeting.message, self._own_name):
+            client.close()
+            return None
         compat.watch_replies(client)
-        try:
-            await greet(client, self._settings, self._tls)
-        except BaseException:
-            client.close()  # a session that failed its greeting (or TLS) is never pooled
-            raise
+        await greet(client, self._settings, self._tls)
         return client, False
 
     def give_back(self, client: aiosmtplib.SMTP) -> None:
@@ -107,13 +111,18 @@ class NextHop:
         ``xforward`` (attribute -> xtext value, as the client gave them) is passed on before
         MAIL FROM when the next hop announces XFORWARD, so its log names the original client.
         """
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             try:
-                client, reused = await self._session()
+                session = await self._session()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 log.warning("next hop %s:%s unreachable: %s", self._settings.host,
                             self._settings.port, exc)
                 return UNREACHABLE
+            if session is None:  # else its RCPT would open one more, until no socket is left
+                log.error("next hop %s:%s is mailhook itself: answering %s instead of looping",
+                          self._settings.host, self._settings.port, NEXT_HOP_IS_MAILHOOK)
+                return NEXT_HOP_IS_MAILHOOK
+            client, reused = session
             begun = await self._mail(client, mail_from, mail_options, xforward)
             # A pooled session the next hop has meanwhile closed: once more on a new one.
             if begun is not UNREACHABLE or not reused:
@@ -216,7 +225,7 @@ class Transaction:
     async def data(self, content: bytes) -> Reply:
         """Send the message (in SMTP's wire form, see dot_stuffed) and return the next hop's
         reply to the final dot, waited for up to ``relay.data_timeout`` seconds."""
-        settings = self._hop._settings
+        settings = self._hop._settings  # noqa: SLF001 - the hop's transaction, same module
         try:
             start = await self._client.execute_command(b"DATA")
             if start.code != 354:
@@ -224,8 +233,10 @@ class Transaction:
             protocol = self._client.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
+            protocol.write(self._hop.trace())  # a piece of its own: the message is not copied
             for piece in dot_stuffed(content):
-                protocol.write(piece)
+                # aiosmtplib annotates bytes, but the transport takes any bytes-like piece
+                protocol.write(piece)  # type: ignore[arg-type]
                 # Wait while the socket is backed up, so a big message is never copied whole
                 # into the transport's buffer; a next hop that stops reading is given up on.
                 async with asyncio.timeout(settings.timeout):
@@ -247,7 +258,7 @@ class Transaction:
         elif self._finished:
             self._hop.give_back(self._client)
         else:
-            await self._hop._reset(self._client)
+            await self._hop._reset(self._client)  # noqa: SLF001 - as above
 
 
 def _reusable(client: aiosmtplib.SMTP) -> bool:

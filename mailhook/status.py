@@ -29,7 +29,7 @@ class StatusServer:
         self._metrics = metrics
         self._health = health
         self._refresh = refresh
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
@@ -78,7 +78,7 @@ class StatusServer:
         if path == "/metrics":
             try:
                 await self._refresh()
-            except Exception as exc:  # the other metrics are still worth having
+            except Exception as exc:  # noqa: BLE001 - the other metrics are still worth having
                 log.warning("cannot count stored events for /metrics: %s", exc)
             return "200 OK", CONTENT_TYPE, self._metrics.exposition()
         if path == "/healthz":

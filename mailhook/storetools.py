@@ -70,7 +70,8 @@ def _same_store(one: Settings, other: Settings) -> bool:
 
 async def backup(settings: Settings, target: str, out: Print, err: Print) -> int:
     """Write a consistent copy of the SQLite store to ``target`` while mailhook runs."""
-    from mailhook.store.sqlite import SqliteStore, missing
+    from mailhook.store.sqlite import SqliteStore
+    from mailhook.store.sqlite_schema import missing
 
     if settings.store.url:
         err("mailhook: store backup is for the SQLite store; back up PostgreSQL with its own "

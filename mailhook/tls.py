@@ -30,13 +30,23 @@ def next_hop_context(settings: RelaySettings) -> ssl.SSLContext | None:
 
 async def greet(client: aiosmtplib.SMTP, settings: RelaySettings,
                 context: ssl.SSLContext | None) -> aiosmtplib.SMTPResponse:
-    """EHLO, then STARTTLS and EHLO again as relay.tls asks; the last EHLO reply."""
+    """EHLO, then STARTTLS and EHLO again as relay.tls asks; the last EHLO reply. A session
+    that fails here is closed (it is never pooled)."""
+    try:
+        return await _greet(client, settings, context)
+    except BaseException:
+        client.close()
+        raise
+
+
+async def _greet(client: aiosmtplib.SMTP, settings: RelaySettings,
+                 context: ssl.SSLContext | None) -> aiosmtplib.SMTPResponse:
     response = await client.ehlo()
     offered = client.supports_extension("starttls")
     if context is None or not (offered or settings.tls == "required"):
         return response
     if not offered:
         raise TlsRefused(f"the next hop {settings.host}:{settings.port} does not offer "
-                         "STARTTLS (relay.tls = \"required\")")
+                         'STARTTLS (relay.tls = "required")')
     await client.starttls(tls_context=context, server_hostname=settings.tls_name or settings.host)
     return await client.ehlo()

@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
 import signal
 import socket
-import json
 import sys
 import tempfile
 import time
@@ -231,7 +231,7 @@ class Workers:
             fd = -1  # no pidfd (old kernel): look now and then instead
         if fd >= 0:
             exited = loop.create_future()
-            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+            loop.add_reader(fd, lambda: None if exited.done() else exited.set_result(None))
             try:
                 await exited
             finally:
@@ -271,7 +271,7 @@ class Workers:
             started = time.monotonic()
             try:
                 self._pids[number] = await self._spawn(number)
-            except Exception as exc:  # the supervisor goes on whatever happened here
+            except Exception as exc:  # noqa: BLE001 - the supervisor goes on whatever happened
                 log.error("cannot start worker %d: %s; trying again in %.0f s", number, exc, delay)
 
     def signal(self, signum: int) -> None:

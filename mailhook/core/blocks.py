@@ -115,7 +115,7 @@ def insert_html_block(markup: str, url: str, language: str = "en") -> str:
     if span:
         return markup[: span[0]] + block + markup[span[1] :]
     last_end = None
-    for last_end in _BODY_END.finditer(markup):  # only the last one counts; keep no list
+    for last_end in _BODY_END.finditer(markup):  # noqa: B007 - only the last one counts; keep no list
         pass
     if last_end:
         at = last_end.start()

@@ -276,7 +276,7 @@ def _read_end(
     duration = props.get("DURATION")
     if duration:
         try:
-            delta = vDuration.from_ical(duration[0].value.strip())
+            delta: timedelta = vDuration.from_ical(duration[0].value.strip())
             return start + delta
         except Exception:  # noqa: BLE001,S110 - an unreadable DURATION falls back below
             pass

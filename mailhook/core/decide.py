@@ -30,7 +30,7 @@ _NOT_INVITED_ROLES = {"NON-PARTICIPANT"}
 class Action(StrEnum):
     """What the pipeline does with a message."""
 
-    PASS = "pass"  # forward byte-identical, change nothing
+    PASS = "pass"  # noqa: S105 - forward byte-identical, change nothing
     CREATE = "create"  # create the conference, rewrite
     SYNC = "sync"  # the conference exists: update it if needed, rewrite with the same link
     REWRITE = "rewrite"  # an older version of the event: rewrite with the stored link, no API call

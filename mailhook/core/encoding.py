@@ -123,7 +123,7 @@ def edit_header(raw: bytes, part: MimePart, encoded: Encoded) -> bytes:
 
 def _set_field(fields: list[bytes], name: bytes, line: bytes) -> list[bytes]:
     replaced = [line if _field_name(field) == name else field for field in fields]
-    return replaced if any(_field_name(field) == name for field in fields) else fields + [line]
+    return replaced if any(_field_name(field) == name for field in fields) else [*fields, line]
 
 
 def _set_charset(fields: list[bytes], charset: bytes, eol: bytes) -> list[bytes]:
@@ -142,4 +142,4 @@ def _set_charset(fields: list[bytes], charset: bytes, eol: bytes) -> list[bytes]
             body = field.rstrip(b"\r\n")
             fields[index] = body + b"; charset=" + charset + field[len(body) :]
         return fields
-    return fields + [b"Content-Type: text/plain; charset=" + charset + eol]
+    return [*fields, b"Content-Type: text/plain; charset=" + charset + eol]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from email.message import Message
 from email.utils import getaddresses
+from typing import TypedDict
 
 from mailhook.core.calendar import TOO_LARGE, CalendarError, parse_calendar
 from mailhook.core.mimetree import (
@@ -200,7 +201,16 @@ def parse_message(raw: bytes) -> ParsedMessage:
         return ParsedMessage(raw=raw, skip_reason="unparsable message", **_identity_if_readable(raw))
 
 
-def _identity_if_readable(raw: bytes) -> dict[str, str]:
+class _Identity(TypedDict, total=False):
+    """The header fields that name a message in the log line."""
+
+    message_id: str
+    subject: str
+    from_address: str
+    received: str
+
+
+def _identity_if_readable(raw: bytes) -> _Identity:
     """The top header block's identity for the log line, when even that can be read."""
     try:
         return _top_identity(raw)
@@ -273,7 +283,7 @@ def _calendar_part(part: MimePart) -> CalendarPart:
     )
 
 
-def _identity(headers: Message) -> dict[str, str]:
+def _identity(headers: Message) -> _Identity:
     return {
         "message_id": str(headers.get("message-id", "")).strip(),
         "subject": decode_words(str(headers.get("subject", ""))).strip(),
@@ -282,7 +292,7 @@ def _identity(headers: Message) -> dict[str, str]:
     }
 
 
-def _top_identity(raw: bytes) -> dict[str, str]:
+def _top_identity(raw: bytes) -> _Identity:
     """Message-ID, Subject and From read from the top header block alone (the cheap path)."""
     start = len(BOM) if raw.startswith(BOM) else 0
     header_end, _body = split_header(raw, start, len(raw))

@@ -127,6 +127,9 @@ class Conference:
 
     id: str
     url: str  # the join link TrueConf returned; never built by mailhook
+    # Its tags, as far as TrueConf said (mailhook's own one names the event): read when
+    # postponed work checks whose the conference is; not part of a conference's identity.
+    tags: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

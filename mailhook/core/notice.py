@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from email.errors import HeaderParseError
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mailhook.core import compose
 from mailhook.core.blocks import is_safe_url
 from mailhook.core.model import ConferenceSpec
+from mailhook.core.notice_texts import ACTION, REASONS, REFUSED, TEXT
 
 # What may not stand in a line of the notice: C0 and C1 controls (CR, LF, NUL...), DEL, the
 # Unicode line and paragraph separators, and lone surrogates (undecodable bytes).
@@ -46,49 +47,6 @@ _DECODE_ROUNDS = 4
 
 NoticeKind = Literal["created", "updated", "action_required"]
 NoticeWhen = Literal["created", "always", "never"]
-
-_TEXT = {
-    "en": {
-        "subject": "TrueConf conference: {topic}",
-        "updated_subject": "TrueConf conference updated: {topic}",
-        "intro": "Your invitation now carries a TrueConf video conference.",
-        "updated_intro": "The TrueConf video conference of your event has changed.",
-        "topic": "Topic",
-        "time": "Time",
-        "link": "Link",
-        "join": "Join the conference",
-        "link_hint": "If the button does not work, open this link:",
-        "recurring": "Recurring meeting: the conference is set for the occurrence of {day}. "
-                     "When that occurrence is over, the conference moves on to the next one by "
-                     "itself; the link stays the same.",
-        "hosted_by": "Your address has no TrueConf account, so the conference belongs to the "
-                     "TrueConf account {account}.",
-        "accounts": "In their TrueConf accounts",
-        "by_link": "Joining by the link",
-        "nobody": "nobody",
-        "footer": "This message was sent automatically; there is no need to reply.",
-    },
-    "ru": {
-        "subject": "Конференция TrueConf: {topic}",
-        "updated_subject": "Конференция TrueConf изменена: {topic}",
-        "intro": "В ваше приглашение добавлена видеоконференция TrueConf.",
-        "updated_intro": "Видеоконференция TrueConf вашего события изменена.",
-        "topic": "Тема",
-        "time": "Время",
-        "link": "Ссылка",
-        "join": "Подключиться к конференции",
-        "link_hint": "Если кнопка не работает, откройте ссылку:",
-        "recurring": "Повторяющаяся встреча: конференция назначена на встречу {day}. "
-                     "Когда эта встреча закончится, конференция сама перейдёт на следующую; "
-                     "ссылка останется прежней.",
-        "hosted_by": "У вашего адреса нет учётной записи TrueConf, поэтому конференция "
-                     "принадлежит учётной записи TrueConf {account}.",
-        "accounts": "В учётных записях TrueConf",
-        "by_link": "Подключатся по ссылке",
-        "nobody": "никто",
-        "footer": "Это письмо отправлено автоматически, отвечать на него не нужно.",
-    },
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +111,7 @@ def build_notice(facts: NoticeFacts, sender: str, language: str, now: datetime,
 
     ``message_id`` (with its angle brackets) replaces the one made up here, for tests.
     """
-    text = _TEXT.get(language, _TEXT["en"])
+    text = TEXT.get(language, TEXT["en"])
     topic = header_text(facts.topic)
     subject = text["updated_subject" if facts.updated else "subject"].format(topic=topic)
     when = _when(facts)
@@ -291,8 +249,8 @@ def _local_times(facts: NoticeFacts) -> tuple[datetime, datetime, str]:
         return (datetime.fromtimestamp(facts.start, zone),
                 datetime.fromtimestamp(facts.start + facts.duration, zone), name)
     except (ValueError, OverflowError, OSError, TypeError):  # a zone that cannot say its offset
-        return (datetime.fromtimestamp(facts.start, timezone.utc),
-                datetime.fromtimestamp(facts.start + facts.duration, timezone.utc), "")
+        return (datetime.fromtimestamp(facts.start, UTC),
+                datetime.fromtimestamp(facts.start + facts.duration, UTC), "")
 
 
 def _zone(facts: NoticeFacts) -> tuple[tzinfo, str]:
@@ -305,7 +263,7 @@ def _zone(facts: NoticeFacts) -> tuple[tzinfo, str]:
     if isinstance(zone, ZoneInfo):
         return zone, _bounded(one_line(zone.key), NAME_LIMIT)
     try:
-        name = zone.tzname(datetime.fromtimestamp(facts.start, timezone.utc)) or ""
+        name = zone.tzname(datetime.fromtimestamp(facts.start, UTC)) or ""
     except (ValueError, OverflowError, TypeError):
         name = ""
     # Python's fixed offsets call themselves "UTC+03:00"; the offset is shown anyway.
@@ -403,40 +361,6 @@ def _escaped(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-_ACTION = {
-    "en": {
-        "subject": "Action required: no TrueConf conference for {topic}",
-        "body": (
-            "Your invitation \u201c{topic}\u201d was sent to its attendees WITHOUT a TrueConf "
-            "video conference link.\n\n"
-            "Why: {reason} (since {since} UTC).\n\n"
-            "What to do: once TrueConf Server is back, send an update of the meeting (change "
-            "anything, or just send it again) and the link will be added; or create the "
-            "conference in TrueConf yourself and send its link to the attendees.\n"
-        ),
-    },
-    "ru": {
-        "subject": "Требуется действие: нет конференции TrueConf для {topic}",
-        "body": (
-            "Ваше приглашение \u00ab{topic}\u00bb отправлено участникам БЕЗ ссылки на "
-            "видеоконференцию TrueConf.\n\n"
-            "Причина: {reason} (с {since} UTC).\n\n"
-            "Что сделать: когда TrueConf Server снова будет доступен, отправьте обновление "
-            "встречи (измените что-нибудь или просто отправьте её повторно), и ссылка будет "
-            "добавлена; или создайте конференцию в TrueConf сами и отправьте ссылку участникам.\n"
-        ),
-    },
-}
-_REASONS = {
-    "en": "TrueConf Server did not answer",
-    "ru": "TrueConf Server не отвечал",
-}
-_REFUSED = {
-    "en": "TrueConf Server refused the request: ",
-    "ru": "TrueConf Server отклонил запрос: ",
-}
-
-
 def build_action_notice(
     organizer: str,
     topic: str,
@@ -453,12 +377,12 @@ def build_action_notice(
     ``refusal`` is TrueConf's own reason when it refused the request; without one, TrueConf
     did not answer.
     """
-    text = _ACTION.get(language, _ACTION["en"])
+    text = ACTION.get(language, ACTION["en"])
     topic = header_text(topic)
     fields = _headers(text["subject"].format(topic=topic), sender, organizer, now, message_id)
-    stamp = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    stamp = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
     refusal = _bounded(one_line(refusal), HEADER_TEXT_LIMIT)
-    reason = _REFUSED.get(language, _REFUSED["en"]) + refusal if refusal else _REASONS.get(
-        language, _REASONS["en"])
+    reason = REFUSED.get(language, REFUSED["en"]) + refusal if refusal else REASONS.get(
+        language, REASONS["en"])
     body = text["body"].format(topic=topic, reason=reason, since=stamp)
     return compose.message(fields, compose.text_part("text/plain", body))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
@@ -91,8 +92,8 @@ def read_rule(text: str) -> Rule:
     numbers = {name: _numbers(name, parts[name]) for name in _RANGES if name in parts}
     return Rule(
         freq=freq,
-        interval=_positive(parts, "INTERVAL", 1),
-        count=_positive(parts, "COUNT", None),
+        interval=_positive(parts, "INTERVAL") or 1,
+        count=_positive(parts, "COUNT"),
         until=_until(parts.get("UNTIL", "")),
         seconds=numbers.get("BYSECOND", ()),
         minutes=numbers.get("BYMINUTE", ()),
@@ -123,10 +124,10 @@ def _split(text: str) -> dict[str, str]:
     return parts
 
 
-def _positive(parts: dict[str, str], name: str, default: int | None) -> int | None:
+def _positive(parts: dict[str, str], name: str) -> int | None:
     value = parts.get(name)
     if value is None:
-        return default
+        return None
     if not value.isdigit() or len(value) > 18 or int(value) < 1:
         raise RuleError(f"{name} must be a whole number from 1, not {value[:40]!r}")
     return int(value)
@@ -231,7 +232,7 @@ def _some_day_matches(rule: Rule) -> bool:
     return any(_day_matches(rule, day) for year in _YEARS for day in _candidate_days(rule, year))
 
 
-def _candidate_days(rule: Rule, year: int):
+def _candidate_days(rule: Rule, year: int) -> Iterator[date]:
     for month in rule.months or range(1, 13):
         length = calendar.monthrange(year, month)[1]
         days = {d if d > 0 else length + 1 + d for d in rule.month_days}

@@ -45,8 +45,14 @@ INTERNAL_ERROR = Reply(451, "4.3.0 Temporary local problem, please try again lat
 SHUTTING_DOWN = Reply(421, "4.3.2 Shutting down, please try again later")
 TRANSACTION_LOST = Reply(451, "4.3.0 Next hop transaction lost, please try again")
 NEXT_HOP_UNREACHABLE = Reply(451, "4.4.1 Next hop unavailable, try again later")
+# relay.host/relay.port lead back to mailhook itself: a configuration error, so the MTA keeps
+# the mail until it is fixed (RFC 3463: X.4.6 is "useful only as a persistent transient error").
+NEXT_HOP_IS_MAILHOOK = Reply(451, "4.4.6 Routing loop: the next hop is mailhook itself, "
+                                  "please try again later")
 
 # --- what the message or its envelope cannot be ----------------------------------------------
+# The message already went round through this mailhook smtp.max_own_hops times.
+ROUTING_LOOP = Reply(554, "5.4.6 Routing loop detected")
 BAD_SENDER = Reply(553, "5.1.7 Bad sender address syntax")
 BAD_RECIPIENT = Reply(553, "5.1.3 Bad recipient address syntax")
 # RFC 6531 3.5: a UTF-8 address in a transaction begun without the SMTPUTF8 parameter.

@@ -20,6 +20,7 @@ from mailhook.core.contentline import (
     unescape_text,
     unfold,
 )
+from mailhook.core.encoding import Encoded, edit_header, encode_payload
 from mailhook.core.mime import (
     BodyDecodeError,
     decode_body,
@@ -28,7 +29,6 @@ from mailhook.core.mime import (
     readable_leaves,
     valid_charset,
 )
-from mailhook.core.encoding import Encoded, edit_header, encode_payload
 from mailhook.core.mimetree import MimePart, find_part, scan_message
 from mailhook.core.model import LinkInsertion, ParsedMessage
 from mailhook.errors import InvitationError

@@ -11,54 +11,38 @@ time and steps that no rule can escape.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
-import re
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import TypeVar
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any, TypeVar
 
 import recurring_ical_events
-from icalendar import Calendar, Component, Event
-from icalendar.prop import vRecur
-from icalendar.timezone import tzp
+from icalendar import Calendar, Component
 
-from mailhook.core.contentline import unfold
-from mailhook.core.mime import MAX_CALENDAR_BYTES
-from mailhook.core.recurrence import RuleError, check_rule
+from mailhook.core.series_read import (
+    MAX_OVERRIDES,
+    SeriesError,
+    as_utc,
+    read_series,
+    relevant_timing,
+)
+
+__all__ = ["Occurrence", "SeriesError", "merge_series", "next_occurrence"]
 
 # Refuse rules whose expansion up to the search horizon would take more steps than this.
 MAX_EXPANSION = 200_000
-MAX_RDATES = 5_000
-MAX_EXDATES = 5_000
-MAX_OVERRIDES = 1_000
-MAX_ZONES = 50
-MAX_OBSERVANCES = 200  # STANDARD/DAYLIGHT blocks in one VTIMEZONE; real zones have a handful
-MAX_ZONE_DATES = 2_000  # RDATEs over one VTIMEZONE's observances
-MAX_CACHED_ZONES = 2_000
 # The budget of one search for the next occurrence, whatever the rule: wall-clock seconds, and
 # Python function calls made (a measure of the work done that does not depend on load).
 MAX_SECONDS = 0.5
 MAX_CALLS = 1_000_000
 _T = TypeVar("_T")
-_SEEN_ZONES: set[str] = set()
-# icalendar keeps the VTIMEZONEs it parses in one process-wide table, from which it resolves
-# TZIDs while parsing: a parse and the clearing of that table must not overlap. Nothing else in
-# series work touches the table, so expanding runs without the lock.
-_LOCK = threading.Lock()
 # Code that works on objects shared between threads: the time zones in icalendar's table (and
 # the rules inside them). The budget never breaks off work in the middle of it.
 _SHARED_CODE = tuple(os.sep + os.path.join(*parts) + os.sep
                      for parts in (("dateutil", "tz"), ("zoneinfo",), ("icalendar", "timezone")))
-# A TZID parameter: ";TZID=" then a quoted string or a bare value up to ";" or ":".
-_TZID_PARAM = re.compile(r'(?i)(;TZID=)("[^"]*"|[^;:]*)')
-# The properties that decide when an event happens; the series keeps only these.
-_TIMING = frozenset({"UID", "DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE",
-                     "RECURRENCE-ID", "STATUS", "SEQUENCE", "SUMMARY", "X-MICROSOFT-CDO-ALLDAYEVENT"})
 MAX_SKIPPED = 2_000  # cancelled occurrences stepped over while looking for the next one
 # The occurrence is looked for in growing windows; nothing further than the last is scheduled.
 WINDOWS = (timedelta(days=8), timedelta(days=100), timedelta(days=800), timedelta(days=3700))
@@ -74,12 +58,6 @@ _FREQ_SECONDS = {
 # BYxxx parts that multiply the occurrences of a coarser FREQ.
 _UNITS = {"BYSECOND": "SECONDLY", "BYMINUTE": "MINUTELY", "BYHOUR": "HOURLY", "BYDAY": "DAILY",
           "BYMONTHDAY": "DAILY", "BYYEARDAY": "DAILY", "BYMONTH": "MONTHLY"}
-# Exchange's time zones start in 1601; expanding their rules from then costs for nothing.
-_OLD_ONSET = re.compile(r"(?m)^(DTSTART(?:;[^:\r\n]*)?:)(0\d{3}|1[0-8]\d\d|19[0-6]\d)(?=\d{4})")
-
-
-class SeriesError(ValueError):
-    """The series cannot be used: unreadable, or too costly to expand."""
 
 
 class _Overrun(BaseException):
@@ -112,8 +90,8 @@ def merge_series(stored: str, incoming: str, uid: str, method: str) -> str:
 
 
 def _merge(stored: str, incoming: str, uid: str, method: str) -> str:
-    new = _read(_relevant(incoming, uid))
-    old = _read(stored) if stored else None
+    new = read_series(relevant_timing(incoming, uid))
+    old = read_series(stored) if stored else None
     events = [e for e in new.walk("VEVENT") if str(e.get("UID", "")) == uid]
     master = next((e for e in events if "RECURRENCE-ID" not in e), None)
     old_master = _master(old) if old is not None else None
@@ -161,7 +139,6 @@ def _within_budget(work: Callable[[], _T]) -> _T:
         calls -= 1
         if (calls < 0 or time.monotonic() > deadline) and not _in_shared_code(frame):
             raise _Overrun
-        return None
 
     previous = sys.gettrace()
     sys.settrace(count)
@@ -187,7 +164,7 @@ def _in_shared_code(frame: object) -> bool:
 
 
 def _next_occurrence(series: str, now: datetime, default_zone: tzinfo) -> Occurrence | None:
-    calendar = _read(series)
+    calendar = read_series(series)
     master = _master(calendar)
     if master is None:
         return None
@@ -199,7 +176,8 @@ def _search(
     calendar: Calendar, windows: list[timedelta], now: datetime, default_zone: tzinfo
 ) -> Occurrence | None:
     """Expand the series in growing windows from ``now`` until a live occurrence turns up."""
-    floating = _is_floating(_master(calendar))
+    master = _master(calendar)
+    floating = master is not None and _is_floating(master)
     query_from = now.astimezone(default_zone).replace(tzinfo=None) if floating else now
     query = recurring_ical_events.of(calendar)
     for window in windows:
@@ -209,7 +187,7 @@ def _search(
     return None
 
 
-def _first_live(components: list[Event], now: datetime, default_zone: tzinfo) -> Occurrence | None:
+def _first_live(components: list[Component], now: datetime, default_zone: tzinfo) -> Occurrence | None:
     live = [
         _occurrence(c, default_zone)
         for c in components[:MAX_SKIPPED]
@@ -219,209 +197,37 @@ def _first_live(components: list[Event], now: datetime, default_zone: tzinfo) ->
     return min(live, key=lambda o: o.start) if live else None
 
 
-def _relevant(text: str, uid: str) -> str:
-    """Only what scheduling needs: the time zones and this UID's VEVENTs, with their timing
-    properties. Attendee lists, descriptions and other components are dropped before parsing,
-    so their size never costs anything."""
-    if len(text) > MAX_CALENDAR_BYTES:
-        raise SeriesError("calendar object too large")
-    zones: list[str] = []
-    events: list[list[str]] = []
-    block: list[str] | None = None
-    kind = ""
-    nested = 0  # depth of components inside a VEVENT (VALARM...), which scheduling ignores
-    for line in (content.logical for content in unfold(text) if content.logical):
-        upper = line.upper()
-        if block is None:
-            if upper in ("BEGIN:VTIMEZONE", "BEGIN:VEVENT"):
-                block, kind = [line], upper[6:]
-            continue
-        if kind == "VEVENT" and (nested or upper.startswith("BEGIN:")) and upper != "END:VEVENT":
-            nested += 1 if upper.startswith("BEGIN:") else -1 if upper.startswith("END:") else 0
-            continue
-        if upper == f"END:{kind}":
-            block.append(line)
-            if kind == "VTIMEZONE":
-                zones.append("\r\n".join(block))
-            else:
-                events.append(block)
-            block = None
-            if len(events) > MAX_OVERRIDES + 1 or len(zones) > MAX_ZONES:
-                raise SeriesError("too many components")
-            continue
-        if kind == "VTIMEZONE" or _kept(upper):
-            block.append(line)
-    wanted = [e for e in events if any(_is_uid(line, uid) for line in e)]
-    names = _zone_names(zones)
-    body = "".join(_renamed(z.split("\r\n"), names) + "\r\n" for z in zones)
-    body += "".join(_renamed(e, names) + "\r\n" for e in wanted)
-    return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\n{body}END:VCALENDAR\r\n"
-
-
-def _zone_names(zones: list[str]) -> dict[str, str]:
-    """A name for each sender-defined zone that is unique to its definition.
-
-    icalendar keeps every VTIMEZONE it parses in a process-wide table keyed by TZID; without
-    this, one sender's "FLE Standard Time" would be used for the next sender's events.
-    """
-    names: dict[str, str] = {}
-    for zone in zones:
-        tzid = next((_tzid_of(line) for line in zone.split("\r\n") if line.upper().startswith("TZID")), "")
-        if tzid:
-            digest = hashlib.sha256(zone.encode("utf-8", "replace")).hexdigest()[:16]
-            names[tzid] = f"{tzid}~{digest}"
-    _note_zones(names.values())
-    return names
-
-
-def _tzid_of(line: str) -> str:
-    """The TZID of a "TZID:..." line, unescaped."""
-    return _clean_tzid(line.partition(":")[2])
-
-
-def _clean_tzid(value: str) -> str:
-    return re.sub(r"\\([,;\\])", r"\1", value.strip().strip('"'))
-
-
-def _renamed(lines: list[str], names: dict[str, str]) -> str:
-    """The lines with every TZID (parameter or VTIMEZONE property) under its unique name."""
-    if not names:
-        return "\r\n".join(lines)
-    out = []
-    for line in lines:
-        if line.upper().startswith("TZID:") and _tzid_of(line) in names:
-            line = "TZID:" + _escape_tzid(names[_tzid_of(line)])
-        else:
-            line = _TZID_PARAM.sub(lambda m: m.group(1) + _param_value(names, m.group(2)), line)
-        out.append(line)
-    return "\r\n".join(out)
-
-
-def _param_value(names: dict[str, str], raw: str) -> str:
-    renamed = names.get(_clean_tzid(raw))
-    return f'"{renamed}"' if renamed else raw
-
-
-def _escape_tzid(name: str) -> str:
-    return name.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
-
-
-def _note_zones(names: object) -> None:
-    """Keep icalendar's table of sender-defined zones from growing without bound."""
-    with _LOCK:
-        _SEEN_ZONES.update(names)  # type: ignore[arg-type]
-        if len(_SEEN_ZONES) > MAX_CACHED_ZONES:
-            _SEEN_ZONES.clear()
-            tzp.use_default()  # starts a fresh table
-
-
-def _kept(upper_line: str) -> bool:
-    return re.split(r"[;:]", upper_line, maxsplit=1)[0] in _TIMING
-
-
-def _is_uid(line: str, uid: str) -> bool:
-    name, _, value = line.partition(":")
-    return name.split(";")[0].upper() == "UID" and value == uid
-
-
-def _read(text: str) -> Calendar:
-    """The calendar, once its recurrence data is known to be safe to expand."""
-    try:
-        with _LOCK:
-            calendar = Calendar.from_ical(_OLD_ONSET.sub(r"\g<1>1970", text))
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise SeriesError(f"unreadable calendar: {exc}") from exc
-    _check_recurrence(calendar)
-    return calendar
-
-
-def _check_recurrence(calendar: Calendar) -> None:
-    """Refuse rules and dates that no expansion should be asked to walk: the events' and the
-    time zones' (a zone's rules are expanded whenever one of its times is converted)."""
-    for zone in calendar.walk("VTIMEZONE"):
-        if len(zone.subcomponents) > MAX_OBSERVANCES:
-            raise SeriesError(f"time zone with {len(zone.subcomponents)} observances")
-        dates = 0
-        for observance in zone.subcomponents:
-            _check_rules(observance, observance=True)
-            dates += _count_dates(observance, "RDATE")
-        if dates > MAX_ZONE_DATES:
-            raise SeriesError(f"time zone with {dates} RDATE values")
-    for event in calendar.walk("VEVENT"):
-        _check_rules(event)
-        for name, limit in (("RDATE", MAX_RDATES), ("EXDATE", MAX_EXDATES)):
-            if (count := _count_dates(event, name)) > limit:
-                raise SeriesError(f"{count} {name} values")
-
-
-def _check_rules(component: Component, observance: bool = False) -> None:
-    start = component.decoded("DTSTART") if "DTSTART" in component else None
-    for name in ("RRULE", "EXRULE"):
-        values = component.get(name, [])
-        for value in values if isinstance(values, list) else [values]:
-            if not isinstance(value, vRecur):
-                raise SeriesError(f"unreadable {name}")
-            text = value.to_ical().decode("utf-8", "replace")
-            try:
-                check_rule(text, start, observance=observance)
-            except RuleError as exc:
-                shown = text if len(text) <= 120 else text[:117] + "..."
-                raise SeriesError(f"the rule {shown} cannot be used: {exc}") from None
-
-
-def _count_dates(component: Component, name: str) -> int:
-    """How many values the component's RDATE or EXDATE lines hold, each a date, a date-time or
-    (RDATE only) a period that does not end before it starts."""
-    values = component.get(name, [])
-    count = 0
-    for line in values if isinstance(values, list) else [values]:
-        for value in line.dts:
-            _check_date(value.dt, name)
-            count += 1
-    return count
-
-
-def _check_date(value: object, name: str) -> None:
-    if isinstance(value, tuple) and name == "RDATE" and len(value) == 2:
-        start, end = value
-        if isinstance(end, timedelta) and end >= timedelta(0):
-            return
-        if isinstance(end, datetime) and isinstance(start, datetime):
-            if _as_utc(end) >= _as_utc(start):
-                return
-    elif isinstance(value, date):
-        return
-    raise SeriesError(f"{name} value {value!r} is not a date, a date-time or a period")
-
-
-def _master(calendar: Calendar) -> Event | None:
+def _master(calendar: Calendar) -> Component | None:
     return next((e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" not in e), None)
 
 
-def _overrides(calendar: Calendar) -> dict[str, Event]:
+def _overrides(calendar: Calendar) -> dict[str, Component]:
     return {_instance_key(e): e for e in calendar.walk("VEVENT") if "RECURRENCE-ID" in e}
 
 
-def _instance_key(event: Event) -> str:
-    value = event.decoded("RECURRENCE-ID")
+def _instance_key(event: Component) -> str:
+    value: date | datetime = event.decoded("RECURRENCE-ID")
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y%m%dT%H%M%S")
     return value.strftime("%Y%m%d")
 
 
-def _same_timing(new: Event, old: Event | None) -> bool:
+def _same_timing(new: Component, old: Component | None) -> bool:
     if old is None:
         return True
     return all(new.get(name) == old.get(name) for name in ("DTSTART", "RRULE", "RDATE", "EXDATE"))
 
 
-def _compose(new: Calendar, old: Calendar | None, master: Event | None, overrides: dict[str, Event]) -> str:
+def _compose(
+    new: Calendar, old: Calendar | None, master: Component | None,
+    overrides: dict[str, Component],
+) -> str:
     out = Calendar()
     out.add("PRODID", "-//mailhook//series//EN")
     out.add("VERSION", "2.0")
-    zones: dict[str, object] = {}
+    zones: dict[str, Component] = {}
     for source in (old, new):
         for zone in source.walk("VTIMEZONE") if source is not None else ():
             zones[str(zone.get("TZID", ""))] = zone
@@ -431,10 +237,11 @@ def _compose(new: Calendar, old: Calendar | None, master: Event | None, override
         out.add_component(master)
     for instance in overrides.values():
         out.add_component(instance)
-    return out.to_ical().decode("utf-8")
+    text: str = out.to_ical().decode("utf-8")
+    return text
 
 
-def _check_cost(master: Event, now: datetime) -> timedelta:
+def _check_cost(master: Component, now: datetime) -> timedelta:
     """Refuse rules whose expansion up to the search horizon would take too many steps; the
     shortest time between two occurrences that any rule of the event gives."""
     rules = master.get("RRULE")
@@ -444,7 +251,7 @@ def _check_cost(master: Event, now: datetime) -> timedelta:
     return spacing
 
 
-def _check_rule(rule: dict, master: Event, now: datetime) -> timedelta:
+def _check_rule(rule: dict[str, Any], master: Component, now: datetime) -> timedelta:
     """Estimate the steps expanding the rule up to the search horizon takes; refuse huge ones.
     The rule's mean time between occurrences."""
     freq = str(rule.get("FREQ", ["DAILY"])[0]).upper()
@@ -458,11 +265,11 @@ def _check_rule(rule: dict, master: Event, now: datetime) -> timedelta:
     counts = rule.get("COUNT")
     if counts and int(counts[0]) <= MAX_EXPANSION:
         return spacing
-    start = _as_utc(master.decoded("DTSTART"))
+    start = as_utc(master.decoded("DTSTART"))
     end = now + WINDOWS[-1]
     until = rule.get("UNTIL")
     if until:
-        end = min(end, _as_utc(until[0]))
+        end = min(end, as_utc(until[0]))
     steps = max((end - start).total_seconds(), 0) / period * factor
     if steps > MAX_EXPANSION:
         raise SeriesError(f"the rule FREQ={freq} would take about {int(steps)} steps to expand")
@@ -481,18 +288,12 @@ def _windows(spacing: timedelta) -> list[timedelta]:
     return windows + list(WINDOWS)
 
 
-def _as_utc(value: date | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-
-
-def _is_floating(master: Event) -> bool:
+def _is_floating(master: Component) -> bool:
     start = master.decoded("DTSTART")
     return not isinstance(start, datetime) or start.tzinfo is None
 
 
-def _occurrence(component: Event, default_zone: tzinfo) -> Occurrence:
+def _occurrence(component: Component, default_zone: tzinfo) -> Occurrence:
     start = _localised(component.decoded("DTSTART"), default_zone)
     if "DTEND" in component:
         end = _localised(component.decoded("DTEND"), default_zone)
@@ -504,8 +305,8 @@ def _occurrence(component: Event, default_zone: tzinfo) -> Occurrence:
         end = start
     offset = start.utcoffset() or timedelta(0)
     return Occurrence(
-        start.astimezone(timezone.utc),
-        max(end, start).astimezone(timezone.utc),
+        start.astimezone(UTC),
+        max(end, start).astimezone(UTC),
         int(offset.total_seconds() // 60),
     )
 

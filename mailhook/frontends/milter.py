@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.messages import (
     Abort,
-    AddHeader,
     ActionFlags,
+    AddHeader,
     Body,
     ChangeHeader,
     Close,
@@ -134,7 +134,7 @@ class MilterServer:
     @property
     def address(self) -> str:
         """The socket in Postfix's notation (with the real port when 0 was asked for)."""
-        kind, where, _ = milter_socket(self.settings.listen)
+        kind, _where, _ = milter_socket(self.settings.listen)
         if kind == "unix" or self._server is None:
             return self.settings.listen
         host, port = self._server.sockets[0].getsockname()[:2]
@@ -199,7 +199,7 @@ class MilterConnection:
             raise ProtocolError("connection closed inside a packet") from None
         return _decode(_HEADER.pack(size) + data)
 
-    async def _dispatch(self, packet: Message) -> bool:
+    async def _dispatch(self, packet: Message) -> bool:  # noqa: C901 - one case per packet kind
         """Handle one packet; False when the connection is to end."""
         match packet:
             case Negotiate():
@@ -349,8 +349,8 @@ def _fields(head: bytes) -> list[tuple[str, bytes]]:
             name, value = fields[-1]
             fields[-1] = (name, value + b"\r\n" + line)
         elif b":" in line:
-            name, _, value = line.partition(b":")
-            fields.append((name.decode("ascii", "replace").strip(), value))
+            raw_name, _, value = line.partition(b":")
+            fields.append((raw_name.decode("ascii", "replace").strip(), value))
     return fields
 
 
@@ -359,7 +359,7 @@ def _decode(packet: bytes) -> Message:
     buffer[:] = packet
     try:
         message, _ = Message.unpack(buffer)
-    except Exception as exc:  # the library's parse errors differ by packet (assert, struct)
+    except Exception as exc:  # noqa: BLE001 - the library's parse errors differ by packet (assert, struct)
         raise ProtocolError(f"malformed packet {packet[4:5]!r}: {exc or type(exc).__name__}") \
             from None
     if hasattr(message, "freeze"):

@@ -296,7 +296,7 @@ class SmtpServer:
 def call_limits(limit: int) -> dict[str, int]:
     """Per-session command limits: chatter is limited, mail transactions are not."""
     chatter = ("NOOP", "VRFY", "EXPN", "HELP", "HELO", "EHLO")
-    return {"*": 10**9, **{command: limit for command in chatter}}
+    return {"*": 10**9, **dict.fromkeys(chatter, limit)}
 
 
 def _xforward_attributes(arg: str) -> dict[str, str] | str:

@@ -15,7 +15,8 @@ from mailhook.store.base import CachedUsers
 def upsert_sql(columns: tuple[str, ...], marker: str = "?") -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("organizer", "uid"))
     return (
-        f"insert into events ({', '.join(columns)}) values ({', '.join(marker for _ in columns)}) "
+        # the columns are the store's own field names, never input
+        f"insert into events ({', '.join(columns)}) values ({', '.join(marker for _ in columns)}) "  # noqa: S608
         f"on conflict (organizer, uid) do update set {updates}"
     )
 

@@ -23,7 +23,7 @@ class Migration:
 
 
 def _create_events(db: sqlite_utils.Database) -> None:
-    db["events"].create(
+    db.table("events").create(
         {
             "organizer": str,
             "uid": str,
@@ -41,30 +41,30 @@ def _create_events(db: sqlite_utils.Database) -> None:
         pk=("organizer", "uid"),
         not_null={"organizer", "uid", "state", "tag"},
     )
-    db["events"].create_index(["conference_id"])
+    db.table("events").create_index(["conference_id"])
 
 
 def _add_occurrence_end(db: sqlite_utils.Database) -> None:
-    db["events"].add_column("occurrence_end", float)
-    db["events"].create_index(["state", "occurrence_end"])
+    db.table("events").add_column("occurrence_end", float)
+    db.table("events").create_index(["state", "occurrence_end"])
 
 
 def _add_retries(db: sqlite_utils.Database) -> None:
     for column, kind in (("pending_update", int), ("retry_at", float), ("attempts", int),
                          ("retry_since", float)):
-        db["events"].add_column(column, kind)
-    db["events"].create_index(["pending_update", "retry_at"])
-    db["pending_deletes"].create(
+        db.table("events").add_column(column, kind)
+    db.table("events").create_index(["pending_update", "retry_at"])
+    db.table("pending_deletes").create(
         {"conference_id": str, "organizer": str, "uid": str, "attempts": int, "retry_at": float,
          "last_error": str},
         pk="conference_id",
     )
-    db["pending_deletes"].create_index(["retry_at"])
+    db.table("pending_deletes").create_index(["retry_at"])
 
 
 def _add_notices_sent(db: sqlite_utils.Database) -> None:
     # Notices that go out once per event whatever messages follow (kinds in Store.note_sent).
-    db["notices_sent"].create(
+    db.table("notices_sent").create(
         {"organizer": str, "uid": str, "kind": str, "sent_at": float},
         pk=("organizer", "uid", "kind"),
     )
@@ -72,10 +72,10 @@ def _add_notices_sent(db: sqlite_utils.Database) -> None:
 
 def _add_claims_and_users(db: sqlite_utils.Database) -> None:
     for table in ("events", "pending_deletes"):
-        db[table].add_column("claimed_by", str, not_null_default="")
-        db[table].add_column("claimed_until", float, not_null_default=0.0)
-    db["events"].create_index(["state", "updated_at"])
-    db["users_cache"].create(
+        db.table(table).add_column("claimed_by", str, not_null_default="")
+        db.table(table).add_column("claimed_until", float, not_null_default=0.0)
+    db.table("events").create_index(["state", "updated_at"])
+    db.table("users_cache").create(
         {"server": str, "fetched_at": float, "users": str}, pk="server", not_null={"users"}
     )
 
@@ -132,8 +132,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "alter table events add column claimed_by text not null default ''",
             "alter table events add column claimed_until double precision not null default 0",
             "alter table pending_deletes add column claimed_by text not null default ''",
-            "alter table pending_deletes add column claimed_until double precision "
-            "not null default 0",
+            ("alter table pending_deletes add column claimed_until double precision "
+             "not null default 0"),
             "create index idx_events_state_updated_at on events (state, updated_at)",
             """create table users_cache (
                 server text primary key, fetched_at double precision, users text not null)""",

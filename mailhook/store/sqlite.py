@@ -27,7 +27,6 @@ from mailhook.locks import EventLocks, KeyedLocks
 from mailhook.store.base import EventState, StoredEvent
 from mailhook.store.rows import pending_from_row, pending_row
 from mailhook.store.sqlite_file import StoreFile
-from mailhook.store.sqlite_work import SharedWork
 from mailhook.store.sqlite_schema import (
     MIGRATIONS,
     event_from_row,
@@ -38,6 +37,7 @@ from mailhook.store.sqlite_schema import (
     to_row,
     upsert_sql,
 )
+from mailhook.store.sqlite_work import SharedWork
 
 # The schema's functions are used from here too (tests, the worker processes' start-up).
 __all__ = ["MIGRATIONS", "READER_CACHE_KIB", "WRITER_CACHE_KIB", "SqliteStore", "event_from_row",
@@ -200,7 +200,7 @@ class SqliteStore(SharedWork):
         await self._run(self._write, self._put_pending_delete, pending)
 
     def _put_pending_delete(self, pending: PendingDelete) -> None:
-        self._open()["pending_deletes"].upsert(pending_row(pending), pk="conference_id")
+        self._open().table("pending_deletes").upsert(pending_row(pending), pk="conference_id")
 
     async def due_deletes(self, now: float) -> list[PendingDelete]:
         return await self._run(self._due_deletes, now)

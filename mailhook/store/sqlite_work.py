@@ -35,10 +35,11 @@ class SharedWork:
     _checked: Callable[[], sqlite_utils.Database]
 
     async def pending_deletes(self) -> list[PendingDelete]:
-        return await self._run(self._pending_deletes)
+        found: list[PendingDelete] = await self._run(self._pending_deletes)
+        return found
 
     def _pending_deletes(self) -> list[PendingDelete]:
-        rows = self._checked()["pending_deletes"].rows_where(order_by="retry_at")
+        rows = self._checked().table("pending_deletes").rows_where(order_by="retry_at")
         return [pending_from_row(row) for row in rows]
 
     # --- coordination ---------------------------------------------------------------------
@@ -89,8 +90,9 @@ class SharedWork:
     def _claim(self, table: str, where: str, params: list[Any], order: str, now: float,
                owner: str, lease: float, limit: int) -> list[dict[str, Any]]:
         # One statement: SQLite runs writers one at a time, so two claims never take one row.
+        # The table, condition and order are this module's own text, never input.
         cursor = self._open().conn.execute(
-            f"update {table} set claimed_by = ?, claimed_until = ? where rowid in ("
+            f"update {table} set claimed_by = ?, claimed_until = ? where rowid in ("  # noqa: S608
             f"select rowid from {table} where {where} and claimed_until <= ? "
             f"order by {order} limit {int(limit)}) returning *",
             [owner, now + lease, *params, now],
@@ -101,7 +103,8 @@ class SharedWork:
     # --- the users directory cache ----------------------------------------------------------
 
     async def load_users(self, server: str) -> CachedUsers | None:
-        return await self._run(self._load_users, server)
+        kept: CachedUsers | None = await self._run(self._load_users, server)
+        return kept
 
     def _load_users(self, server: str) -> CachedUsers | None:
         row = self._checked().execute(

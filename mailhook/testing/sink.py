@@ -191,7 +191,7 @@ class _LenientSMTP(_LongLineSMTP):
             lines.append(line[1:] if line.startswith(b".") else line)
         self.envelope.content = self.envelope.original_content = b"".join(lines)
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
 
 
@@ -218,7 +218,7 @@ class Sink:
         # tls_context: STARTTLS is offered with it.
         self._controller = _Controller(
             self.handler, hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8,
-            data_size_limit=None, **({"tls_context": tls_context} if tls_context else {}),
+            data_size_limit=None, tls_context=tls_context,
         )
 
     @property

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mailhook.testing.standin_state import ConferenceBook, Tokens
 from mailhook.testing.standin_http import Handler, Server
 from mailhook.testing.standin_rules import (
     ALL_SCOPES,
@@ -43,6 +42,7 @@ from mailhook.testing.standin_rules import (
     token_refused,
     user_record,
 )
+from mailhook.testing.standin_state import ConferenceBook, Tokens
 
 __all__ = ["RecordedRequest", "StandIn", "main"]
 TOKEN_PATH = "/oauth2/v1/token"

@@ -16,10 +16,10 @@ from urllib.parse import unquote
 
 from mailhook.testing.standin_rules import (
     ALL_SCOPES,
-    V3_LIST_PARAMETERS,
-    V4_LIST_PARAMETERS,
     CONFERENCE_ROUTE,
     CUSTOM_ID,
+    V3_LIST_PARAMETERS,
+    V4_LIST_PARAMETERS,
     Problem,
     Reply,
     Request,

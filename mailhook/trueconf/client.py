@@ -18,19 +18,24 @@ repeating it is harmless (see ``_request``): never a POST or PATCH the server ma
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from mailhook.core.model import Conference, ConferenceSpec
-from mailhook.errors import TrueConfAuthError, TrueConfError, TrueConfRejected, TrueConfUnavailable
+from mailhook.errors import TrueConfRejected, TrueConfUnavailable
+from mailhook.trueconf.answers import (
+    conference_missing,
+    describe_failure,
+    ok_json,
+    raise_for_status,
+    token_refused,
+)
 from mailhook.trueconf.payload import (
     ListedConference,
     TrueConfUser,
@@ -40,20 +45,15 @@ from mailhook.trueconf.payload import (
     is_v4,
     listed_conference,
     parse_conference,
-    parse_error,
     user_page,
 )
+from mailhook.trueconf.tokens import Tokens
 
 __all__ = ["ListedConference", "TrueConfClient", "TrueConfUser"]
 
-TOKEN_PATH = "/oauth2/v1/token"
 PAGE_SIZE = 100
 # A server that never reports the last page must not keep a message waiting forever.
 MAX_PAGES = 1000
-# Used when the token answer has no usable "expires_in" (the official MCP server does the same).
-DEFAULT_TOKEN_LIFETIME = 3600.0
-# Renew a little early so a token does not expire between our check and the server's.
-TOKEN_MARGIN = 30.0
 # The pool to TrueConf Server. A real server takes a few conference calls a second, so a burst
 # of invitations shares a handful of kept-alive connections; 100 at most (the open files
 # daemon.FILES_RESERVED counts on). Idle ones are dropped after 4 s, under the shortest idle
@@ -65,12 +65,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # The connection broke after the request may have gone out (httpx's pool itself retries only
 # what it never sent). Timeouts are not in this list: waiting twice as long helps nobody.
 CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    value: str
-    expires_at: float  # on the injected clock
 
 
 class TrueConfClient:
@@ -91,13 +85,6 @@ class TrueConfClient:
         self.api_version = api_version
         self._api = f"/api/{api_version}"
         self._v4 = is_v4(api_version)
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._clock = clock
-        self._token: _Token | None = None
-        self._token_as_json = False  # the token endpoint refused a form and took JSON
-        self._token_path = TOKEN_PATH
-        self._token_lock = asyncio.Lock()
         tls = _tls_verify(verify)
         if tls is True:
             tls = ssl.create_default_context()  # the system's trust store, not certifi's bundle
@@ -113,6 +100,7 @@ class TrueConfClient:
             verify=tls,
             limits=POOL_LIMITS,
         )
+        self._tokens = Tokens(self._http, client_id, client_secret, api_version, clock)
 
     async def __aenter__(self) -> TrueConfClient:
         return self
@@ -149,26 +137,15 @@ class TrueConfClient:
     async def delete_conference(self, conference_id: str) -> None:
         """Delete a conference; one that is already gone counts as deleted."""
         response = await self._call("DELETE", _conference_path(conference_id))
-        if not _conference_missing(response):
-            self._raise_for_status(response, "delete the conference")
+        if not conference_missing(response):
+            raise_for_status(response, "delete the conference", self._tokens.scrub)
 
     async def get_conference(self, conference_id: str) -> Conference | None:
         """Read a conference, or None when TrueConf does not know it."""
         response = await self._call("GET", _conference_path(conference_id))
-        if _conference_missing(response):
+        if conference_missing(response):
             return None
         return parse_conference(self._ok_json(response, "read the conference"))
-
-    async def conference_tags(self, conference_id: str) -> tuple[str, ...] | None:
-        """The tags a conference carries (none when the server lists none), or None when
-        TrueConf does not know the conference."""
-        response = await self._call("GET", _conference_path(conference_id))
-        if _conference_missing(response):
-            return None
-        body = self._ok_json(response, "read the conference")
-        parse_conference(body)  # the same checks as any read of a conference
-        tags = body["conference"].get("tags")
-        return tuple(tag for tag in tags if isinstance(tag, str)) if isinstance(tags, list) else ()
 
     async def find_conference_by_tag(self, tag: str, owner: str) -> Conference | None:
         """Find the conference carrying a tag: v3 lists by tag, v4 by owner, paging through both."""
@@ -238,83 +215,11 @@ class TrueConfClient:
 
     async def check(self) -> None:
         """Fetch a fresh token, proving the server is reachable and accepts our credentials."""
-        async with self._token_lock:
-            self._token = await self._fetch_token()
+        await self._tokens.renew()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
-
-    # --- tokens -----------------------------------------------------------------------------
-
-    async def _token_value(self) -> str:
-        token = self._token
-        if token is not None and self._clock() < token.expires_at:
-            return token.value
-        async with self._token_lock:
-            # Another task may have fetched a token while this one waited for the lock.
-            token = self._token
-            if token is None or self._clock() >= token.expires_at:
-                token = self._token = await self._fetch_token()
-            return token.value
-
-    def _forget(self, value: str) -> None:
-        # Only drop the token the server refused, not a newer one another task already fetched.
-        if self._token is not None and self._token.value == value:
-            self._token = None
-
-    async def _post_token(self, form: dict[str, str], as_json: bool = False) -> httpx.Response:
-        response = await self._post_token_to(self._token_path, form, as_json)
-        if response.status_code == 404 and self._v4 and self._token_path == TOKEN_PATH:
-            # Servers of the v4 generation may serve tokens under the API path only.
-            v4_path = f"/api/{self.api_version}/oauth2/token"
-            retry = await self._post_token_to(v4_path, form, as_json)
-            if retry.status_code != 404:
-                self._token_path = v4_path
-                return retry
-        return response
-
-    async def _post_token_to(self, path: str, form: dict[str, str], as_json: bool) -> httpx.Response:
-        as_json = as_json or self._token_as_json
-        try:
-            if as_json:
-                return await self._http.post(path, json=form)
-            return await self._http.post(path, data=form)
-        except httpx.HTTPError as exc:
-            raise TrueConfUnavailable(
-                f"TrueConf token endpoint unreachable: {_describe(exc)}"
-            ) from exc
-
-    async def _fetch_token(self) -> _Token:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self._client_id,
-            "client_secret": self._client_secret,
-        }
-        response = await self._post_token(form)
-        if response.status_code in (400, 401, 415) and not self._token_as_json:
-            # The documented example sends JSON, the official samples a form; servers take
-            # both, but a proxy or an older server may take only one. Try the other once.
-            retry = await self._post_token(form, as_json=True)
-            if retry.status_code < 400:
-                self._token_as_json = True
-                response = retry
-        if response.status_code in (400, 401, 415):
-            raise self._error(TrueConfAuthError, response, "accept the client credentials")
-        body = self._ok_json(response, "issue a token")
-        return self._token_from(body)
-
-    def _token_from(self, body: Any) -> _Token:
-        value = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(value, str) or not value:
-            raise TrueConfRejected(
-                "TrueConf token answer has no access_token", reason="badResponse"
-            )
-        lifetime = body.get("expires_in")
-        if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
-            lifetime = DEFAULT_TOKEN_LIFETIME
-        margin = min(TOKEN_MARGIN, lifetime / 10)
-        return _Token(value=value, expires_at=self._clock() + lifetime - margin)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -322,12 +227,12 @@ class TrueConfClient:
         self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
     ) -> httpx.Response:
         """Send an API request with a token, renewing the token and retrying once if refused."""
-        token = await self._token_value()
+        token = await self._tokens.value()
         response = await self._send(method, path, token, params, json)
-        if not _token_refused(response):
+        if not token_refused(response):
             return response
-        self._forget(token)
-        return await self._send(method, path, await self._token_value(), params, json)
+        self._tokens.forget(token)
+        return await self._send(method, path, await self._tokens.value(), params, json)
 
     async def _send(
         self, method: str, path: str, token: str, params: dict[str, Any] | None, json: Any
@@ -337,7 +242,7 @@ class TrueConfClient:
             return await self._request(method, self._api + path, params, json, headers)
         except httpx.HTTPError as exc:
             raise TrueConfUnavailable(
-                f"TrueConf unreachable on {method} {path}: {_describe(exc)}"
+                f"TrueConf unreachable on {method} {path}: {describe_failure(exc)}"
             ) from exc
 
     async def _request(
@@ -359,74 +264,11 @@ class TrueConfClient:
 
     def _ok_json(self, response: httpx.Response, action: str) -> Any:
         """Return the decoded body of a successful answer, or raise the mapped error."""
-        self._raise_for_status(response, action)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise TrueConfUnavailable(
-                f"TrueConf could not {action}: the answer is not JSON",
-                status=response.status_code,
-                reason="badResponse",
-            ) from exc
-
-    def _raise_for_status(self, response: httpx.Response, action: str) -> None:
-        if response.is_success:
-            return
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise self._error(TrueConfUnavailable, response, action)
-        raise self._error(TrueConfRejected, response, action)
-
-    def _error(
-        self, kind: type[TrueConfError], response: httpx.Response, action: str
-    ) -> TrueConfError:
-        error = parse_error(_body(response))
-        parts = [f"TrueConf could not {action}: HTTP {response.status_code}"]
-        if error.reason:
-            parts.append(f" {error.reason}")
-        if error.message:
-            parts.append(f" ({error.message})")
-        message = self._scrub("".join(parts))
-        return kind(message, status=response.status_code, reason=error.reason)
-
-    def _scrub(self, text: str) -> str:
-        # A server echoing what it received must not carry the secret or a token into the logs.
-        secrets = [self._client_secret, self._token.value if self._token else ""]
-        for secret in filter(None, secrets):
-            text = text.replace(secret, "***")
-        return text
+        return ok_json(response, action, self._tokens.scrub)
 
 
 def _conference_path(conference_id: str) -> str:
     return f"/conferences/{quote(conference_id, safe='')}"
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
-def _token_refused(response: httpx.Response) -> bool:
-    """Tell whether the server refused the token: v4 says 401, v3 says 403 accessTokenInvalid."""
-    if response.status_code == 401:
-        return True
-    return (
-        response.status_code == 403 and parse_error(_body(response)).reason == "accessTokenInvalid"
-    )
-
-
-def _conference_missing(response: httpx.Response) -> bool:
-    # A 404 for an unknown route means a wrong API version, not a deleted conference.
-    if response.status_code != 404:
-        return False
-    return parse_error(_body(response)).reason != "routeNotFound"
-
-
-def _describe(exc: Exception) -> str:
-    detail = str(exc)
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _tls_verify(verify: bool | str) -> bool | ssl.SSLContext:

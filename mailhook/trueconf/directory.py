@@ -17,6 +17,7 @@ from typing import Protocol
 
 from mailhook.errors import StoreUnavailable, TrueConfError
 from mailhook.store.base import CachedUsers
+from mailhook.trueconf.payload import TrueConfUser
 
 log = logging.getLogger("mailhook.trueconf")
 RETRY_AFTER = 60.0  # seconds before a failed refresh of the user list is tried again
@@ -31,7 +32,7 @@ class Account:
 
 
 class UserSource(Protocol):
-    async def list_users(self) -> list:  # items have .id, .email, .display_name
+    async def list_users(self) -> list[TrueConfUser]:
         ...
 
 

@@ -154,7 +154,9 @@ def parse_conference(body: Any) -> Conference:
             f"TrueConf answered without a join link for conference {conference['id']}",
             reason="badResponse",
         )
-    return Conference(id=str(conference["id"]), url=url)
+    tags = conference.get("tags")
+    listed = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    return Conference(id=str(conference["id"]), url=url, tags=listed)
 
 
 def _conference_object(body: Any) -> dict[str, Any] | None:

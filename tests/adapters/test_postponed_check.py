@@ -27,13 +27,16 @@ async def test_owner_of_a_conference_by_its_tag(version: str) -> None:
         port = int(first.url.rsplit(":", 1)[1])
         async with TrueConfClient(first.url, "mailhook", "s", api_version=version) as client:
             made = await client.create_conference(spec_for("alice@example.com", "one"))
-            assert await owner_of(client, made.id, "alice@example.com", "one") is Owner.EVENT
+            assert await owner_of(client, made.id, "alice@example.com", "one",
+                                  "deletion") is Owner.EVENT
     with StandIn(client_id="mailhook", client_secret="s", port=port) as restarted:
         async with TrueConfClient(restarted.url, "mailhook", "s", api_version=version) as client:
-            assert await owner_of(client, made.id, "alice@example.com", "one") is Owner.GONE
+            assert await owner_of(client, made.id, "alice@example.com", "one",
+                                  "deletion") is Owner.GONE
             other = await client.create_conference(spec_for("bob@example.com", "two"))
             assert other.id == made.id  # the id was given anew
-            assert await owner_of(client, made.id, "alice@example.com", "one") is Owner.OTHER
+            assert await owner_of(client, made.id, "alice@example.com", "one",
+                                  "deletion") is Owner.OTHER
             restarted.fail_next(1, 503)
             with pytest.raises(TrueConfUnavailable):
-                await owner_of(client, made.id, "alice@example.com", "one")
+                await owner_of(client, made.id, "alice@example.com", "one", "deletion")

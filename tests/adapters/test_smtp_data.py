@@ -6,7 +6,6 @@ import asyncio
 import tracemalloc
 
 import pytest
-
 from aiosmtpd.smtp import SMTP
 
 from mailhook.frontends.smtp import COMMAND_LINE_LIMIT, MailhookSMTP

@@ -22,8 +22,7 @@ import pytest
 
 from mailhook.core.model import ConferenceSpec, EventState, Invitee, PendingDelete, StoredEvent
 from mailhook.errors import StoreUnavailable
-from mailhook.store import CachedUsers, SqliteStore, Store
-from mailhook.store import schema
+from mailhook.store import CachedUsers, SqliteStore, Store, schema
 from mailhook.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[2]

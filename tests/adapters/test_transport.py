@@ -213,7 +213,7 @@ async def test_a_post_cut_off_mid_answer_is_never_sent_twice() -> None:
 
     async def cut(conn: Conn, request: Exchange) -> bool:
         if request.path.endswith("/conferences"):
-            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"conference\":")
+            await conn.send(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"conference":')
             return False
         return await trueconf(conn, request)
 

@@ -11,23 +11,17 @@ import time
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_cli import ROOT, SECRET, free_port, mailhook, wait_for_port, write_config
 from tests.support.invites import Event, thunderbird
-
-
-def serve(config, env=None) -> subprocess.Popen[str]:
-    """`mailhook serve` as a child process."""
-    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-
-
-def submit(port: int, raw: bytes) -> None:
-    """Hand one message to the daemon."""
-    import smtplib
-
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        client.sendmail("alice@example.com", ["bob@example.com"], raw)
+from tests.support.process import (
+    ROOT,
+    SECRET,
+    free_port,
+    mailhook,
+    serve,
+    submit,
+    wait_for_port,
+    write_config,
+)
 
 
 def state_change(manager: socket.socket) -> bytes:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,58 +15,7 @@ from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
 from tests.support.invites import Event, thunderbird
-
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "s3cret-value-never-shown"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def write_config(tmp_path: Path, standin_url: str, relay_port: int, listen_port: int) -> Path:
-    """A complete config file for a daemon process."""
-    path = tmp_path / "mailhook.toml"
-    path.write_text(
-        f"""
-[smtp]
-listen_port = {listen_port}
-[relay]
-port = {relay_port}
-[trueconf]
-server_url = "{standin_url}"
-client_id = "mailhook"
-client_secret = "{SECRET}"
-[policy]
-local_domains = ["example.com"]
-[store]
-path = "{tmp_path / 'state.sqlite3'}"
-"""
-    )
-    return path
-
-
-def mailhook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the mailhook command to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "mailhook", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **(env or {})},
-    )
-
-
-def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15) -> None:
-    """Wait until something listens on the port (or the process died)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
+from tests.support.process import ROOT, SECRET, free_port, mailhook, wait_for_port, write_config
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path):

@@ -18,16 +18,17 @@ from mailhook.cli import _parser
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_admin import serve, submit
-from tests.integration.test_cli import (
+from tests.support.invites import Event, thunderbird
+from tests.support.process import (
     ROOT,
     SECRET,
     free_port,
     mailhook,
+    serve,
+    submit,
     wait_for_port,
     write_config,
 )
-from tests.support.invites import Event, thunderbird
 
 
 def commands() -> dict[str, str]:

@@ -16,9 +16,9 @@ import pytest
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port, write_config
 from tests.support import reliability
 from tests.support.invites import Event, thunderbird
+from tests.support.process import ROOT, SECRET, free_port, wait_for_port, write_config
 
 RAW = thunderbird(Event())
 

@@ -12,8 +12,8 @@ import aiosmtplib
 import httpx
 
 from mailhook.core import blocks
-from tests.integration.test_pipeline_daemon import invitations
 from tests.support import reliability
+from tests.support.daemon import invitations
 from tests.support.invites import Event, exchange, plain_mail, thunderbird
 
 PATIENCE = 2.0  # seconds any other client may wait while a hostile message is handled
@@ -64,7 +64,7 @@ async def waited(call: Awaitable[object]) -> tuple[object, float]:
     start = time.perf_counter()
     try:
         result = await asyncio.wait_for(call, 10 * PATIENCE)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result = None
     return result, time.perf_counter() - start
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.test_cli import ROOT, write_config
+from tests.support.process import ROOT, write_config
 
 
 def serve_on_a_taken_port(tmp_path: Path, journal: str | None) -> list[str]:

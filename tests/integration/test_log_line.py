@@ -13,9 +13,9 @@ import pytest
 
 from mailhook import logfmt
 from tests.integration.conftest import send
-from tests.integration.test_cli import free_port
 from tests.support import reliability
 from tests.support.invites import Event, plain_mail, thunderbird
+from tests.support.process import free_port
 
 SUMMARY_KEYS = ["queue_id", "client", "message_id", "from", "rcpts", "method", "uid", "decision",
                 "reason", "conference", "reply", "ms"]

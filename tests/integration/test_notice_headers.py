@@ -17,13 +17,14 @@ from mailhook.testing.sink import Sink
 from tests.integration.conftest import send
 from tests.support import reliability
 from tests.support.invites import Event, thunderbird
+from tests.support.trace import untraced
 
 # The organizer notice is multipart/alternative (text and HTML); the action notice is one
 # text/plain part, with its Content-Transfer-Encoding in the message's own head.
 NOTICE_HEADERS = ["Auto-Submitted", "Content-Type", "Date", "From", "MIME-Version", "Message-ID",
                   "Subject", "To"]
 ACTION_HEADERS = sorted([*NOTICE_HEADERS, "Content-Transfer-Encoding"])
-INJECTED = re.compile(r"^(content-type: text/html|bcc|x-evil|cc|reply-to)\b", re.I | re.M)
+INJECTED = re.compile(r"^(content-type: text/html|bcc|x-evil|cc|reply-to)\b", re.IGNORECASE | re.MULTILINE)
 EVIL = b"=?utf-8?q?Q3=0D=0AContent-Type:_text/html=0D=0A=0D=0A<p>evil</p>?="
 NESTED = base64.b64encode(b"=?utf-8?q?Q3=0D=0ABcc:_victim@example.net?=").decode()
 
@@ -87,7 +88,8 @@ def assert_well_formed(raw: bytes) -> None:
 def assert_own_headers(raw: bytes, action: bool = False) -> email.message.EmailMessage:
     """Exactly the notice's own header fields, each once; no injected field anywhere in the head;
     exactly its own parts (text and HTML; one text part for the action notice)."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    # The trace field on top is the relay's, put on every message mailhook sends on.
+    message = email.message_from_bytes(untraced(raw), policy=email.policy.default)
     assert sorted(message.keys()) == (ACTION_HEADERS if action else NOTICE_HEADERS)
     assert not message.defects
     assert message["From"] == "noreply@example.com"

@@ -17,8 +17,8 @@ from mailhook.daemon import Daemon
 from mailhook.notify import Notifier
 from mailhook.testing.sink import Sink, SinkHandler
 from tests.integration.conftest import send, settings_for
-from tests.integration.test_cli import free_port
 from tests.support.invites import Event, thunderbird
+from tests.support.process import free_port
 
 SECRET = "s3cret-value"  # what the conftest stand-in accepts
 METRICS = {"listen_port": 0, "health_cache": 60.0}

@@ -16,9 +16,9 @@ import pytest
 
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port
 from tests.support import postfix
 from tests.support.invites import Event, thunderbird
+from tests.support.process import ROOT, SECRET, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 

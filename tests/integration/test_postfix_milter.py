@@ -82,7 +82,7 @@ def test_postfix_milter_rewrites_invitations_and_keeps_them_while_trueconf_is_do
             instance.sendmail("alice@example.com", ["zoe@example.net"], thunderbird(Event(
                 uid="while-down@example.com")))
             deadline = time.monotonic() + 60
-            while instance.waiting() == 0 or "milter-reject" not in instance.log() and time.monotonic() < deadline:
+            while instance.waiting() == 0 or ("milter-reject" not in instance.log() and time.monotonic() < deadline):
                 time.sleep(0.2)
             deferred = instance.waiting()
             assert len(list((instance.maildir / "zoe" / "new").glob("*"))) == 1

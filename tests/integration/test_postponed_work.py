@@ -11,8 +11,8 @@ from mailhook.core.model import ConferenceSpec
 from mailhook.testing.standin import StandIn
 from mailhook.trueconf.client import TrueConfClient
 from tests.integration.conftest import USERS, send
-from tests.integration.test_pipeline_daemon import invitations
 from tests.support.clock import Clock
+from tests.support.daemon import invitations
 from tests.support.invites import Event, thunderbird
 
 LATER = 10 * 3600  # seconds: a retry pass "ten hours later"

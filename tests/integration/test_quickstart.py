@@ -21,7 +21,7 @@ PORTS = (8090, 10026, 10025)  # the stand-in, the sink, mailhook, as the quick s
 
 def shell_blocks(markdown: str) -> list[str]:
     """The ```sh blocks of a Markdown text."""
-    return re.findall(r"^```sh\n(.*?)^```", markdown, re.S | re.M)
+    return re.findall(r"^```sh\n(.*?)^```", markdown, re.DOTALL | re.MULTILINE)
 
 
 def quick_start() -> tuple[list[str], str]:

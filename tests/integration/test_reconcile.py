@@ -8,17 +8,24 @@ import signal
 
 import pytest
 
-from mailhook.reconcile import MAILHOOK_TAG, compare
 from mailhook.core.decide import event_tag
 from mailhook.core.model import ConferenceSpec, EventState, StoredEvent
+from mailhook.reconcile import MAILHOOK_TAG, compare
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from mailhook.trueconf.client import TrueConfClient
 from mailhook.trueconf.payload import ListedConference
 from tests.integration.conftest import USERS
-from tests.integration.test_admin import serve, submit
-from tests.integration.test_cli import SECRET, free_port, mailhook, wait_for_port, write_config
 from tests.support.invites import Event, thunderbird
+from tests.support.process import (
+    SECRET,
+    free_port,
+    mailhook,
+    serve,
+    submit,
+    wait_for_port,
+    write_config,
+)
 
 
 def spec(tag: str) -> ConferenceSpec:

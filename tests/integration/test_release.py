@@ -12,7 +12,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
-from tests.integration.test_cli import ROOT, mailhook
+from tests.support.process import ROOT, mailhook
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # What the wheel's mailhook/data/ holds, each a copy of the file of the same path at the top.
@@ -86,8 +86,8 @@ def test_install_files_puts_config_unit_and_docs_where_the_unit_expects_them(tmp
     shipped = (ROOT / "systemd" / "mailhook.service").read_text()
     assert unit == shipped.replace("=/usr/local/bin/mailhook ", "=/usr/bin/mailhook ")
     assert re.search(r"^ExecStart=/usr/bin/mailhook serve --config /etc/mailhook/mailhook.toml$",
-                     unit, re.M)
-    [page] = re.findall(r"^Documentation=file://(/\S+)$", unit, re.M)
+                     unit, re.MULTILINE)
+    [page] = re.findall(r"^Documentation=file://(/\S+)$", unit, re.MULTILINE)
     assert (tmp_path / page.lstrip("/")).read_bytes() == (ROOT / "docs" / "systemd.md").read_bytes()
     docs = tmp_path / "usr/share/doc/mailhook-trueconf"
     for name in DATA:

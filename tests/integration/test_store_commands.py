@@ -8,14 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mailhook.core.model import EventState, PendingDelete
+from mailhook.core.model import EventState, PendingDelete, StoredEvent
 from mailhook.store import CachedUsers, SqliteStore, Store
 from mailhook.store.postgres import PostgresStore
-from tests.adapters.test_store_backends import EVENT
-from tests.integration.test_cli import mailhook
+from tests.support.process import mailhook
 
 SERVER = "http://127.0.0.1:9"
 USERS = CachedUsers(1_700_000_000.0, (("bob@example.com", "bob", "Bob B"),))
+EVENT = StoredEvent(organizer="alice@example.com", uid="uid-1", state=EventState.ACTIVE,
+                    tag="tag1", conference_id="42", url="https://video.example.com/c/42",
+                    attendees=("bob@example.com",), sequence=3, first_seen=10.0, updated_at=20.0)
 
 
 def config(tmp_path: Path, name: str, store: str) -> Path:

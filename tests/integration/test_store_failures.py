@@ -11,8 +11,8 @@ import httpx
 from mailhook.core.decide import event_tag
 from mailhook.daemon import Daemon
 from tests.integration.conftest import send
-from tests.integration.test_pipeline_daemon import api_calls, invitations
 from tests.support import reliability
+from tests.support.daemon import api_calls, invitations
 from tests.support.invites import Event, plain_mail, thunderbird
 
 EVENT = Event()

@@ -22,11 +22,11 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from mailhook.store.postgres import POOL_TIMEOUT
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
 from tests.support.invites import Event, thunderbird
-from mailhook.store.postgres import POOL_TIMEOUT
 from tests.support.postgres import PostgresServer, free_port, why_not_available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def daemons(database: PostgresServer, standin: StandIn, sink: Sink, tmp_path: Pa
 
     def start(count: int) -> list[Daemon]:
         made = []
-        for number in range(count):
+        for _ in range(count):
             port = free_port()
             config = tmp_path / f"mailhook-{len(started)}.toml"
             config.write_text(f"""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-FUTURE = datetime(2031, 3, 10, 9, 0, tzinfo=timezone.utc)
+FUTURE = datetime(2031, 3, 10, 9, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Event:
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def calendar(event: Event) -> str:

@@ -102,12 +102,12 @@ def test_example_config_documents_every_setting():
     """config/mailhook.toml names every setting, each under a comment, and loads as is."""
     example = ROOT / "config" / "mailhook.toml"
     data = tomllib.loads(example.read_text())
-    sections = dict(re.findall(r"^\[(\w+)\]\n(.*?)(?=^\[|\Z)", example.read_text(), re.M | re.S))
+    sections = dict(re.findall(r"^\[(\w+)\]\n(.*?)(?=^\[|\Z)", example.read_text(), re.MULTILINE | re.DOTALL))
     for section, model in Settings.model_fields.items():
         fields = model.annotation.model_fields  # type: ignore[union-attr]
         assert set(data[section]) == set(fields), section
         for key in fields:
-            [paragraph] = [p for p in sections[section].split("\n\n") if re.search(rf"^{key} = ", p, re.M)]
+            [paragraph] = [p for p in sections[section].split("\n\n") if re.search(rf"^{key} = ", p, re.MULTILINE)]
             assert paragraph.lstrip().startswith("#"), f"{section}.{key} has no comment"
     load_settings(example)
 

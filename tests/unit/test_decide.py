@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from mailhook.core.decide import (
     Action,
@@ -11,11 +11,11 @@ from mailhook.core.decide import (
     Invitation,
     Policy,
     build_spec,
+    clamp_duration,
     classify,
     decide,
-    clamp_duration,
-    follow,
     event_tag,
+    follow,
     has_trigger,
     participant_addresses,
     topic_of,
@@ -35,7 +35,7 @@ from mailhook.core.model import (
 from mailhook.core.series import Occurrence
 from tests.support import reliability
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 START = NOW + timedelta(days=10)
 POLICY = Policy(local_domains=("example.com",))
 MASTER = EventComponent(

@@ -55,7 +55,7 @@ def test_changelog_follows_keep_a_changelog():
     """CHANGELOG.md has an Unreleased section and dated or numbered releases with change types."""
     text = (ROOT / "CHANGELOG.md").read_text()
     assert "Keep a Changelog" in text and "## [Unreleased]" in text
-    sections = re.findall(r"^### (\w+)$", text, re.M)
+    sections = re.findall(r"^### (\w+)$", text, re.MULTILINE)
     assert sections and set(sections) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed",
                                           "Security"}
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mailhook.core.decide import Action, Policy
-from mailhook.core.mime import MimePart, scan_message
 from mailhook.app import wall_clock
+from mailhook.core.decide import Action, Policy
 from mailhook.core.envelope import Inbound
+from mailhook.core.mime import MimePart, scan_message
 from mailhook.core.plan import FlowConfig
 from mailhook.handling import Handling
 from mailhook.store import SqliteStore

@@ -11,15 +11,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "mailhook"
 MODULE_LINES = 400
 CLASS_LINES = 200
-# Being replaced while this test was written (the maintained HTTP transport); drop an entry
-# as soon as its module fits.
-OVERSIZE_FOR_NOW = {"mailhook.trueconf.client"}
+# Modules allowed over the limits while they are being split; drop an entry as soon as it fits.
+OVERSIZE_FOR_NOW: set[str] = set()
 
 # Each module's layer; a module imports only from its own layer or the ones below it.
 LAYERS = [
     ("core", ("mailhook.core", "mailhook.errors")),
-    ("base", ("mailhook.config", "mailhook.logfmt", "mailhook.faults", "mailhook.compat",
-              "mailhook.loop")),
+    ("base", ("mailhook.config", "mailhook.config_errors", "mailhook.config_files",
+              "mailhook.logfmt", "mailhook.faults",
+              "mailhook.compat", "mailhook.loop")),
     ("adapters", ("mailhook.store", "mailhook.trueconf", "mailhook.relay", "mailhook.locks",
                   "mailhook.metrics", "mailhook.health", "mailhook.status", "mailhook.notify",
                   "mailhook.testing", "mailhook.tls")),
@@ -124,7 +124,7 @@ def test_the_core_imports_only_the_core():
 def test_modules_and_classes_are_small(name):
     """No module is over 400 lines and no class over 200."""
     if name in OVERSIZE_FOR_NOW:
-        pytest.skip("being replaced by the maintained HTTP transport")
+        pytest.skip("being split")
     text = MODULES[name].read_text()
     assert len(text.splitlines()) <= MODULE_LINES, f"{name}: {len(text.splitlines())} lines"
     for node in ast.walk(ast.parse(text)):

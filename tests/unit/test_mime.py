@@ -188,7 +188,7 @@ def _parser_state(block: bytes) -> dict[str, object]:
     [
         b"",
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
-        b"Content-Type: multipart/mixed;\n\tboundary=\"x\"\nX-Empty:\n",  # folded, LF, empty value
+        b'Content-Type: multipart/mixed;\n\tboundary="x"\nX-Empty:\n',  # folded, LF, empty value
         b"Subject: =?utf-8?q?caf=C3=A9?=\r\n  more\r\nX:\xe9t\xe9\r\n",  # 8-bit bytes
         b"Content-Type: text/plain",  # no line end
         b" leading: continuation\nContent-Type: text/html\n",

@@ -9,7 +9,7 @@ import email.policy
 import html
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from mailhook.core.notice import (
     should_send,
 )
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 URL = "https://video.example.com/c/42"
 FACTS = NoticeFacts(
     organizer="alice@example.com",

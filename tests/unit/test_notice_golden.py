@@ -12,7 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from mailhook.core.notice import NoticeFacts, build_notice
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "notice"
 UPDATE = os.environ.get("MAILHOOK_UPDATE_GOLDEN") == "1"
-NOW = datetime(2030, 1, 1, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, 9, 30, tzinfo=UTC)
 MESSAGE_ID = "<notice.golden@example.com>"
 URL = "https://video.example.com/c/4000000001"
 TOPICS = {"en": "Quarterly planning", "ru": "Планирование на квартал"}

@@ -8,7 +8,7 @@ import email
 import email.policy
 import html
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +22,7 @@ from mailhook.core.notice import (
 )
 from tests.support import reliability
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 # The organizer notice is multipart/alternative; the action notice one text/plain part.
 HEADERS = ["Auto-Submitted", "Content-Type", "Date", "From", "MIME-Version", "Message-ID",
            "Subject", "To"]
@@ -81,7 +81,7 @@ def test_notices_keep_their_headers_whatever_the_text(topic, name, local, refusa
     assert len(action.get_content().splitlines()) == 5
 
 
-ZONES = [None, "Europe/Moscow", "America/St_Johns", "Nowhere/Unknown", timezone.utc]
+ZONES = [None, "Europe/Moscow", "America/St_Johns", "Nowhere/Unknown", UTC]
 ANY_TEXT = st.one_of(hostile_text(), st.text(alphabet=st.characters(codec="utf-8"), max_size=250))
 
 

@@ -81,7 +81,7 @@ def test_the_shortcut_agrees_with_the_full_way():
 
 
 @pytest.mark.parametrize("line", ["RRULE:FREQ=WEEKLY;COUNT=3", "RDATE:20310317T090000Z",
-                                  "EXDATE;TZID=\"W. Europe Standard Time\":20310310T100000"])
+                                  'EXDATE;TZID="W. Europe Standard Time":20310310T100000'])
 def test_the_events_own_recurrence_goes_the_full_way(line):
     """An RRULE, RDATE or EXDATE of the VEVENT itself makes the series code compute the
     occurrence, and the series is kept."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,6 @@ import pytest
 from mailhook.core.series import SeriesError, merge_series, next_occurrence
 from tests.support.invites import vcalendar
 
-UTC = timezone.utc
 NOW = datetime(2030, 1, 2, 12, 0, tzinfo=UTC)  # a Wednesday
 WEEKLY = """UID:s1
 DTSTART;TZID=Europe/Berlin:20291001T100000
@@ -203,7 +202,7 @@ def test_daylight_saving_keeps_wall_clock():
         "UID:s1\nDTSTART:20290101T000000Z\nRRULE:FREQ=MINUTELY;COUNT=100000000",
         "UID:s1\nDTSTART:20300101T000000Z\n"
         + "\n".join(f"RDATE:2031{m:02d}{d:02d}T{h:02d}0000Z" for m in range(1, 13)
-                    for d in range(1, 29) for h in range(0, 24)),
+                    for d in range(1, 29) for h in range(24)),
     ],
 )
 def test_hostile_recurrence_is_refused_quickly(body):

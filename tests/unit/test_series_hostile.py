@@ -6,7 +6,7 @@ import re
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
@@ -21,7 +21,6 @@ from mailhook.core.series import SeriesError, merge_series, next_occurrence
 from tests.support import reliability
 from tests.support.invites import vcalendar
 
-UTC = timezone.utc
 NOW = datetime(2030, 1, 2, 12, 0, tzinfo=UTC)  # a Wednesday
 MONDAY = "20291231T090000Z"
 WORST: list[float] = []  # the slowest answer the property test saw

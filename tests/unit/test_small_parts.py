@@ -9,18 +9,18 @@ import email.policy
 import logging
 import sys
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
 from mailhook.core.notice import NoticeFacts, build_action_notice, build_notice, header_text
-from mailhook.errors import TrueConfUnavailable
-from mailhook.locks import KeyedLocks
-from mailhook.relay import Reply, dot_stuff
 from mailhook.core.replies import client_reply
+from mailhook.errors import TrueConfUnavailable
 from mailhook.frontends.limits import is_trusted, trusted_networks
 from mailhook.frontends.smtp import Handler
+from mailhook.locks import KeyedLocks
+from mailhook.relay import Reply, dot_stuff
 from mailhook.trueconf.directory import LocalPartDirectory, UserListDirectory
 
 FACTS = NoticeFacts(
@@ -33,7 +33,7 @@ FACTS = NoticeFacts(
     in_accounts=("Bob Baker",),
     by_link=("carol@example.org",),
 )
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("language", ["en", "ru"])

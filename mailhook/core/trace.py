@@ -1,0 +1,51 @@
+"""mailhook's trace header: the one Received field it puts on top of every message it relays,
+and the count of those naming this instance that a message already carries (a routing loop).
+
+A Received field is the standard trace field (RFC 5321 4.4): MTAs count Received fields for
+their own hop limits, so a loop that runs through the MTA as well is stopped by both. It names
+only this instance's host name, and "(mailhook)" so that the MTA's own Received fields for the
+same host name are not counted as mailhook's.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from email.utils import format_datetime
+
+MARK = "(mailhook)"
+HEADER_LINE_OCTETS = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than this
+# Trace fields sit on top of the header section: looking further would only cost time on a
+# large message whose header section never ends.
+SCAN_OCTETS = 1024 * 1024
+
+
+def trace_header(hostname: str, when: datetime) -> bytes:
+    """The Received field for a message relayed now: one line when it fits in 78 octets,
+    else folded before the date (the field stays one field)."""
+    head = f"Received: by {hostname} {MARK};"
+    date = format_datetime(when)
+    if len(head) + 1 + len(date) <= HEADER_LINE_OCTETS:
+        return f"{head} {date}\r\n".encode("ascii", "replace")
+    return f"{head}\r\n\t{date}\r\n".encode("ascii", "replace")
+
+
+def own_hops(content: bytes, hostname: str) -> int:
+    """How many of this instance's trace fields the message's header section carries."""
+    pattern = re.compile(
+        rb"^Received:[ \t]*by[ \t]+" + re.escape(hostname.encode("ascii", "replace"))
+        + rb"[ \t]+" + re.escape(MARK.encode()), re.IGNORECASE | re.MULTILINE)
+    return len(pattern.findall(header_section(content)))
+
+
+def is_own_greeting(greeting: str, own_name: str) -> bool:
+    """Whether a next hop's 220 greeting text is this mailhook's own ("<hostname> mailhook",
+    as its SMTP front end greets): relaying there would loop."""
+    return greeting.split()[:2] == [own_name, "mailhook"]
+
+
+def header_section(content: bytes) -> bytes:
+    """The message's header section (its first SCAN_OCTETS when no empty line ends it)."""
+    content = content[:SCAN_OCTETS]
+    ends = [at for at in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if at >= 0]
+    return content[:min(ends)] if ends else content

@@ -1,0 +1,25 @@
+"""mailhook's trace field and the count of its own in a message's header section."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mailhook.core.trace import own_hops, trace_header
+
+WHEN = datetime(2031, 3, 3, 10, 0, tzinfo=UTC)
+
+
+def test_long_host_name_folds_before_the_date():
+    """A trace field too long for 78 octets is folded before the date and still counted."""
+    name = "mail-filter-01.datacentre.example.org"
+    field = trace_header(name, WHEN)
+    assert field.endswith(b"\r\n") and field.count(b"\r\n\t") == 1
+    assert all(len(line) <= 78 for line in field.split(b"\r\n"))
+    assert own_hops(field * 2 + b"Subject: x\r\n\r\nbody\r\n", name) == 2
+
+
+def test_only_the_header_section_counts():
+    """A trace field quoted in the body (a forwarded message) is not counted."""
+    field = trace_header("mailhook.test", WHEN)
+    message = field + b"Subject: x\r\n\r\n" + field * 4
+    assert own_hops(message, "mailhook.test") == 1
