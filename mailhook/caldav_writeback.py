@@ -28,6 +28,7 @@ from urllib.parse import quote
 import caldav
 from caldav.lib.error import NotFoundError
 
+from mailhook import logfmt
 from mailhook.config import CalDAVSettings
 from mailhook.core.model import LinkInsertion
 from mailhook.core.organizer_event import changes, with_link, without_link
@@ -136,6 +137,7 @@ class CalendarWriteBack:
         self._insertion = insertion  # its url is replaced by each conference's
         self._metrics = metrics
         self._password = section.password()
+        logfmt.redact(self._password)  # behind the rule that no log line quotes a request
         self._tasks: set[asyncio.Task[None]] = set()
 
     def after(self, organizer: str, uid: str, link: str) -> None:
