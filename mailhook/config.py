@@ -302,6 +302,31 @@ class StoreSettings(_Section):
     synchronous: Literal["full", "normal"] = "full"
 
 
+class CalDAVSettings(_Section):
+    """Writing the link back into the organizer's own event on a CalDAV server."""
+
+    enabled: bool = False
+    url: str = ""  # the server's base URL
+    username: str = ""  # a service account that may write every organizer's calendars
+    password_file: str = ""  # its password, in a file (e.g. a systemd credential)
+    calendar_home: str = "/{user}/"  # under url; {user}: the organizer's local part, {email}
+    timeout: float = Field(10.0, gt=0)  # seconds per request
+    retries: int = Field(3, ge=0, le=10)  # after a failure, and after a concurrent edit
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http://)")
+        return value.rstrip("/")
+
+    def password(self) -> str:
+        """The service account's password, read from its file."""
+        if not self.password_file:
+            return ""
+        return Path(self.password_file).read_text(encoding="utf-8").strip()
+
+
 class Settings(BaseSettings):
     """Every setting of mailhook."""
 
@@ -323,6 +348,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    caldav: CalDAVSettings = CalDAVSettings()
 
     @classmethod
     def settings_customise_sources(

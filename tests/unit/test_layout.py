@@ -21,7 +21,7 @@ LAYERS = [
               "mailhook.compat", "mailhook.loop")),
     ("adapters", ("mailhook.store", "mailhook.trueconf", "mailhook.relay", "mailhook.locks",
                   "mailhook.metrics", "mailhook.health", "mailhook.status", "mailhook.notify",
-                  "mailhook.testing")),
+                  "mailhook.testing", "mailhook.caldav_writeback")),
     ("effects", ("mailhook.conferences", "mailhook.background")),
     ("handling", ("mailhook.handling",)),
     ("flow", ("mailhook.flow",)),
