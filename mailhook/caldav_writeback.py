@@ -25,7 +25,8 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-import caldav
+from caldav.collection import CalendarSet
+from caldav.davclient import DAVClient
 from caldav.lib.error import NotFoundError
 
 from mailhook import logfmt
@@ -64,12 +65,13 @@ class CalendarHome:
         """The event with this UID in any calendar under the home (a calendar-query REPORT
         per calendar); None when there is none, or no such home."""
         try:
-            calendars = caldav.CalendarSet(client=self._client, url=self.url).calendars()
+            # The library types its calls for both its sync and async clients; this is the sync one.
+            calendars: Any = CalendarSet(client=self._client, url=self.url).calendars()
         except NotFoundError:
             return None
         for calendar in calendars:
             try:
-                found = calendar.object_by_uid(uid)
+                found: Any = calendar.object_by_uid(uid)
             except NotFoundError:
                 continue
             stored = self.read(str(found.url))
@@ -163,7 +165,7 @@ class CalendarWriteBack:
             try:
                 result = await asyncio.to_thread(self._once, organizer, uid, edit)
                 break
-            except Exception as exc:  # whatever the server or the network did: try again
+            except Exception as exc:  # noqa: BLE001 - whatever the server or the network did: try again
                 log.warning("uid=%s: cannot write the link into %s's event (try %d): %s",
                             uid, organizer, attempt + 1, _described(exc))
         self._metrics.caldav_writebacks.labels(result).inc()
@@ -172,8 +174,9 @@ class CalendarWriteBack:
 
     def _once(self, organizer: str, uid: str, edit: Edit) -> str:
         section = self._section
-        client = caldav.DAVClient(url=section.url, username=section.username or None,
-                                  password=self._password or None, timeout=section.timeout)
+        client = DAVClient(url=section.url, username=section.username or None,
+                                  password=self._password or None,
+                           timeout=max(1, round(section.timeout)))
         try:
             home = CalendarHome(client, section.url + home_path(section.calendar_home, organizer))
             return write_back(home, uid, edit, section.retries + 1)

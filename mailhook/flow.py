@@ -143,7 +143,7 @@ class Flow:
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
         if self.calendars is not None and reply.ok and invitation is not None:
-            link = outcome.url if outcome.url else None
+            link = outcome.url or None
             if outcome.decision.action is Action.DELETE:
                 link = ""  # the conference is gone: its link comes out of the event too
             if link is not None:

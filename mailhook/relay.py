@@ -42,8 +42,6 @@ _MAIL_PARAMETER_EXTENSIONS = {
     "ENVID": "dsn",
 }
 _RCPT_PARAMETER_EXTENSIONS = {"NOTIFY": "dsn", "ORCPT": "dsn"}
-
-
 IDLE_SECONDS = 60.0  # a pooled session older than this is closed, not reused
 UNREACHABLE = NEXT_HOP_UNREACHABLE
 

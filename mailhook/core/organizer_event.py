@@ -117,10 +117,11 @@ def _components(text: str) -> list[tuple[str, dict[str, list[bytes]], list[bytes
     """Each top-level component: its name, its own properties (as written) and its
     subcomponents (alarms) whole."""
     calendar = Calendar.from_ical(text)
-    found = [("VCALENDAR", _properties(calendar), [])]
+    found: list[tuple[str, dict[str, list[bytes]], list[bytes]]] = [
+        ("VCALENDAR", _properties(calendar), [])]
     for component in calendar.subcomponents:
         rest = [sub.to_ical() for sub in component.subcomponents]
-        found.append((component.name, _properties(component), rest))
+        found.append((str(component.name), _properties(component), rest))
     return found
 
 

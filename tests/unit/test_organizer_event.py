@@ -10,13 +10,7 @@ from mailhook.core.model import LinkInsertion
 from mailhook.core.organizer_event import changes, with_link, without_link
 
 URL = "https://video.example.com/c/42"
-EVENT = "\r\n".join([
-    "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Example//EN",
-    "BEGIN:VEVENT", "UID:e1@example.com", "DTSTAMP:20310101T000000Z",
-    "DTSTART:20310310T090000Z", "SUMMARY:Planning", "LOCATION:Room 4 TrueConf",
-    "DESCRIPTION:Agenda\\nitem", "X-ALT-DESC;FMTTYPE=text/html:<html><body>Agenda</body></html>",
-    "BEGIN:VALARM", "ACTION:DISPLAY", "DESCRIPTION:Reminder", "TRIGGER:-PT5M", "END:VALARM",
-    "END:VEVENT", "END:VCALENDAR", ""])
+EVENT = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Example//EN\r\nBEGIN:VEVENT\r\nUID:e1@example.com\r\nDTSTAMP:20310101T000000Z\r\nDTSTART:20310310T090000Z\r\nSUMMARY:Planning\r\nLOCATION:Room 4 TrueConf\r\nDESCRIPTION:Agenda\\nitem\r\nX-ALT-DESC;FMTTYPE=text/html:<html><body>Agenda</body></html>\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Reminder\r\nTRIGGER:-PT5M\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
 
 def event_of(text: str):
