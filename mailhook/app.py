@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from mailhook import logfmt
 from mailhook.background import Rescheduler, RetryQueue
+from mailhook.caldav_writeback import CalendarWriteBack, build_writeback
 from mailhook.conferences import Conferences, UnsentLinks
 from mailhook.config import Settings
 from mailhook.core.decide import Policy
@@ -146,6 +147,7 @@ class App:
         self.conferences = self._conferences(settings)
         self.flow = Flow(self._handling(settings), self.next_hop, self.metrics,
                          own_name=own_name, max_own_hops=settings.smtp.max_own_hops)
+        self.flow.calendars = self._writeback(settings)
         self.rescheduler = Rescheduler(self._current, self.store, self.locks, self.clock,
                                        self._lease, self._keep_deleted_days)
         self.retries = RetryQueue(self._current, self.store, self.locks, self.clock, self._lease)
@@ -167,9 +169,12 @@ class App:
         self.settings = settings
         self.conferences = self._conferences(settings)
         self.flow.handling = self._handling(settings)
+        self.flow.calendars = self._writeback(settings)
 
     async def aclose(self) -> None:
         """Close the adapters: TrueConf clients, the next hop's sessions, the store."""
+        if self.flow.calendars is not None:
+            await self.flow.calendars.drain(timeout=10)
         for client in (*self._retired, self.client):
             await client.aclose()
         await self.next_hop.aclose()
@@ -193,6 +198,10 @@ class App:
         directory = build_directory(settings, self.trueconf, self.store)
         return Conferences(flow_config(settings), self.store, self.trueconf, directory,
                            self.clock)
+
+    def _writeback(self, settings: Settings) -> CalendarWriteBack | None:
+        return build_writeback(settings.caldav, settings.policy.keywords,
+                               settings.policy.language, self.metrics)
 
     def _handling(self, settings: Settings) -> Handling:
         return Handling(self.conferences.config, self.store, self.conferences, self.locks,

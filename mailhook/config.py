@@ -14,8 +14,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,12 +29,14 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from mailhook.config_errors import Environment, describe, environment_problem
-from mailhook.config_files import (
-    check_store_password,
-    check_tls_files,
-    database_url,
-    masked_url,
-)
+from mailhook.config_files import StoreSettings as StoreSettings  # noqa: PLC0414
+from mailhook.config_files import check_store_password, check_tls_files, masked_url
+
+# Re-exported (the "X as X" form is how mypy --strict sees a re-export): they are settings too.
+from mailhook.config_sections import CalDAVSettings as CalDAVSettings  # noqa: PLC0414
+from mailhook.config_sections import MilterSettings as MilterSettings  # noqa: PLC0414
+from mailhook.config_sections import Section as _Section
+from mailhook.config_sections import milter_socket as milter_socket  # noqa: PLC0414
 
 DEFAULT_CONFIG_PATH = "/etc/mailhook/mailhook.toml"
 
@@ -45,10 +45,6 @@ log = logging.getLogger("mailhook.config")
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and what is wrong."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SmtpSettings(_Section):
@@ -88,43 +84,6 @@ class SmtpSettings(_Section):
             except ValueError as exc:
                 raise ValueError(f"{network!r} is not an IP network") from exc
         return value
-
-
-class MilterSettings(_Section):
-    """[milter]: the milter front end (Postfix smtpd_milters/non_smtpd_milters, Sendmail)."""
-
-    # Postfix's notation: "inet:127.0.0.1:8891" or "unix:/run/mailhook/milter.sock"; "" is off.
-    listen: str = ""
-    socket_mode: str = "0660"  # permissions of a unix socket (octal)
-
-    @field_validator("listen")
-    @classmethod
-    def _socket_notation(cls, value: str) -> str:
-        if value:
-            milter_socket(value)
-        return value
-
-    @field_validator("socket_mode")
-    @classmethod
-    def _octal_mode(cls, value: str) -> str:
-        if not (value.isdigit() and len(value) in (3, 4) and set(value) <= set("01234567")):
-            raise ValueError(f"socket_mode must be an octal mode such as 0660, not {value!r}")
-        return value
-
-
-def milter_socket(listen: str) -> tuple[str, str, int]:
-    """("inet", host, port) or ("unix", path, 0) from Postfix's notation for a milter socket
-    ("inet:127.0.0.1:8891", "inet:[::1]:8891", "unix:/run/mailhook/milter.sock")."""
-    kind, _, where = listen.partition(":")
-    if kind == "unix" and where.startswith("/"):
-        return "unix", where, 0
-    if kind == "inet":
-        host, _, port = where.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if host and port.isdigit() and 0 <= int(port) <= 65535:
-            return "inet", host, int(port)
-    raise ValueError(f"milter listen must be 'inet:HOST:PORT' or 'unix:/absolute/path', "
-                     f"not {listen!r}")
 
 
 class RelaySettings(_Section):
@@ -196,7 +155,7 @@ class PolicySettings(_Section):
     calendar_senders: tuple[str, ...] = ()
     # organizer -> envelope senders trusted to send the organizer's invitations with SENT-BY;
     # "*@domain" on either side stands for every address of that domain.
-    delegates: dict[str, tuple[str, ...]] = {}
+    delegates: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @field_validator("calendar_senders")
     @classmethod
@@ -316,31 +275,6 @@ class RetrySettings(_Section):
     backoff_max: float = Field(3600.0, ge=1)
 
 
-class StoreSettings(_Section):
-    """Where mailhook keeps what it knows about each event."""
-
-    path: str = "/var/lib/mailhook/mailhook.sqlite3"
-    # "full": every change is on disk before the message is answered; "normal": a change
-    # survives any crash of mailhook but may roll back on power loss or an OS crash.
-    synchronous: Literal["full", "normal"] = "full"
-    # A PostgreSQL database shared by several instances; when set, ``path`` is not used.
-    url: str = ""
-    password_file: str = ""  # the database password, e.g. a systemd credential
-    pool_size: int = Field(10, ge=1, le=1000)  # connections per process for queries
-    keep_deleted_days: float = Field(180.0, ge=0)  # 0: keep events of deleted conferences
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return database_url(value)
-
-    def password(self) -> str:
-        """The database password from ``password_file`` ("" when none is named)."""
-        if not self.password_file:
-            return ""
-        return Path(self.password_file).read_text(encoding="utf-8").strip()
-
-
 class Settings(BaseSettings):
     """Every setting of mailhook."""
 
@@ -362,6 +296,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    caldav: CalDAVSettings = CalDAVSettings()
 
     @classmethod
     def settings_customise_sources(

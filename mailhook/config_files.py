@@ -1,6 +1,7 @@
-"""Settings that name files or carry a secret: the database URL (checked, and shown with any
-password masked), the database password file, and the TLS certificate, key and CA files, which
-are loaded once when the config is read so that a bad one is a one-line error at start-up.
+"""Settings that name files or carry a secret: the [store] section (a SQLite file, or a
+PostgreSQL URL, checked and shown with any password masked, and its password file), and the
+TLS certificate, key and CA files, which are loaded once when the config is read so that a
+bad one is a one-line error at start-up. (``mailhook.config`` reads them.)
 """
 
 from __future__ import annotations
@@ -8,10 +9,40 @@ from __future__ import annotations
 import re
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator
+
+from mailhook.config_sections import Section
 
 if TYPE_CHECKING:
-    from mailhook.config import RelaySettings, SmtpSettings, StoreSettings
+    from mailhook.config import RelaySettings, SmtpSettings
+
+
+class StoreSettings(Section):
+    """Where mailhook keeps what it knows about each event."""
+
+    path: str = "/var/lib/mailhook/mailhook.sqlite3"
+    # "full": every change is on disk before the message is answered; "normal": a change
+    # survives any crash of mailhook but may roll back on power loss or an OS crash.
+    synchronous: Literal["full", "normal"] = "full"
+    # A PostgreSQL database shared by several instances; when set, ``path`` is not used.
+    url: str = ""
+    password_file: str = ""  # the database password, e.g. a systemd credential
+    pool_size: int = Field(10, ge=1, le=1000)  # connections per process for queries
+    keep_deleted_days: float = Field(180.0, ge=0)  # 0: keep events of deleted conferences
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return database_url(value)
+
+    def password(self) -> str:
+        """The database password from ``password_file`` ("" when none is named)."""
+        if not self.password_file:
+            return ""
+        return Path(self.password_file).read_text(encoding="utf-8").strip()
+
 
 
 def database_url(value: str) -> str:

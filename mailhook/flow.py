@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mailhook import logfmt
+from mailhook.caldav_writeback import CalendarWriteBack
 from mailhook.core.decide import Action, Decision
 from mailhook.core.envelope import Inbound, Upstream
 from mailhook.core.plan import Plan, Reading
@@ -70,6 +71,7 @@ class Flow:
         if not metrics.follow_in_flight(lambda: self.in_flight):
             self._on_change = metrics.in_flight.set
         self._notices: set[asyncio.Task[Any]] = set()
+        self.calendars: CalendarWriteBack | None = None  # the organizer's own event (CalDAV)
 
     async def begin(self, sender: str, options: Sequence[str],
                     forward: Mapping[str, str]) -> Transaction | Reply:
@@ -140,6 +142,12 @@ class Flow:
                 self._send_notice(invitation.organizer, outcome.notice))
             self._notices.add(task)
             task.add_done_callback(self._notices.discard)
+        if self.calendars is not None and reply.ok and invitation is not None:
+            link = outcome.url or None
+            if outcome.decision.action is Action.DELETE:
+                link = ""  # the conference is gone: its link comes out of the event too
+            if link is not None:
+                self.calendars.after(invitation.organizer, outcome.uid, link)
 
     async def _send_notice(self, organizer: str, notice: bytes) -> None:
         reply = await self.next_hop.send("", [organizer], notice)

@@ -78,6 +78,10 @@ class Metrics:
             "mailhook_config_reloads", "Configuration reloads, by result", ["result"],
             registry=self.registry,
         )
+        self.caldav_writebacks = Counter(
+            "mailhook_caldav_writebacks", "Links written back into organizers' events, by result",
+            ["result"], registry=self.registry,
+        )
 
     tracked_count = 0  # conferences tracked at the last count, for the STATUS line
     _states: frozenset[str] = frozenset()  # states counted last time

@@ -29,7 +29,7 @@ from mailhook.core.replies import (
     Reply,
 )
 from mailhook.core.trace import is_own_greeting
-from mailhook.tls import greet, next_hop_context
+from mailhook.tls import greet
 
 log = logging.getLogger("mailhook.relay")
 
@@ -60,7 +60,6 @@ class NextHop:
         # Looked up once: aiosmtplib would ask the resolver again for every connection.
         self._helo = settings.helo_name or socket.getfqdn()
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
-        self._tls = next_hop_context(settings)
         self._own_name = own_name  # mailhook's name in its own greeting
         self.trace = trace or (lambda: b"")  # makes the trace field put on each message
 
@@ -87,7 +86,7 @@ class NextHop:
             client.close()
             return None
         compat.watch_replies(client)
-        await greet(client, self._settings, self._tls)
+        await greet(client, self._settings)
         return client, False
 
     def give_back(self, client: aiosmtplib.SMTP) -> None:
@@ -170,7 +169,7 @@ class NextHop:
         client = self._client()
         try:
             await client.connect()
-            response = await greet(client, self._settings, self._tls)
+            response = await greet(client, self._settings)
             await client.quit()
         except aiosmtplib.SMTPResponseException as exc:
             return Reply(exc.code, exc.message)

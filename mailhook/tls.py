@@ -4,6 +4,7 @@ end's: ``mailhook.frontends.smtp.tls_options``.)"""
 
 from __future__ import annotations
 
+import functools
 import ssl
 
 import aiosmtplib
@@ -15,6 +16,7 @@ class TlsRefused(aiosmtplib.SMTPException):
     """relay.tls is "required" and the next hop does not offer STARTTLS."""
 
 
+@functools.cache  # one context for the settings in use (a CA file is read once)
 def next_hop_context(settings: RelaySettings) -> ssl.SSLContext | None:
     """The context STARTTLS to the next hop uses: verifying when TLS is required, merely
     encrypting when it is opportunistic (as Postfix's "may" level does: a check that fails
@@ -28,12 +30,11 @@ def next_hop_context(settings: RelaySettings) -> ssl.SSLContext | None:
     return context
 
 
-async def greet(client: aiosmtplib.SMTP, settings: RelaySettings,
-                context: ssl.SSLContext | None) -> aiosmtplib.SMTPResponse:
+async def greet(client: aiosmtplib.SMTP, settings: RelaySettings) -> aiosmtplib.SMTPResponse:
     """EHLO, then STARTTLS and EHLO again as relay.tls asks; the last EHLO reply. A session
     that fails here is closed (it is never pooled)."""
     try:
-        return await _greet(client, settings, context)
+        return await _greet(client, settings, next_hop_context(settings))
     except BaseException:
         client.close()
         raise

@@ -9,9 +9,9 @@ import pytest
 
 from mailhook.frontends.smtp import MailhookSMTP
 from tests.integration.conftest import send
-from tests.integration.test_cli import free_port
-from tests.integration.test_pipeline_daemon import invitations
+from tests.support.daemon import invitations
 from tests.support.invites import plain_mail
+from tests.support.process import free_port
 from tests.support.trace import untraced
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port, write_config
 from tests.support.invites import plain_mail
+from tests.support.process import ROOT, SECRET, free_port, wait_for_port, write_config
 
 MESSAGE_MB = 50
 IDLE_RSS_LIMIT_MB = 150  # generous: the daemon idles at about 60 MB before any mail

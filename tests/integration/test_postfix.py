@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import os
 import re
 import signal
 import smtplib
@@ -21,20 +20,9 @@ from tests.support.invites import Event, thunderbird
 from tests.support.process import ROOT, SECRET, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
+MAILBOXES, PLAIN = postfix.MAILBOXES, postfix.PLAIN
+postfix_ready = postfix.postfix_ready
 
-MAILBOXES = ["alice@example.com", "bob@example.com", "zoe@example.net"]
-PLAIN = (b"From: carol@example.org\r\nTo: bob@example.com\r\nSubject: lunch\r\n"
-         b"Message-ID: <lunch-1@example.org>\r\n\r\nNoon?\r\n")
-
-
-@pytest.fixture
-def postfix_ready() -> None:
-    """Skip (or, in CI, fail) when a private Postfix instance cannot be started here."""
-    reason = postfix.available()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"CI must run the Postfix test: {reason}")
-    if reason:
-        pytest.skip(reason)
 
 
 def serve(tmp_path: Path, standin: StandIn, listen_port: int, relay_port: int) -> subprocess.Popen[str]:

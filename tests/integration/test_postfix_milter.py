@@ -15,10 +15,10 @@ import pytest
 
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
-from tests.integration.test_cli import ROOT, SECRET, free_port, wait_for_port
-from tests.integration.test_postfix import MAILBOXES, PLAIN, postfix_ready  # noqa: F401
 from tests.support import postfix, reliability
 from tests.support.invites import Event, thunderbird
+from tests.support.postfix import MAILBOXES, PLAIN, postfix_ready  # noqa: F401
+from tests.support.process import ROOT, SECRET, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 MAILBOX_OWNER = "nobody"  # virtual(8) delivers as this user; it must not be root
 
 
@@ -195,3 +197,18 @@ class MilterPostfixInstance(PostfixInstance):
         folders = [self.base / "spool" / name for name in ("deferred", "maildrop")]
         return sum(1 for folder in folders if folder.is_dir()
                    for path in folder.rglob("*") if path.is_file())
+
+
+MAILBOXES = ["alice@example.com", "bob@example.com", "zoe@example.net"]
+PLAIN = (b"From: carol@example.org\r\nTo: bob@example.com\r\nSubject: lunch\r\n"
+         b"Message-ID: <lunch-1@example.org>\r\n\r\nNoon?\r\n")
+
+
+@pytest.fixture
+def postfix_ready() -> None:
+    """Skip (or, in CI, fail) when a private Postfix instance cannot be started here."""
+    reason = available()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI must run the Postfix test: {reason}")
+    if reason:
+        pytest.skip(reason)

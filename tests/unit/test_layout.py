@@ -17,12 +17,12 @@ OVERSIZE_FOR_NOW: set[str] = set()
 # Each module's layer; a module imports only from its own layer or the ones below it.
 LAYERS = [
     ("core", ("mailhook.core", "mailhook.errors")),
-    ("base", ("mailhook.config", "mailhook.config_errors", "mailhook.config_files",
-              "mailhook.logfmt", "mailhook.faults",
-              "mailhook.compat", "mailhook.loop")),
+    ("base", ("mailhook.config", "mailhook.config_errors", "mailhook.config_sections",
+              "mailhook.config_files", "mailhook.logfmt", "mailhook.faults", "mailhook.compat",
+              "mailhook.loop")),
     ("adapters", ("mailhook.store", "mailhook.trueconf", "mailhook.relay", "mailhook.locks",
                   "mailhook.metrics", "mailhook.health", "mailhook.status", "mailhook.notify",
-                  "mailhook.testing", "mailhook.tls")),
+                  "mailhook.testing", "mailhook.caldav_writeback", "mailhook.tls")),
     ("effects", ("mailhook.conferences", "mailhook.background", "mailhook.postponed_check")),
     ("handling", ("mailhook.handling",)),
     ("flow", ("mailhook.flow",)),
