@@ -120,3 +120,27 @@ def test_prune_forgets_events_deleted_long_ago(tmp_path: Path) -> None:
     assert "forgot 1 event(s)" in result.stdout
     uids = [r[0] for r in sqlite3.connect(sqlite_path).execute("select uid from events")]
     assert uids == ["active"]
+
+
+def test_check_config_never_shows_the_database_password(tmp_path: Path) -> None:
+    """check-config prints the store's URL with a password written into it masked, and never
+    the password file's contents."""
+    secret = tmp_path / "db-password"
+    secret.write_text("file-pa55word-xyz\n")
+    pg = config(tmp_path, "pg", 'url = "postgresql://mailhook:url-pa55word-xyz@db.example.com/'
+                                f'mailhook?sslmode=require"\npassword_file = "{secret}"')
+    result = mailhook("check-config", "--config", str(pg))
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout + result.stderr
+    assert 'url = "postgresql://mailhook:********@db.example.com/mailhook?sslmode=require"' in shown
+    assert "url-pa55word-xyz" not in shown and "file-pa55word-xyz" not in shown
+
+
+async def test_the_periodic_pass_prunes_long_deleted_events(start_daemon) -> None:
+    """The daemon's rescheduling pass also forgets events deleted over keep_deleted_days ago."""
+    daemon = await start_daemon(store={"keep_deleted_days": 30})
+    await daemon.store.put(replace(EVENT, uid="old", state=EventState.DELETED, updated_at=1.0))
+    await daemon.store.put(replace(EVENT, uid="recent", state=EventState.DELETED,
+                                   updated_at=daemon.app.clock().timestamp()))
+    await daemon.app.rescheduler.run_once()
+    assert [e.uid for e in await daemon.store.list_events()] == ["recent"]
