@@ -121,7 +121,7 @@ def test_example_defaults_match_code():
         for key, field in model.annotation.model_fields.items():  # type: ignore[union-attr]
             if (section, key) in required_or_example:
                 continue
-            default = field.default
+            default = field.get_default(call_default_factory=True)
             default = getattr(default, "get_secret_value", lambda: default)()
             value = data[section][key]
             assert (list(default) if isinstance(default, tuple) else default) == value, f"{section}.{key}"
