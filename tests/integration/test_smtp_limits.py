@@ -176,21 +176,22 @@ def serve_with_open_files(tmp_path: Path, sink: Sink, standin_url: str, files: i
     config = write_config(tmp_path, standin_url, sink.port, port)
     config.write_text(config.read_text().replace("[smtp]\n", f"[smtp]\n{extra_config}")
                       + "[metrics]\nenabled = false\n[notice]\nenabled = false\n")
-    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(hold)]
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
 
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
-            cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("MAILHOOK_")},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            preexec_fn=limit, pass_fds=held,
-        )
-    finally:
-        for fd in held:
-            os.close(fd)
+    # The files are opened in the new process itself, so they take its lowest descriptor
+    # numbers: the limit counts numbers, and ones inherited from a busy test run could lie
+    # above it and leave the daemon its whole allowance.
+    command = [sys.executable, "-m", "mailhook", "serve", "--config", str(config)]
+    opener = ("import os, sys\n"
+              f"for _ in range({hold}): os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)\n"
+              f"os.execv(sys.executable, {command!r})\n")
+    process = subprocess.Popen(
+        [sys.executable, "-c", opener],
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("MAILHOOK_")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=limit,
+    )
     wait_for_port(port, process, timeout=30)
     return process, port
 
