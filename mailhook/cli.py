@@ -181,6 +181,13 @@ DESCRIPTIONS = {
     "standin": "Run the bundled TrueConf API stand-in, to try mailhook or rehearse mail routing "
                "before connecting a real TrueConf Server.",
     "version": "Print mailhook's version (the installed package's).",
+    "store": "Look after the store: copy it to another backend, back it up, prune old events.",
+    "store copy": "Copy every event, pending deletion and the TrueConf user list from the store "
+                  "one config names to the store another names (SQLite to PostgreSQL and "
+                  "back); running it again changes nothing.",
+    "store backup": "Write a consistent copy of the SQLite store to FILE while mailhook runs.",
+    "store prune": "Forget events whose conference was deleted more than "
+                   "store.keep_deleted_days days ago (the daemon does this periodically).",
     "install-files": "Install the example config as /etc/mailhook/mailhook.toml (never over an "
                      "existing one; the try-out values commented out, so check-config names what "
                      "to set), the systemd unit as /etc/systemd/system/mailhook.service running "

@@ -102,3 +102,5 @@ def test_postfix_milter_rewrites_invitations_and_keeps_them_while_trueconf_is_do
     assert any(url in calendar_text(message) for message in later for url in urls[2:])
     assert plain.endswith(b"\n\nNoon?\n")  # ordinary mail's body is untouched
     assert SECRET not in (tmp_path / "mailhook.log").read_text()
+    # Kept in Postfix's queue while TrueConf was down, delivered once with its own link after.
+    reliability.survived(lost=0, duplicates=len(set(urls)) != len(urls))

@@ -1,5 +1,5 @@
-"""Updates while TrueConf is down right after a restart, before mailhook has read TrueConf's
-user list: what docs/reliability.md says, through the real daemon."""
+"""Updates while TrueConf is down right after a restart (the user list kept in the store)
+and after the retry deadline: what docs/reliability.md says, through the real daemon."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ async def created_then_restarted(start_daemon, standin, **sections):
     return await start_daemon(**sections)
 
 
-async def test_update_right_after_a_restart_waits_for_trueconf(start_daemon, standin, sink):
-    """Without the user list an update gets 451 like a new invitation (a warm daemon would
-    send it at once); a cancel still goes out at once."""
+async def test_update_right_after_a_restart_goes_out_with_its_link(start_daemon, standin, sink):
+    """The user list kept in the store lets an update right after a restart, with TrueConf
+    down, go out at once with its link; a cancel goes out at once too."""
     daemon = await created_then_restarted(start_daemon, standin)
-    assert (await send(daemon, thunderbird(UPDATE)))[0] == 451
+    [conference] = standin.conferences.values()
+    assert (await send(daemon, thunderbird(UPDATE)))[0] == 250
+    assert conference["url"] in sink.messages[-1].content.decode()
     assert (await send(daemon, thunderbird(CANCEL)))[0] == 250
     assert "Right after a restart" in (ROOT / "docs" / "reliability.md").read_text()
 
