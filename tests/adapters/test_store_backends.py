@@ -20,27 +20,13 @@ from typing import Any
 
 import pytest
 
-from mailhook.core.model import ConferenceSpec, EventState, Invitee, PendingDelete, StoredEvent
+from mailhook.core.model import EventState, PendingDelete, StoredEvent
 from mailhook.errors import StoreUnavailable
 from mailhook.store import CachedUsers, SqliteStore, Store, schema
 from mailhook.store.postgres import PostgresStore
+from tests.support.stored import EVENT
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ConferenceSpec("Sync", "alice", (Invitee("bob", "Bob B"),), 1900000000, 3600, False, 36, "tag1")
-EVENT = StoredEvent(
-    organizer="alice@example.com",
-    uid="uid-1",
-    state=EventState.ACTIVE,
-    tag="tag1",
-    conference_id="42",
-    url="https://video.example.com/c/42",
-    spec=SPEC,
-    attendees=("bob@example.com",),
-    sequence=3,
-    calendar="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
-    first_seen=10.0,
-    updated_at=20.0,
-)
 NOW = 1_800_000_000.0
 
 

@@ -79,10 +79,13 @@ async def daemon(start_daemon: Callable[..., Any]) -> Daemon:
 
 
 async def send(
-    daemon: Daemon, raw: bytes, sender: str = "alice@example.com", rcpts: tuple[str, ...] = ("bob@example.com",)
+    daemon: Daemon, raw: bytes, sender: str = "alice@example.com",
+    rcpts: tuple[str, ...] = ("bob@example.com",), timeout: float = 30,
 ) -> tuple[int, str]:
-    """Send one message to the daemon; return the final reply (code, text)."""
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.port, timeout=30, start_tls=False)
+    """Send one message to the daemon (anything with a ``port``); return the final reply
+    (code, text)."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.port, timeout=timeout,
+                             start_tls=False)
     await client.connect()
     try:
         await client.ehlo()

@@ -9,25 +9,10 @@ from dataclasses import replace
 import pytest
 import sqlite_utils
 
-from mailhook.core.model import ConferenceSpec, EventState, Invitee, StoredEvent
+from mailhook.core.model import EventState, StoredEvent
 from mailhook.errors import StoreUnavailable
 from mailhook.store.sqlite import MIGRATIONS, SqliteStore, migrate, prepare
-
-SPEC = ConferenceSpec("Sync", "alice", (Invitee("bob", "Bob B"),), 1900000000, 3600, False, 36, "tag1")
-EVENT = StoredEvent(
-    organizer="alice@example.com",
-    uid="uid-1",
-    state=EventState.ACTIVE,
-    tag="tag1",
-    conference_id="42",
-    url="https://video.example.com/c/42",
-    spec=SPEC,
-    attendees=("bob@example.com",),
-    sequence=3,
-    calendar="BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
-    first_seen=10.0,
-    updated_at=20.0,
-)
+from tests.support.stored import EVENT
 
 
 async def test_round_trip_and_replace(tmp_path):
