@@ -169,6 +169,8 @@ def main() -> int:
                           f"{results[f'ordinary/{name}'][-1]:.1f} ordinary/s, "
                           f"{results[f'invitation/{name}'][-1]:.1f} invitations/s",
                           file=sys.stderr, flush=True)
+            print(f"conferences created through the milter: {len(standin.conferences)}",
+                  file=sys.stderr)
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
@@ -179,10 +181,10 @@ def main() -> int:
     print(f"\nPostfix smtpd, messages/s accepted ({runs} run(s), interleaved; "
           f"{messages} ordinary 4 KB messages and {invites} invitations per run, "
           f"{args.sessions} sessions; discard(8) delivery; {os.cpu_count()} CPUs)\n")
-    print("| workload               | no milter min | median  | max     "
-          "| milter min | median  | max     | ratio | target  | verdict |")
+    print("| workload               | no milter: min | median | max "
+          "| milter: min | median | max | ratio | target  | verdict |")
     print("|------------------------|---------|---------|---------|---------|---------|---------"
-          "|-------|---------|---------|")
+          "|-------|---------|------|")
     print(row("ordinary 4 KB", results["ordinary/plain"], results["ordinary/milter"], TARGET))
     print(row("invitation (new event)", results["invitation/plain"],
               results["invitation/milter"], None))
