@@ -67,28 +67,8 @@ class DiscardingPostfix(postfix.PostfixInstance):
 def serve_milter(base: Path, standin: StandIn, milter_port: int, relay_port: int
                  ) -> subprocess.Popen[str]:
     """`mailhook serve` as a milter only."""
-    config = base / "mailhook.toml"
-    config.write_text(f"""
-[smtp]
-enabled = false
-[milter]
-listen = "inet:127.0.0.1:{milter_port}"
-[relay]
-port = {relay_port}
-[trueconf]
-server_url = "{standin.url}"
-client_id = "mailhook"
-client_secret = "{SECRET}"
-[policy]
-local_domains = ["example.com"]
-[store]
-path = "{base / 'state.sqlite3'}"
-[metrics]
-enabled = false
-""")
-    log = (base / "mailhook.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return postfix.serve_mailhook(base, standin.url, SECRET, postfix.milter_front(milter_port),
+                                  relay_port)
 
 
 def ordinary(port: int, messages: int, sessions: int) -> float:

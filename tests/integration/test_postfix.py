@@ -7,7 +7,6 @@ import re
 import signal
 import smtplib
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
 from tests.support import postfix
 from tests.support.invites import Event, thunderbird
-from tests.support.process import ROOT, SECRET, free_port, wait_for_port
+from tests.support.process import SECRET, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 MAILBOXES, PLAIN = postfix.MAILBOXES, postfix.PLAIN
@@ -27,27 +26,8 @@ postfix_ready = postfix.postfix_ready
 
 def serve(tmp_path: Path, standin: StandIn, listen_port: int, relay_port: int) -> subprocess.Popen[str]:
     """Start `mailhook serve` as Postfix's content filter, logging to a file."""
-    config = tmp_path / "mailhook.toml"
-    config.write_text(f"""
-[smtp]
-listen_port = {listen_port}
-hostname = "filter.mailhook.test"
-[relay]
-port = {relay_port}
-[trueconf]
-server_url = "{standin.url}"
-client_id = "mailhook"
-client_secret = "{SECRET}"
-[policy]
-local_domains = ["example.com"]
-[store]
-path = "{tmp_path / 'state.sqlite3'}"
-[metrics]
-enabled = false
-""")
-    log = (tmp_path / "mailhook.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    front = f'[smtp]\nlisten_port = {listen_port}\nhostname = "filter.mailhook.test"\n'
+    return postfix.serve_mailhook(tmp_path, standin.url, SECRET, front, relay_port)
 
 
 def test_postfix_delivers_rewritten_invitation(tmp_path, postfix_ready):

@@ -7,7 +7,6 @@ import email
 import signal
 import smtplib
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tests.integration.conftest import USERS
 from tests.support import postfix, reliability
 from tests.support.invites import Event, thunderbird
 from tests.support.postfix import MAILBOXES, PLAIN, postfix_ready  # noqa: F401
-from tests.support.process import ROOT, SECRET, free_port, wait_for_port
+from tests.support.process import SECRET, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,28 +25,8 @@ pytestmark = pytest.mark.slow
 def serve_milter(tmp_path: Path, standin: StandIn, milter_port: int,
                  submission_port: int) -> subprocess.Popen[str]:
     """Start `mailhook serve` as a milter only (organizer notices go to Postfix's submission)."""
-    config = tmp_path / "mailhook.toml"
-    config.write_text(f"""
-[smtp]
-enabled = false
-[milter]
-listen = "inet:127.0.0.1:{milter_port}"
-[relay]
-port = {submission_port}
-[trueconf]
-server_url = "{standin.url}"
-client_id = "mailhook"
-client_secret = "{SECRET}"
-[policy]
-local_domains = ["example.com"]
-[store]
-path = "{tmp_path / 'state.sqlite3'}"
-[metrics]
-enabled = false
-""")
-    log = (tmp_path / "mailhook.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return postfix.serve_mailhook(tmp_path, standin.url, SECRET, postfix.milter_front(milter_port),
+                                  submission_port)
 
 
 def calendar_text(raw: bytes) -> str:

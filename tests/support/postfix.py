@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -212,3 +213,34 @@ def postfix_ready() -> None:
         pytest.fail(f"CI must run the Postfix test: {reason}")
     if reason:
         pytest.skip(reason)
+
+
+def serve_mailhook(folder: Path, standin_url: str, secret: str, front: str,
+                   relay_port: int) -> subprocess.Popen[str]:
+    """`mailhook serve` for a private Postfix instance, logging to ``folder/mailhook.log``.
+    ``front`` is the config's front-end part: an ``[smtp]`` listener (the content filter) or
+    ``[smtp] enabled = false`` with a ``[milter]`` socket."""
+    config = folder / "mailhook.toml"
+    config.write_text(f"""{front.strip()}
+[relay]
+port = {relay_port}
+[trueconf]
+server_url = "{standin_url}"
+client_id = "mailhook"
+client_secret = "{secret}"
+[policy]
+local_domains = ["example.com"]
+[store]
+path = "{folder / 'state.sqlite3'}"
+[metrics]
+enabled = false
+""")
+    log = (folder / "mailhook.log").open("w")
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen([sys.executable, "-m", "mailhook", "serve", "--config", str(config)],
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def milter_front(port: int) -> str:
+    """The front-end part of the config for a milter-only mailhook on ``port``."""
+    return f'[smtp]\nenabled = false\n[milter]\nlisten = "inet:127.0.0.1:{port}"\n'
