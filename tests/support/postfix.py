@@ -55,7 +55,16 @@ class PostfixInstance:
         os.chown(self.base / "data", pwd.getpwnam("postfix").pw_uid, -1)
         (self.config / "main.cf").write_text(self._main_cf(owner.pw_uid, owner.pw_gid))
         (self.config / "master.cf").write_text(self._master_cf())
-        self.postfix("start")
+        started = self.postfix("start", check=False)
+        if started.returncode != 0:
+            # Say why (postfix-script's own words and the maillog), then try once more: a port
+            # another test had just closed can still be in the kernel's hands for a moment.
+            print(f"postfix start failed: {started.stdout}{started.stderr}\n{self.log()}")
+            time.sleep(1)
+            again = self.postfix("start", check=False)
+            if again.returncode != 0:
+                raise AssertionError(f"postfix start failed twice: {again.stdout}{again.stderr}"
+                                     f"\n{self.log()}")
         return self
 
     def stop(self) -> None:
