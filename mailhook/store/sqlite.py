@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,14 +90,7 @@ class SqliteStore(SharedWork):
                     self._file.lose(gone, None)
                     raise StoreUnavailable(gone)
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            db = sqlite_utils.Database(conn)
-            if self._path != ":memory:":
-                db.enable_wal()
-            db.execute("PRAGMA busy_timeout = 5000")
-            db.execute(f"PRAGMA synchronous = {self._synchronous}")
-            db.execute(f"PRAGMA cache_size = {-WRITER_CACHE_KIB}")
-            migrate(db)
+            db = _prepared(self._path, self._synchronous)
             if self._path != ":memory:":
                 self._file.opened()
                 mark_created(self._path)
@@ -293,3 +287,34 @@ def _note_sent(db: sqlite_utils.Database, row: tuple[str, str, str, float]) -> b
     cursor = db.execute("insert or ignore into notices_sent (organizer, uid, kind, sent_at) "
                         "values (?, ?, ?, ?)", list(row))
     return cursor.rowcount == 1
+
+
+
+def _prepared(path: str, synchronous: str) -> sqlite_utils.Database:
+    """The writer's connection, in WAL mode and on the newest schema. Processes opening a new
+    store at the same moment can find it locked while another switches it to WAL (SQLite
+    answers that at once, without waiting): each tries again for a few seconds."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return _connected(path, synchronous)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _connected(path: str, synchronous: str) -> sqlite_utils.Database:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
+    db = sqlite_utils.Database(conn)
+    try:
+        db.execute("PRAGMA busy_timeout = 5000")
+        if path != ":memory:":
+            db.enable_wal()
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute(f"PRAGMA cache_size = {-WRITER_CACHE_KIB}")
+        migrate(db)
+    except BaseException:
+        conn.close()
+        raise
+    return db
