@@ -83,6 +83,7 @@ class Pending:
     recipients: list[str] = field(default_factory=list)
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
+    size: int = 0  # octets of header fields and body taken so far
     too_large: bool = False
 
     def content(self) -> bytes:
@@ -251,20 +252,25 @@ class MilterConnection:
             await self._send(Continue())
 
     def _collect(self, name: str, value: bytes) -> None:
-        message = self.message
-        message.headers.append((name, value))
-        if sum(len(v) for _, v in message.headers) > MAX_MESSAGE:
-            message.too_large = True
+        # A running total: summing every field again per field costs the square of their number.
+        if self._taken(len(name) + len(value)):
+            self.message.headers.append((name, value))
 
     def _collect_body(self, chunk: bytes) -> None:
+        if self._taken(len(chunk)):
+            self.message.body += chunk
+
+    def _taken(self, octets: int) -> bool:
+        """Count ``octets`` more of the message; False (and nothing kept) once it is over
+        MAX_MESSAGE, so a message too large to handle holds no memory."""
         message = self.message
-        if message.too_large:
-            return
-        if len(message.body) + len(chunk) > MAX_MESSAGE:
+        message.size += octets
+        if message.too_large or message.size > MAX_MESSAGE:
             message.too_large = True
+            message.headers.clear()
             message.body.clear()
-            return
-        message.body += chunk
+            return False
+        return True
 
     async def _end_of_message(self) -> None:
         message, self.message = self.message, Pending()
