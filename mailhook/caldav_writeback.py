@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,6 +39,11 @@ from mailhook.metrics import Metrics
 log = logging.getLogger("mailhook.caldav")
 Edit = Callable[[str], str]
 FIRST_PAUSE = 1.0  # seconds before the first retry; doubled for each one after it
+# The library blocks; it runs on threads of its own, so a slow CalDAV server never holds up
+# the threads that parse and plan messages. Past MAX_PENDING write-backs waiting, new ones are
+# dropped (and counted) rather than kept in memory without end.
+THREADS = 2
+MAX_PENDING = 1000
 CALENDAR_TYPE = "text/calendar; charset=utf-8"
 
 
@@ -141,10 +147,16 @@ class CalendarWriteBack:
         self._password = section.password()
         logfmt.redact(self._password)  # behind the rule that no log line quotes a request
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="mailhook-caldav")
 
     def after(self, organizer: str, uid: str, link: str) -> None:
         """The invitation went out: write ``link`` into the organizer's event (take the
         link out when it is "": the conference was deleted). Returns at once."""
+        if len(self._tasks) >= MAX_PENDING:
+            self._metrics.caldav_writebacks.labels("dropped").inc()
+            log.warning("uid=%s: %d CalDAV write-backs already waiting; this one is dropped",
+                        uid, len(self._tasks))
+            return
         edit = (partial(with_link, insertion=_with_url(self._insertion, link)) if link
                 else without_link)
         task = asyncio.get_running_loop().create_task(self._write_back(organizer, uid, edit))
@@ -155,6 +167,7 @@ class CalendarWriteBack:
         """Wait a while for the write-backs under way (at shutdown)."""
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _write_back(self, organizer: str, uid: str, edit: Edit) -> None:
         result, pause = "error", FIRST_PAUSE
@@ -163,7 +176,8 @@ class CalendarWriteBack:
                 await asyncio.sleep(pause)
                 pause *= 2
             try:
-                result = await asyncio.to_thread(self._once, organizer, uid, edit)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, self._once, organizer, uid, edit)
                 break
             except Exception as exc:  # noqa: BLE001 - whatever the server or the network did: try again
                 log.warning("uid=%s: cannot write the link into %s's event (try %d): %s",
