@@ -144,6 +144,27 @@ def is_calendar_candidate(raw: bytes, part: MimePart) -> bool:
     return data.lstrip(BOM + b" \t\r\n")[:15].upper() == b"BEGIN:VCALENDAR"
 
 
+def holds_no_calendar(head: bytes) -> bool:
+    """Whether a message with this header section holds no calendar whatever its body says.
+
+    That is a single-part message of no calendar type (nor a type ``parse_message`` skips for
+    what it is, like S/MIME), and for the types a calendar file may be sent as, without an
+    ``.ics`` file name. ``parse_message`` finds "no calendar" in such a message from its whole
+    bytes too, so a front end that sees the header section first (the milter) may answer it
+    there and never take its body.
+    """
+    try:
+        root = scan_message(head).root
+    except Exception:  # noqa: BLE001 - an unreadable header section takes the whole path
+        return False
+    kind = root.content_type
+    if root.is_multipart or kind.startswith(("multipart/", "message/")):
+        return False
+    if kind in CALENDAR_TYPES or kind in SKIP_TYPES:
+        return False
+    return not (kind in NAMED_CALENDAR_TYPES and root.filename.lower().endswith(".ics"))
+
+
 def calendar_leaves(raw: bytes, root: MimePart) -> list[MimePart]:
     """Candidate calendar parts in document order, never looking inside message/rfc822."""
     return [part for part in _visible_leaves(root) if is_calendar_candidate(raw, part)]

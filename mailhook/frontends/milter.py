@@ -1,12 +1,15 @@
 """The milter front end: speaks the Sendmail milter protocol with Postfix (``smtpd_milters``,
 ``non_smtpd_milters``) or Sendmail (``INPUT_MAIL_FILTER``) and hands each message to the flow.
 
-The packets are read and written with ``kilter.protocol`` (its parser and encoder, no I/O);
-this module is the asyncio connection around it. A message is collected from the MAIL, RCPT,
-header and body steps; at its end the flow runs with an outlet that keeps the rewritten bytes
-instead of relaying them, and the MTA is told to replace the body and change the headers the
-rewrite changed. The flow's reply becomes the milter's answer: 2xx continue, 4xx a temporary
-failure with mailhook's text (the MTA keeps the message and retries), 5xx a rejection.
+The packets are read and written with ``kilter.protocol`` (``milter_packets`` frames them);
+this module is the asyncio connection around them. A message is collected from the MAIL, RCPT,
+header and body steps. One that cannot hold a calendar (its header section tells) is answered
+at the end of its header section and its body is never sent. For any other, at its end the
+flow runs with an outlet that keeps the rewritten bytes instead of relaying them, and the MTA
+is told to replace the body and change the headers the rewrite changed. The flow's reply
+becomes the milter's answer: 2xx continue (accept, at the end of the header section), 4xx a
+temporary failure with mailhook's text (the MTA keeps the message and retries), 5xx a
+rejection.
 """
 
 from __future__ import annotations
@@ -15,16 +18,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
+import socket
 from dataclasses import dataclass, field
 
 from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.messages import (
     Abort,
+    Accept,
     ActionFlags,
-    AddHeader,
     Body,
-    ChangeHeader,
     Close,
     Connect,
     Continue,
@@ -39,7 +41,6 @@ from kilter.protocol.messages import (
     Message,
     Negotiate,
     ProtocolFlags,
-    ReplaceBody,
     ReplyCode,
     Stage,
     Unknown,
@@ -47,32 +48,34 @@ from kilter.protocol.messages import (
 
 from mailhook.config import MilterSettings, milter_socket
 from mailhook.core.envelope import Upstream
+from mailhook.core.mime import holds_no_calendar
 from mailhook.core.replies import INTERNAL_ERROR, SHUTTING_DOWN, Reply
 from mailhook.flow import Flow
+from mailhook.frontends.milter_packets import (
+    ProtocolError,
+    address,
+    changes,
+    complete_packets,
+    crlf,
+    packed_size,
+)
 
 log = logging.getLogger("mailhook.milter")
 
-# The largest packet taken from the MTA. Body chunks are at most 65535 bytes (no larger size
-# is negotiated); a header is bounded by Postfix's header_size_limit (100 KiB). Anything
-# claiming more is not a milter client: the connection is dropped before reading it.
-MAX_PACKET = 1024 * 1024
-REPLACE_CHUNK = 65535  # libmilter's chunk size for body replacement
 IDLE_TIMEOUT = 7200.0  # an MTA keeps milter connections open between messages
+IDLE_CHECK = 60.0  # how often a connection's silence is looked at
+READ_SIZE = 256 * 1024
 MAX_MESSAGE = 256 * 1024 * 1024  # a message larger than this is passed unchanged, unread
-# What mailhook asks of the MTA: the steps it needs, none of them answered one by one
-# ("no reply" flags) where the MTA offers that, and the end-of-message macros for the log line.
+# What mailhook asks of the MTA: the steps it needs, and no answer to each envelope address,
+# header field and body chunk ("no reply" flags) where the MTA offers that. The end of the
+# header section is answered: a message that cannot hold a calendar is accepted there, so its
+# body never crosses the socket. The log line's macros are asked for at both ends.
 WANTED_STEPS = (ProtocolFlags.NO_CONNECT | ProtocolFlags.NO_HELO | ProtocolFlags.NO_UNKNOWN
                 | ProtocolFlags.NO_DATA | ProtocolFlags.HEADER_LEADING_SPACE)
 NO_REPLY_STEPS = (ProtocolFlags.NR_SENDER | ProtocolFlags.NR_RECIPIENT | ProtocolFlags.NR_HEADER
-                  | ProtocolFlags.NR_END_OF_HEADERS | ProtocolFlags.NR_BODY)
+                  | ProtocolFlags.NR_BODY)
 ACTIONS = ActionFlags.CHANGE_BODY | ActionFlags.CHANGE_HEADERS | ActionFlags.ADD_HEADERS
 END_MACROS = ("i", "{client_addr}", "{client_name}")
-REWRITTEN_HEADERS = ("content-type", "content-transfer-encoding")
-_HEADER = struct.Struct("!L")
-
-
-class ProtocolError(Exception):
-    """The peer broke the milter protocol; its connection is closed."""
 
 
 @dataclass
@@ -86,11 +89,14 @@ class Pending:
     size: int = 0  # octets of header fields and body taken so far
     too_large: bool = False
 
+    def head(self) -> bytes:
+        """The header section with CRLF line ends and its blank line."""
+        return b"".join(name.encode("utf-8", "surrogateescape") + b":" + crlf(value) + b"\r\n"
+                        for name, value in self.headers) + b"\r\n"
+
     def content(self) -> bytes:
         """The message as bytes with CRLF line ends, as the SMTP front end would see it."""
-        lines = b"".join(name.encode("ascii") + b":" + _crlf(value) + b"\r\n"
-                         for name, value in self.headers)
-        return lines + b"\r\n" + bytes(self.body)
+        return self.head() + bytes(self.body)
 
 
 class Collected:
@@ -177,28 +183,45 @@ class MilterConnection:
         self.no_reply = ProtocolFlags.NONE
 
     async def run(self) -> None:
-        while True:
-            packet = await self._receive()
-            if packet is None:
-                return
-            if not await self._dispatch(packet):
-                return
+        """Serve packets until the MTA closes the connection or falls silent."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        watch = loop.call_later(IDLE_CHECK, self._check_idle, loop)
+        try:
+            await self._serve_packets(loop)
+        finally:
+            watch.cancel()
 
-    async def _receive(self) -> Message | None:
-        try:
-            size = _HEADER.unpack(await asyncio.wait_for(self.reader.readexactly(4),
-                                                         IDLE_TIMEOUT))[0]
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise ProtocolError("truncated packet length") from None
-            return None  # a clean end between packets
-        if not 1 <= size <= MAX_PACKET:
-            raise ProtocolError(f"packet of {size} bytes (at most {MAX_PACKET} taken)")
-        try:
-            data = await asyncio.wait_for(self.reader.readexactly(size), IDLE_TIMEOUT)
-        except asyncio.IncompleteReadError:
-            raise ProtocolError("connection closed inside a packet") from None
-        return _decode(_HEADER.pack(size) + data)
+    async def _serve_packets(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = bytearray()
+        while True:
+            chunk = await self.reader.read(READ_SIZE)
+            if not chunk:
+                if pending:
+                    raise ProtocolError("connection closed inside a packet")
+                return
+            self._heard = loop.time()
+            self._quick_ack()
+            pending += chunk
+            for packet in complete_packets(pending):
+                if not await self._dispatch(packet):
+                    return
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop a connection the MTA left silent for IDLE_TIMEOUT; one timer per connection
+        rather than one per read, which would cost more than most packets' handling."""
+        if loop.time() - self._heard > IDLE_TIMEOUT:
+            self.writer.transport.abort()
+            return
+        loop.call_later(IDLE_CHECK, self._check_idle, loop)
+
+    def _quick_ack(self) -> None:
+        """Acknowledge at once what was read. The MTA writes a macro packet and the command
+        after it separately, and waits for no answer to the first; with Nagle's algorithm on
+        its side, delayed ACKs on this side would hold each such command back ~40 ms."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     async def _dispatch(self, packet: Message) -> bool:  # noqa: C901 - one case per packet kind
         """Handle one packet; False when the connection is to end."""
@@ -208,16 +231,16 @@ class MilterConnection:
             case Macro():
                 self.macros.update(packet.macros)
             case EnvelopeFrom():
-                self.message = Pending(sender=_address(packet.sender))
+                self.message = Pending(sender=address(packet.sender))
                 await self._answer(ProtocolFlags.NR_SENDER)
             case EnvelopeRecipient():
-                self.message.recipients.append(_address(packet.recipient))
+                self.message.recipients.append(address(packet.recipient))
                 await self._answer(ProtocolFlags.NR_RECIPIENT)
             case Header():
                 self._collect(packet.name, bytes(packet.value))
                 await self._answer(ProtocolFlags.NR_HEADER)
             case EndOfHeaders():
-                await self._answer(ProtocolFlags.NR_END_OF_HEADERS)
+                await self._end_of_headers()
             case Body():
                 self._collect_body(bytes(packet.content))
                 await self._answer(ProtocolFlags.NR_BODY)
@@ -242,8 +265,8 @@ class MilterConnection:
             raise ProtocolError(f"the MTA does not allow {missing!r}")
         steps = WANTED_STEPS & offer.protocol_flags
         self.no_reply = NO_REPLY_STEPS & offer.protocol_flags
-        macros = {Stage.END_MESSAGE: END_MACROS} if ActionFlags.SETSYMLIST & offer.action_flags \
-            else {}
+        macros = {Stage.END_HEADERS: END_MACROS, Stage.END_MESSAGE: END_MACROS} \
+            if ActionFlags.SETSYMLIST & offer.action_flags else {}
         actions = ACTIONS | (ActionFlags.SETSYMLIST if macros else ActionFlags.NONE)
         return Negotiate(6, actions, steps | self.no_reply, macros)
 
@@ -272,6 +295,22 @@ class MilterConnection:
             return False
         return True
 
+    async def _end_of_headers(self) -> None:
+        """Answer a message that cannot hold a calendar now: the flow reads its header section
+        alone (and logs and counts it as it would the whole message) and the MTA is told to
+        accept it, sending nothing more of it. Any other message goes on to its body."""
+        message = self.message
+        if message.too_large or self.flow.stopping or not holds_no_calendar(message.head()):
+            await self._send(Continue())
+            return
+        self.message = Pending()
+        outlet = Collected()
+        reply = await self._run_flow(message, message.head(), outlet)
+        if reply.ok:
+            await self._send(Accept())
+        else:
+            await self._reply(reply)
+
     async def _end_of_message(self) -> None:
         message, self.message = self.message, Pending()
         if message.too_large:
@@ -283,16 +322,20 @@ class MilterConnection:
             return
         original = message.content()
         outlet = Collected()
-        transaction = self.flow.transaction(message.sender, outlet, self._upstream())
-        try:
-            reply = await transaction.finish(message.recipients, original, smtputf8=True)
-        except Exception:
-            log.exception("the flow failed; the MTA is asked to try again")
-            reply = INTERNAL_ERROR
+        reply = await self._run_flow(message, original, outlet)
         if reply.ok and outlet.content is not None and outlet.content != original:
             for change in changes(original, outlet.content):
                 await self._send(change)
         await self._reply(reply)
+
+    async def _run_flow(self, message: Pending, content: bytes, outlet: Collected) -> Reply:
+        """The flow's reply to ``content``; what it would relay is left in ``outlet``."""
+        transaction = self.flow.transaction(message.sender, outlet, self._upstream())
+        try:
+            return await transaction.finish(message.recipients, content, smtputf8=True)
+        except Exception:
+            log.exception("the flow failed; the MTA is asked to try again")
+            return INTERNAL_ERROR
 
     def _upstream(self) -> Upstream:
         name, addr = self.macros.get("{client_name}", ""), self.macros.get("{client_addr}", "")
@@ -309,84 +352,7 @@ class MilterConnection:
         await self._send(ReplyCode(f"{code} {text}".encode("utf-8", "replace") + b"\0"))
 
     async def _send(self, message: Message) -> None:
-        buffer = SimpleBuffer(_packed_size(message))
+        buffer = SimpleBuffer(packed_size(message))
         message.pack(buffer)
         self.writer.write(bytes(buffer[:]))
         await self.writer.drain()
-
-
-def changes(original: bytes, rewritten: bytes) -> list[Message]:
-    """The milter modifications that turn ``original`` into ``rewritten``: the body replaced
-    when it changed, and the top-level MIME headers the rewrite changed."""
-    old_head, old_body = _split(original)
-    new_head, new_body = _split(rewritten)
-    result: list[Message] = []
-    old_fields, new_fields = _fields(old_head), _fields(new_head)
-    for name in REWRITTEN_HEADERS:
-        before = [value for key, value in old_fields if key.lower() == name]
-        after = [value for key, value in new_fields if key.lower() == name]
-        if before == after:
-            continue
-        spelled = next((key for key, _ in new_fields + old_fields if key.lower() == name), name)
-        for index in range(max(len(before), len(after))):
-            value = after[index] if index < len(after) else b""
-            if index < len(before):
-                result.append(ChangeHeader(index + 1, spelled, _lf(value)))
-            else:
-                result.append(AddHeader(spelled, _lf(value)))
-    if new_body != old_body:
-        result += [ReplaceBody(new_body[start:start + REPLACE_CHUNK])
-                   for start in range(0, len(new_body), REPLACE_CHUNK)] or [ReplaceBody(b"")]
-    return result
-
-
-def _split(content: bytes) -> tuple[bytes, bytes]:
-    end = content.find(b"\r\n\r\n")
-    if end < 0:
-        return content, b""
-    return content[:end + 2], content[end + 4:]
-
-
-def _fields(head: bytes) -> list[tuple[str, bytes]]:
-    """The header fields as (name, raw value with its folding) pairs."""
-    fields: list[tuple[str, bytes]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + b"\r\n" + line)
-        elif b":" in line:
-            raw_name, _, value = line.partition(b":")
-            fields.append((raw_name.decode("ascii", "replace").strip(), value))
-    return fields
-
-
-def _decode(packet: bytes) -> Message:
-    buffer = SimpleBuffer(len(packet))
-    buffer[:] = packet
-    try:
-        message, _ = Message.unpack(buffer)
-    except Exception as exc:  # noqa: BLE001 - the library's parse errors differ by packet (assert, struct)
-        raise ProtocolError(f"malformed packet {packet[4:5]!r}: {exc or type(exc).__name__}") \
-            from None
-    if hasattr(message, "freeze"):
-        message.freeze()
-    return message
-
-
-def _packed_size(message: Message) -> int:
-    return 256 + sum(len(value) for value in vars(message).values()
-                    if isinstance(value, bytes | str))
-
-
-def _address(value: bytes | memoryview) -> str:
-    text = bytes(value).decode("utf-8", "replace").strip()
-    return text[1:-1] if text.startswith("<") and text.endswith(">") else text
-
-
-def _crlf(value: bytes) -> bytes:
-    """A header value as the MTA sends it (folded lines end in LF) with CRLF line ends."""
-    return value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def _lf(value: bytes) -> bytes:
-    return value.replace(b"\r\n", b"\n")

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from kilter.protocol.messages import (
+    Accept,
     ChangeHeader,
     Continue,
     EnvelopeFrom,
@@ -18,11 +19,12 @@ from kilter.protocol.messages import (
 )
 
 from mailhook.config import Settings, milter_socket
-from mailhook.frontends.milter import MAX_PACKET
+from mailhook.frontends import milter as milter_frontend
+from mailhook.frontends.milter_packets import MAX_PACKET
 from tests.integration.conftest import send
 from tests.support import reliability
 from tests.support.invites import Event, plain_mail, thunderbird
-from tests.support.milter_client import MilterClient
+from tests.support.milter_client import MilterClient, macro_packet
 
 MILTER = {"listen": "inet:127.0.0.1:0"}
 
@@ -60,14 +62,58 @@ async def test_invitation_gets_the_link_in_the_replaced_body(start_daemon, stand
     assert "queue_id=4Xq1Jt2ZzQz9sWQ" in line and "client=mua.example.com[192.0.2.7]" in line
 
 
-async def test_ordinary_mail_is_answered_without_changes(start_daemon, sink):
-    """Ordinary mail gets a plain continue: no body or header change, nothing relayed."""
+def accepted_early(answer) -> bool:
+    """The milter accepted the message at the end of its header section, changing nothing."""
+    return answer.at_end_of_headers and [type(packet) for packet in answer.packets] == [Accept]
+
+
+def summary(caplog) -> str:
+    """The one summary line logged for the message, up to the reply (whose text is the next
+    hop's own through SMTP) and its time."""
+    lines = [r.getMessage() for r in caplog.records if "decision=" in r.getMessage()]
+    assert len(lines) == 1, lines
+    return lines[0].partition(" reply=")[0]
+
+
+async def test_ordinary_mail_is_accepted_at_the_end_of_its_headers(start_daemon, sink, caplog):
+    """A single-part message with no calendar type is accepted when its header section ends,
+    so the MTA never sends its body; nothing is changed or relayed, and it gets the same log
+    line and metrics as through the SMTP front end."""
+    caplog.set_level(logging.INFO, logger="mailhook")
+    daemon, port = await milter_of(start_daemon)
+    client = await MilterClient.connect("127.0.0.1", port)
+    answer = await client.message("alice@example.com", ["bob@example.com"], plain_mail(),
+                                  {"i": "4Xq1Jt2ZzQz9sWQ"})
+    await client.close()
+    assert accepted_early(answer)
+    assert not sink.messages
+    via_milter = summary(caplog)
+    assert "queue_id=4Xq1Jt2ZzQz9sWQ" in via_milter and 'reason="no calendar"' in via_milter
+    assert "message_id=<plain-1@example.com>" in via_milter
+    caplog.clear()
+    await send(daemon, plain_mail())
+    assert summary(caplog).replace("queue_id=-", "queue_id=4Xq1Jt2ZzQz9sWQ") == via_milter
+    assert daemon.app.flow.counts["relayed"] == 2  # counted as the flow counts every message
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/alternative; boundary=b1",
+    "text/plain; name=invite.ics",
+    "text/calendar; method=REQUEST",
+    "application/pkcs7-mime; smime-type=enveloped-data",
+    "message/rfc822",
+])
+async def test_mail_that_may_hold_a_calendar_is_read_to_its_end(start_daemon, content_type):
+    """A message whose header section allows a calendar in its body (multipart, a calendar
+    type, a text part named .ics) or that the flow skips for what it is (S/MIME) is answered
+    only after its body."""
     _, port = await milter_of(start_daemon)
     client = await MilterClient.connect("127.0.0.1", port)
-    answer = await client.message("alice@example.com", ["bob@example.com"], plain_mail())
+    raw = plain_mail().replace(b"text/plain; charset=utf-8", content_type.encode())
+    answer = await client.message("alice@example.com", ["bob@example.com"], raw)
     await client.close()
+    assert not answer.at_end_of_headers
     assert only_continue(answer)
-    assert not sink.messages
 
 
 async def test_only_changed_mime_headers_are_changed(start_daemon):
@@ -105,7 +151,7 @@ async def test_milter_only_daemon_serves_without_smtp(start_daemon):
     client = await MilterClient.connect("127.0.0.1", port)
     answer = await client.message("alice@example.com", ["bob@example.com"], plain_mail())
     await client.close()
-    assert only_continue(answer)
+    assert accepted_early(answer)
 
 
 async def test_both_front_ends_in_one_daemon(start_daemon, sink):
@@ -115,7 +161,7 @@ async def test_both_front_ends_in_one_daemon(start_daemon, sink):
     answer = await client.message("alice@example.com", ["bob@example.com"], plain_mail())
     await client.close()
     code, _ = await send(daemon, plain_mail())
-    assert only_continue(answer) and code == 250 and len(sink.messages) == 1
+    assert accepted_early(answer) and code == 250 and len(sink.messages) == 1
 
 
 HOSTILE = {
@@ -172,3 +218,30 @@ def test_listen_notation_is_checked():
     for bad in ("127.0.0.1:8891", "inet:8891", "unix:relative.sock", "inet:host:port"):
         with pytest.raises(ValueError, match="milter listen"):
             Settings(**base, milter={"listen": bad})
+
+
+async def test_utf8_macros_and_header_names_keep_the_connection(start_daemon, standin):
+    """Macro values the MTA passes on from an SMTPUTF8 client (a UTF-8 sender, stray bytes)
+    and a header field whose name is not ASCII neither drop the connection nor stop the
+    message: ordinary mail is accepted and an invitation still gets its link."""
+    _, port = await milter_of(start_daemon)
+    client = await MilterClient.connect("127.0.0.1", port)
+    await client.send_raw(macro_packet("M", {b"{mail_addr}": "jörg@example.com".encode(),
+                                             b"{auth_authen}": b"j\xf6rg\xff"}))
+    raw = plain_mail().replace(b"Subject:", "X-Prüfung: 1\r\nSubject:".encode())
+    answer = await client.message("jörg@example.com", ["bob@example.com"], raw)
+    assert accepted_early(answer)
+    answer = await client.message("alice@example.com", ["bob@example.com"],
+                                  thunderbird(Event()))
+    await client.close()
+    assert b"/c/4000000001" in replaced_body(answer)
+
+
+async def test_a_silent_connection_is_dropped(start_daemon, monkeypatch):
+    """An MTA connection that stays silent longer than the idle limit is closed by the
+    milter, so silent peers cannot pile up."""
+    monkeypatch.setattr(milter_frontend, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(milter_frontend, "IDLE_CHECK", 0.1)
+    _, port = await milter_of(start_daemon)
+    client = await MilterClient.connect("127.0.0.1", port)
+    assert await asyncio.wait_for(client.reader.read(), 30) == b""

@@ -12,11 +12,11 @@ from kilter.protocol.messages import (
     ActionFlags,
     Body,
     Close,
+    Continue,
     EndOfHeaders,
     EndOfMessage,
     EnvelopeFrom,
     EnvelopeRecipient,
-    Header,
     Macro,
     Message,
     Negotiate,
@@ -33,6 +33,7 @@ class Answer:
     """The milter's packets for one message: modifications, then the final answer."""
 
     packets: list[Message] = field(default_factory=list)
+    at_end_of_headers: bool = False  # the milter answered before the body
 
     @property
     def final(self) -> Message:
@@ -64,6 +65,11 @@ class MilterClient:
         self.writer.write(bytes(buffer[:]))
         await self.writer.drain()
 
+    async def send_raw(self, packet: bytes) -> None:
+        """Send bytes as they are (what the library's encoder would refuse to write)."""
+        self.writer.write(packet)
+        await self.writer.drain()
+
     async def receive(self) -> Message:
         size = struct.unpack("!L", await self.reader.readexactly(4))[0]
         data = await self.reader.readexactly(size)
@@ -88,13 +94,23 @@ class MilterClient:
             await self.step(EnvelopeRecipient(f"<{recipient}>".encode()),
                             ProtocolFlags.NR_RECIPIENT)
         head, _, body = raw.partition(b"\r\n\r\n")
+        assert self.negotiated is not None
         for line in unfold(head):
             name, _, value = line.partition(b":")
-            await self.step(Header(name.decode(), value), ProtocolFlags.NR_HEADER)
-        await self.step(EndOfHeaders(), ProtocolFlags.NR_END_OF_HEADERS)
+            await self.send_raw(header_packet(name, value))  # the name as raw bytes, too
+            if not ProtocolFlags.NR_HEADER & self.negotiated.protocol_flags:
+                await self.receive()
+        macros = macros or {"i": "4Xq1Jt2ZzQz9sWQ"}
+        await self.send(Macro(ord("N"), macros))  # Postfix sends the asked-for macros at both
+        await self.send(EndOfHeaders())
+        assert self.negotiated is not None
+        if not ProtocolFlags.NR_END_OF_HEADERS & self.negotiated.protocol_flags:
+            early = await self.receive()
+            if not isinstance(early, Continue):  # answered here: the MTA sends no more of it
+                return Answer([early], at_end_of_headers=True)
         for start in range(0, len(body), 65535):
             await self.step(Body(body[start:start + 65535]), ProtocolFlags.NR_BODY)
-        await self.send(Macro(ord("E"), macros or {"i": "4Xq1Jt2ZzQz9sWQ"}))
+        await self.send(Macro(ord("E"), macros))
         await self.send(EndOfMessage(b""))
         answer = Answer()
         while True:
@@ -118,3 +134,16 @@ def unfold(head: bytes) -> list[bytes]:
         else:
             fields.append(line)
     return fields
+
+
+def macro_packet(stage: str, macros: dict[bytes, bytes]) -> bytes:
+    """A macro packet with values as raw bytes (any encoding, as an MTA may pass them on)."""
+    body = b"D" + stage.encode() + b"".join(name + b"\0" + value + b"\0"
+                                            for name, value in macros.items())
+    return struct.pack("!L", len(body)) + body
+
+
+def header_packet(name: bytes, value: bytes) -> bytes:
+    """A header packet as an MTA writes it: name and value, each ended by a NUL."""
+    body = b"L" + name + b"\0" + value + b"\0"
+    return struct.pack("!L", len(body)) + body
