@@ -32,8 +32,8 @@ PROBE_CONFERENCE_ID = "mailhook-check-probe"
 
 
 async def check(settings: Settings, config_file: Path, out: Print) -> int:
-    """Check the config, the store, TrueConf and the next hop; 0 only when every check passed,
-    2 when the config cannot work."""
+    """Check the config, the store, TrueConf, the next hop and the milter socket (when there is
+    one); 0 only when every check passed, 2 when the config cannot work."""
     from mailhook.relay import NextHop
 
     if looping := check_relay_loop(settings, config_file):
@@ -49,6 +49,10 @@ async def check(settings: Settings, config_file: Path, out: Print) -> int:
     finally:
         await client.aclose()
     checks.append(next_hop_verdict(settings, await NextHop(settings.relay).probe()))
+    if settings.milter.listen:
+        from mailhook.milter_check import check_milter
+
+        checks.append(await check_milter(settings.milter.listen))
     for line in verdicts(checks):
         out(line)
     failed = sum(not c.ok for c in checks)

@@ -30,7 +30,12 @@ from pydantic_settings.exceptions import SettingsError
 
 from mailhook.config_errors import Environment, describe, environment_problem
 from mailhook.config_files import StoreSettings as StoreSettings  # noqa: PLC0414
-from mailhook.config_files import check_store_password, check_tls_files, masked_url
+from mailhook.config_files import (
+    check_front_ends,
+    check_store_password,
+    check_tls_files,
+    masked_url,
+)
 
 # Re-exported (the "X as X" form is how mypy --strict sees a re-export): they are settings too.
 from mailhook.config_sections import CalDAVSettings as CalDAVSettings  # noqa: PLC0414
@@ -333,6 +338,7 @@ def load_settings(path: Path) -> Settings:
     _check_secret(settings, path)
     check_store_password(settings.store, path)
     check_tls_files(settings.smtp, settings.relay, path)
+    check_front_ends(settings.smtp, settings.milter, path)
     _warn_about_ignored_secret(settings)
     return settings
 

@@ -1,7 +1,8 @@
 """Settings that name files or carry a secret: the [store] section (a SQLite file, or a
 PostgreSQL URL, checked and shown with any password masked, and its password file), and the
 TLS certificate, key and CA files, which are loaded once when the config is read so that a
-bad one is a one-line error at start-up. (``mailhook.config`` reads them.)
+bad one is a one-line error at start-up; and the checks across sections of what takes mail in.
+(``mailhook.config`` reads them.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mailhook.config_sections import Section
 
 if TYPE_CHECKING:
     from mailhook.config import RelaySettings, SmtpSettings
+    from mailhook.config_sections import MilterSettings
 
 
 class StoreSettings(Section):
@@ -93,6 +95,17 @@ def check_tls_files(smtp: SmtpSettings, relay: RelaySettings, path: Path) -> Non
         except (OSError, ssl.SSLError) as exc:
             raise _config_error(f"{path}: bad value for relay.ca_file: cannot load it "
                                 f"({_reason(exc)})") from None
+
+
+def check_front_ends(smtp: SmtpSettings, milter: MilterSettings, path: Path) -> None:
+    """Something takes mail in, and the milter has the one process that serves it."""
+    if not smtp.enabled and not milter.listen:
+        raise _config_error(f"{path}: smtp.enabled is false and milter.listen is empty: "
+                            "nothing would take mail in; turn one of them on")
+    if milter.listen and smtp.workers > 1:
+        raise _config_error(f"{path}: bad value for smtp.workers: {smtp.workers} worker "
+                            "processes cannot share the milter socket (milter.listen); "
+                            "set smtp.workers = 1 with the milter")
 
 
 def _reason(exc: Exception) -> str:

@@ -294,8 +294,10 @@ async def run(
         if isinstance(exc, StoreUnavailable):
             log.error("cannot open the store: %s", exc)
         else:
-            log.error("cannot listen on %s:%s: %s", smtp.listen_host, smtp.listen_port,
-                      exc.strerror or exc)
+            # The milter's errors name its socket; the SMTP listener's are named here.
+            where = "" if "milter socket" in str(exc.strerror) else \
+                f"{smtp.listen_host}:{smtp.listen_port}: "
+            log.error("cannot listen on %s%s", where, exc.strerror or exc)
         if workers is not None:
             await workers.stop()
         await daemon.app.aclose()

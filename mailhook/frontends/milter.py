@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
+import stat
 from dataclasses import dataclass, field
 
 from kilter.protocol.buffer import SimpleBuffer
@@ -128,14 +130,18 @@ class MilterServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Listen on the socket; OSError (naming the socket) when it cannot be taken."""
         kind, where, port = milter_socket(self.settings.listen)
-        if kind == "unix":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(where)  # a socket left by an earlier run
-            self._server = await asyncio.start_unix_server(self._serve, where)
-            os.chmod(where, int(self.settings.socket_mode, 8))
-        else:
-            self._server = await asyncio.start_server(self._serve, where, port)
+        try:
+            if kind == "unix":
+                _remove_stale_socket(where)
+                self._server = await asyncio.start_unix_server(self._serve, where)
+                os.chmod(where, int(self.settings.socket_mode, 8))
+            else:
+                self._server = await asyncio.start_server(self._serve, where, port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"the milter socket {self.settings.listen}: "
+                                     f"{exc.strerror or exc}") from None
         log.info("milter listening on %s", self.address)
 
     @property
@@ -168,6 +174,19 @@ class MilterServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket an earlier run left at ``path``; anything else there stays, and the
+    milter does not start (a mistyped ``listen`` must not delete a file)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket; mailhook "
+                                            "does not replace it")
+    os.unlink(path)
 
 
 class MilterConnection:

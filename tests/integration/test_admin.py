@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -73,6 +74,45 @@ def test_check_fails_on_bad_credentials_and_dead_next_hop(tmp_path):
     assert any(" trueconf " in line for line in failed) and any(" next hop " in line for line in failed)
     assert "2 of 4 checks FAILED" in result.stdout
     assert SECRET not in result.stdout + result.stderr
+
+
+def milter_verdict(tmp_path, listen: str, running: bool = False) -> tuple[int, str]:
+    """`mailhook check`'s exit status and its milter line with ``[milter] listen`` set (and a
+    milter-only ``mailhook serve`` on it when ``running``)."""
+    env = {"MAILHOOK_MILTER__LISTEN": listen}
+    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
+        config = write_config(tmp_path, standin.url, sink.port, 0)
+        daemon = serve(config, env={**os.environ, **env, "MAILHOOK_SMTP__ENABLED": "false"}) \
+            if running else None
+        try:
+            if daemon is not None:
+                wait_for_port(int(listen.rsplit(":", 1)[1]), daemon)
+            result = mailhook("check", "--config", str(config), env=env)
+        finally:
+            if daemon is not None:
+                daemon.terminate()
+                daemon.wait(timeout=30)
+    [line] = [line for line in result.stdout.splitlines() if "  milter  " in line]
+    return result.returncode, line
+
+
+def test_check_looks_at_the_milter_socket(tmp_path):
+    """With [milter] listen set, `mailhook check` has a milter line: ok when mailhook's milter
+    answers the protocol's negotiation, ok when the socket is free to take, FAIL when
+    something else answers there or a file is in the way, naming what."""
+    port = free_port()
+    status, line = milter_verdict(tmp_path, f"inet:127.0.0.1:{port}", running=True)
+    assert status == 0 and line.startswith("ok") and "a milter answers (protocol version 6)" in line
+    status, line = milter_verdict(tmp_path, f"inet:127.0.0.1:{free_port()}")
+    assert status == 0 and line.startswith("ok") and "mailhook serve will listen there" in line
+    with Sink() as other:  # an SMTP server where the milter should be
+        status, line = milter_verdict(tmp_path, f"inet:127.0.0.1:{other.port}")
+    assert status == 1 and line.startswith("FAIL") and "not as a milter" in line
+    in_the_way = tmp_path / "milter.sock"
+    in_the_way.write_text("not a socket\n")
+    status, line = milter_verdict(tmp_path, f"unix:{in_the_way}")
+    assert status == 1 and line.startswith("FAIL") and "is not a socket" in line
+    assert in_the_way.read_text() == "not a socket\n"
 
 
 def test_check_fails_for_a_store_that_went_missing(tmp_path):

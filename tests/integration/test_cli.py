@@ -71,6 +71,22 @@ def test_check_config_refuses_a_relay_back_to_mailhook(tmp_path, listen_host, re
     assert f"relay {relay_host}:10025 is mailhook's own listener" in line
 
 
+@pytest.mark.parametrize(("env", "named"), [
+    ({"MAILHOOK_SMTP__ENABLED": "false"}, "smtp.enabled is false and milter.listen is empty"),
+    ({"MAILHOOK_MILTER__LISTEN": "inet:127.0.0.1:8891", "MAILHOOK_SMTP__WORKERS": "2"},
+     "bad value for smtp.workers"),
+])
+def test_check_config_refuses_front_ends_that_cannot_work(tmp_path, env, named):
+    """A config where nothing takes mail in, or where worker processes would leave the
+    milter socket unserved, exits 2 with one line naming the keys."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", 10025, 10026)
+    for command in ("check-config", "serve"):
+        result = mailhook(command, "--config", str(config), env=env)
+        assert result.returncode == 2 and result.stdout == ""
+        [line] = result.stderr.strip().splitlines()
+        assert named in line and "Traceback" not in result.stderr
+
+
 def test_config_from_environment_variable(tmp_path):
     """MAILHOOK_CONFIG names the file when --config is not given."""
     config = write_config(tmp_path, "http://127.0.0.1:9", 10026, 10025)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import stat
 import struct
 
 import pytest
@@ -13,6 +15,7 @@ from kilter.protocol.messages import (
     ChangeHeader,
     Continue,
     EnvelopeFrom,
+    Negotiate,
     ProtocolFlags,
     ReplaceBody,
     ReplyCode,
@@ -24,7 +27,12 @@ from mailhook.frontends.milter_packets import MAX_PACKET
 from tests.integration.conftest import send
 from tests.support import reliability
 from tests.support.invites import Event, plain_mail, thunderbird
-from tests.support.milter_client import MilterClient, macro_packet
+from tests.support.milter_client import (
+    POSTFIX_ACTIONS,
+    POSTFIX_STEPS,
+    MilterClient,
+    macro_packet,
+)
 
 MILTER = {"listen": "inet:127.0.0.1:0"}
 
@@ -245,3 +253,28 @@ async def test_a_silent_connection_is_dropped(start_daemon, monkeypatch):
     _, port = await milter_of(start_daemon)
     client = await MilterClient.connect("127.0.0.1", port)
     assert await asyncio.wait_for(client.reader.read(), 30) == b""
+
+
+async def test_a_file_where_the_unix_socket_goes_is_left_alone(start_daemon, tmp_path):
+    """A milter socket path that names a file other than a socket stops the start with an
+    error naming it, and the file is not removed (a mistyped listen deletes nothing)."""
+    in_the_way = tmp_path / "main.cf"
+    in_the_way.write_text("myhostname = mail.example.com\n")
+    with pytest.raises(OSError, match="is not a socket"):
+        await start_daemon(milter={"listen": f"unix:{in_the_way}"})
+    assert in_the_way.read_text() == "myhostname = mail.example.com\n"
+
+
+async def test_unix_socket_replaces_a_stale_one(start_daemon, tmp_path):
+    """A unix milter socket left by an earlier run is replaced, made with the configured mode,
+    and serves the milter protocol."""
+    path = tmp_path / "milter.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    await start_daemon(milter={"listen": f"unix:{path}", "socket_mode": "0660"})
+    assert stat.S_ISSOCK(path.lstat().st_mode) and stat.S_IMODE(path.lstat().st_mode) == 0o660
+    client = MilterClient(*await asyncio.open_unix_connection(str(path)))
+    await client.send(Negotiate(6, POSTFIX_ACTIONS, POSTFIX_STEPS))
+    assert isinstance(await client.receive(), Negotiate)
+    await client.close()

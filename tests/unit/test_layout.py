@@ -30,7 +30,7 @@ LAYERS = [
     ("app", ("mailhook.app",)),
     ("service and tools", ("mailhook.daemon", "mailhook.workers", "mailhook.admin",
                            "mailhook.explain", "mailhook.reschedule", "mailhook.reconcile",
-                           "mailhook.install", "mailhook.storetools")),
+                           "mailhook.install", "mailhook.storetools", "mailhook.milter_check")),
     ("cli", ("mailhook.cli", "mailhook.commands", "mailhook.__main__")),
 ]
 PACKAGE_LAYER = 1  # mailhook/__init__.py: the version, nothing else
