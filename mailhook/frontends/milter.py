@@ -15,15 +15,12 @@ rejection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
-import socket
 import stat
 from dataclasses import dataclass, field
 
-from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.messages import (
     Abort,
     Accept,
@@ -53,20 +50,11 @@ from mailhook.core.envelope import Upstream
 from mailhook.core.mime import holds_no_calendar
 from mailhook.core.replies import INTERNAL_ERROR, SHUTTING_DOWN, Reply
 from mailhook.flow import Flow
-from mailhook.frontends.milter_packets import (
-    ProtocolError,
-    address,
-    changes,
-    complete_packets,
-    crlf,
-    packed_size,
-)
+from mailhook.frontends.milter_packets import ProtocolError, address, changes, crlf
+from mailhook.frontends.milter_pump import CLOSE, PacketPump, Step
 
 log = logging.getLogger("mailhook.milter")
 
-IDLE_TIMEOUT = 7200.0  # an MTA keeps milter connections open between messages
-IDLE_CHECK = 60.0  # how often a connection's silence is looked at
-READ_SIZE = 256 * 1024
 MAX_MESSAGE = 256 * 1024 * 1024  # a message larger than this is passed unchanged, unread
 # What mailhook asks of the MTA: the steps it needs, and no answer to each envelope address,
 # header field and body chunk ("no reply" flags) where the MTA offers that. The end of the
@@ -127,18 +115,18 @@ class MilterServer:
         self.flow = flow
         self.settings = settings
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Listen on the socket; OSError (naming the socket) when it cannot be taken."""
         kind, where, port = milter_socket(self.settings.listen)
+        loop = asyncio.get_running_loop()
         try:
             if kind == "unix":
                 _remove_stale_socket(where)
-                self._server = await asyncio.start_unix_server(self._serve, where)
+                self._server = await loop.create_unix_server(self._connection, where)
                 os.chmod(where, int(self.settings.socket_mode, 8))
             else:
-                self._server = await asyncio.start_server(self._serve, where, port)
+                self._server = await loop.create_server(self._connection, where, port)
         except OSError as exc:
             raise OSError(exc.errno, f"the milter socket {self.settings.listen}: "
                                      f"{exc.strerror or exc}") from None
@@ -157,23 +145,8 @@ class MilterServer:
         if self._server is not None:
             self._server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await MilterConnection(self.flow, reader, writer).run()
-        except ProtocolError as exc:
-            log.warning("milter client dropped: %s", exc)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the MTA went away or fell silent: nothing was accepted, it retries
-        except Exception:
-            log.exception("milter connection failed")
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def _connection(self) -> MilterConnection:
+        return MilterConnection(self.flow)
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -189,92 +162,48 @@ def _remove_stale_socket(path: str) -> None:
     os.unlink(path)
 
 
-class MilterConnection:
+class MilterConnection(PacketPump):
     """One MTA connection: any number of messages, one after another."""
 
-    def __init__(self, flow: Flow, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
         self.flow = flow
-        self.reader = reader
-        self.writer = writer
         self.macros: dict[str, str] = {}
         self.message = Pending()
         self.no_reply = ProtocolFlags.NONE
 
-    async def run(self) -> None:
-        """Serve packets until the MTA closes the connection or falls silent."""
-        loop = asyncio.get_running_loop()
-        self._heard = loop.time()
-        watch = loop.call_later(IDLE_CHECK, self._check_idle, loop)
-        try:
-            await self._serve_packets(loop)
-        finally:
-            watch.cancel()
-
-    async def _serve_packets(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = bytearray()
-        while True:
-            chunk = await self.reader.read(READ_SIZE)
-            if not chunk:
-                if pending:
-                    raise ProtocolError("connection closed inside a packet")
-                return
-            self._heard = loop.time()
-            self._quick_ack()
-            pending += chunk
-            for packet in complete_packets(pending):
-                if not await self._dispatch(packet):
-                    return
-
-    def _check_idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Drop a connection the MTA left silent for IDLE_TIMEOUT; one timer per connection
-        rather than one per read, which would cost more than most packets' handling."""
-        if loop.time() - self._heard > IDLE_TIMEOUT:
-            self.writer.transport.abort()
-            return
-        loop.call_later(IDLE_CHECK, self._check_idle, loop)
-
-    def _quick_ack(self) -> None:
-        """Acknowledge at once what was read. The MTA writes a macro packet and the command
-        after it separately, and waits for no answer to the first; with Nagle's algorithm on
-        its side, delayed ACKs on this side would hold each such command back ~40 ms."""
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-
-    async def _dispatch(self, packet: Message) -> bool:  # noqa: C901 - one case per packet kind
-        """Handle one packet; False when the connection is to end."""
+    def handle(self, packet: Message) -> Step | str | None:  # noqa: C901 - one case per kind
         match packet:
             case Negotiate():
-                await self._send(self._negotiate(packet))
+                self.send(self._negotiate(packet))
             case Macro():
                 self.macros.update(packet.macros)
             case EnvelopeFrom():
                 self.message = Pending(sender=address(packet.sender))
-                await self._answer(ProtocolFlags.NR_SENDER)
+                self._answer(ProtocolFlags.NR_SENDER)
             case EnvelopeRecipient():
                 self.message.recipients.append(address(packet.recipient))
-                await self._answer(ProtocolFlags.NR_RECIPIENT)
+                self._answer(ProtocolFlags.NR_RECIPIENT)
             case Header():
                 self._collect(packet.name, bytes(packet.value))
-                await self._answer(ProtocolFlags.NR_HEADER)
+                self._answer(ProtocolFlags.NR_HEADER)
             case EndOfHeaders():
-                await self._end_of_headers()
+                return self._end_of_headers()
             case Body():
                 self._collect_body(bytes(packet.content))
-                await self._answer(ProtocolFlags.NR_BODY)
+                self._answer(ProtocolFlags.NR_BODY)
             case EndOfMessage():
                 self._collect_body(bytes(packet.content))
-                await self._end_of_message()
+                return self._end_of_message()
             case Abort():
                 self.message = Pending()
             case Close():
-                return False
+                return CLOSE
             case Connect() | Helo() | Data() | Unknown():
-                await self._send(Continue())
+                self.send(Continue())
             case _:
                 raise ProtocolError(f"unexpected {type(packet).__name__} packet")
-        return True
+        return None
 
     def _negotiate(self, offer: Negotiate) -> Negotiate:
         if offer.version < 6:
@@ -289,9 +218,9 @@ class MilterConnection:
         actions = ACTIONS | (ActionFlags.SETSYMLIST if macros else ActionFlags.NONE)
         return Negotiate(6, actions, steps | self.no_reply, macros)
 
-    async def _answer(self, no_reply: ProtocolFlags) -> None:
+    def _answer(self, no_reply: ProtocolFlags) -> None:
         if not no_reply & self.no_reply:
-            await self._send(Continue())
+            self.send(Continue())
 
     def _collect(self, name: str, value: bytes) -> None:
         # A running total: summing every field again per field costs the square of their number.
@@ -314,38 +243,44 @@ class MilterConnection:
             return False
         return True
 
-    async def _end_of_headers(self) -> None:
+    def _end_of_headers(self) -> Step | None:
         """Answer a message that cannot hold a calendar now: the flow reads its header section
         alone (and logs and counts it as it would the whole message) and the MTA is told to
         accept it, sending nothing more of it. Any other message goes on to its body."""
         message = self.message
         if message.too_large or self.flow.stopping or not holds_no_calendar(message.head()):
-            await self._send(Continue())
-            return
+            self.send(Continue())
+            return None
         self.message = Pending()
-        outlet = Collected()
-        reply = await self._run_flow(message, message.head(), outlet)
-        if reply.ok:
-            await self._send(Accept())
-        else:
-            await self._reply(reply)
+        return self._accept_early(message)
 
-    async def _end_of_message(self) -> None:
+    async def _accept_early(self, message: Pending) -> None:
+        reply = await self._run_flow(message, message.head(), Collected())
+        if reply.ok:
+            self.send(Accept())
+        else:
+            self._reply(reply)
+
+    def _end_of_message(self) -> Step | None:
         message, self.message = self.message, Pending()
         if message.too_large:
             log.warning("message over %d bytes passed unchanged", MAX_MESSAGE)
-            await self._send(Continue())
-            return
+            self.send(Continue())
+            return None
         if self.flow.stopping:
-            await self._reply(SHUTTING_DOWN)
-            return
+            self._reply(SHUTTING_DOWN)
+            return None
+        return self._rewrite(message)
+
+    async def _rewrite(self, message: Pending) -> None:
         original = message.content()
         outlet = Collected()
         reply = await self._run_flow(message, original, outlet)
         if reply.ok and outlet.content is not None and outlet.content != original:
             for change in changes(original, outlet.content):
-                await self._send(change)
-        await self._reply(reply)
+                self.send(change)
+                await self.drained()
+        self._reply(reply)
 
     async def _run_flow(self, message: Pending, content: bytes, outlet: Collected) -> Reply:
         """The flow's reply to ``content``; what it would relay is left in ``outlet``."""
@@ -361,17 +296,11 @@ class MilterConnection:
         client = f"{name or 'unknown'}[{addr}]" if addr else name
         return Upstream(queue_id=self.macros.get("i", ""), client=client)
 
-    async def _reply(self, reply: Reply) -> None:
+    def _reply(self, reply: Reply) -> None:
         if reply.ok:
-            await self._send(Continue())
+            self.send(Continue())
             return
         # The MTA takes "4xx"/"5xx" with an enhanced status code and our text.
         code = 451 if reply.temporary else (reply.code if reply.code >= 500 else 550)
         text = reply.text.replace("%", "%%").replace("\r", " ").replace("\n", " ")
-        await self._send(ReplyCode(f"{code} {text}".encode("utf-8", "replace") + b"\0"))
-
-    async def _send(self, message: Message) -> None:
-        buffer = SimpleBuffer(packed_size(message))
-        message.pack(buffer)
-        self.writer.write(bytes(buffer[:]))
-        await self.writer.drain()
+        self.send(ReplyCode(f"{code} {text}".encode("utf-8", "replace") + b"\0"))

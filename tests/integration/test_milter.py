@@ -22,7 +22,7 @@ from kilter.protocol.messages import (
 )
 
 from mailhook.config import Settings, milter_socket
-from mailhook.frontends import milter as milter_frontend
+from mailhook.frontends import milter_pump
 from mailhook.frontends.milter_packets import MAX_PACKET
 from tests.integration.conftest import send
 from tests.support import reliability
@@ -248,8 +248,8 @@ async def test_utf8_macros_and_header_names_keep_the_connection(start_daemon, st
 async def test_a_silent_connection_is_dropped(start_daemon, monkeypatch):
     """An MTA connection that stays silent longer than the idle limit is closed by the
     milter, so silent peers cannot pile up."""
-    monkeypatch.setattr(milter_frontend, "IDLE_TIMEOUT", 0.3)
-    monkeypatch.setattr(milter_frontend, "IDLE_CHECK", 0.1)
+    monkeypatch.setattr(milter_pump, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(milter_pump, "IDLE_CHECK", 0.1)
     _, port = await milter_of(start_daemon)
     client = await MilterClient.connect("127.0.0.1", port)
     assert await asyncio.wait_for(client.reader.read(), 30) == b""
