@@ -33,3 +33,6 @@ def test_quick_milter_benchmark_prints_the_comparison(postfix_ready) -> None:  #
     assert re.search(r"\| +\d+\.\d\d \| >= 0\.80 +\| (PASS|FAIL) +\|$", ordinary), ordinary
     invitation = next(line for line in out.splitlines() if line.startswith("| invitation"))
     assert re.search(r"\| +\d+\.\d\d \| ", invitation), invitation
+    mailhook_cpu = next(line for line in out.splitlines() if line.startswith("| mailhook"))
+    assert re.search(r"\| +\d+\.\d\d \| +\d+\.\d\d \| +\d+\.\d\d \|$", mailhook_cpu), mailhook_cpu
+    assert sum(line.startswith("| Postfix, ") for line in out.splitlines()) == 2
