@@ -242,8 +242,8 @@ class Daemon:
 
 
 def milter_server(flow: Flow, settings: Settings, serves_mail: bool) -> MilterServer | None:
-    """The milter front end, when one is configured. The one process that serves mail serves
-    it; with worker processes (one SMTP socket shared by several) no process does."""
+    """The milter front end, when one is configured, in the one process that serves mail (the
+    config refuses the milter with worker processes)."""
     if not settings.milter.listen or not serves_mail:
         return None
     return MilterServer(flow, settings.milter)
