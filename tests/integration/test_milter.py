@@ -26,6 +26,7 @@ from mailhook.frontends import milter_pump
 from mailhook.frontends.milter_packets import MAX_PACKET
 from tests.integration.conftest import send
 from tests.support import reliability
+from tests.support.clock import Clock
 from tests.support.invites import Event, plain_mail, thunderbird
 from tests.support.milter_client import (
     POSTFIX_ACTIONS,
@@ -278,3 +279,29 @@ async def test_unix_socket_replaces_a_stale_one(start_daemon, tmp_path):
     await client.send(Negotiate(6, POSTFIX_ACTIONS, POSTFIX_STEPS))
     assert isinstance(await client.receive(), Negotiate)
     await client.close()
+
+
+async def test_after_the_deadline_the_milter_accepts_unchanged_with_a_notice(start_daemon,
+                                                                           standin, sink):
+    """While TrueConf is down an invitation gets the milter's temporary failure until the
+    retry deadline; after it the MTA is told to go on with the message unchanged, and the
+    organizer notice goes out through the next hop."""
+    clock = Clock()
+    _, port = await milter_of(start_daemon, clock=clock, retry={"deadline": 600})
+    standin.fail_next(1000, 503)
+    reliability.fault("TrueConf down past the deadline behind the milter")
+    raw = thunderbird(Event())
+    client = await MilterClient.connect("127.0.0.1", port)
+    first = await client.message("alice@example.com", ["bob@example.com"], raw)
+    clock.advance(601)
+    after = await client.message("alice@example.com", ["bob@example.com"], raw)
+    await client.close()
+    assert isinstance(first.final, ReplyCode) and bytes(first.final.content).startswith(b"451 ")
+    assert only_continue(after)  # no body or header change: the invitation goes on as it was
+    for _ in range(100):
+        if sink.messages:
+            break
+        await asyncio.sleep(0.05)
+    [notice] = sink.messages
+    assert notice.rcpt_tos == ("alice@example.com",) and b"Action required" in notice.content
+    reliability.survived(lost=0, duplicates=False)
