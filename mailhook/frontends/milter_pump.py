@@ -30,6 +30,9 @@ log = logging.getLogger("mailhook.milter")
 
 IDLE_TIMEOUT = 7200.0  # an MTA keeps milter connections open between messages
 IDLE_CHECK = 60.0  # how often a connection's silence is looked at
+# Packets handled in one go before the loop gets a turn: a peer sending a flood of tiny
+# packets cannot hold the other connections up for long.
+PACKETS_PER_TURN = 200
 
 Step = Coroutine[Any, Any, None]
 CLOSE = "close"  # what a packet handler returns when the MTA ended the connection
@@ -45,6 +48,7 @@ class PacketPump(asyncio.Protocol):
         self._work: asyncio.Task[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._turn: asyncio.Handle | None = None
         self._heard = 0.0
         self.closed = False
 
@@ -67,40 +71,63 @@ class PacketPump(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._heard = asyncio.get_running_loop().time()
         self._received += data
-        if self._work is None:
+        if self._waiting():
+            if len(self._received) > MAX_PACKET and self.transport is not None:
+                self.transport.pause_reading()
+        else:
             self._pump()
-        elif len(self._received) > MAX_PACKET and self.transport is not None:
-            self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         # A step under way finishes (what the flow did is kept); its answer goes nowhere.
         self.closed = True
         self._received.clear()
-        if self._watch is not None:
-            self._watch.cancel()
+        for handle in (self._watch, self._turn):
+            if handle is not None:
+                handle.cancel()
         self.resume_writing()
 
     def pause_writing(self) -> None:
+        # The MTA is not reading its answers: read nothing more from it until it does.
         self._writable = asyncio.get_running_loop().create_future()
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self._writable = None
+        if not self.closed and not self._waiting():
+            self._pump()
 
     # --- packets -------------------------------------------------------------------------
 
+    def _waiting(self) -> bool:
+        """A step is under way, the MTA is not taking answers, or a turn is scheduled."""
+        return self._work is not None or self._writable is not None or self._turn is not None
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if not self.closed and not self._waiting():
+            self._pump()
+
     def _pump(self) -> None:
-        """Handle every whole packet received, until one needs a step that waits."""
+        """Handle the whole packets received, until one needs a step that waits, the MTA
+        stops taking answers, or this turn's share is used up."""
+        loop = asyncio.get_running_loop()
         try:
-            for packet in complete_packets(self._received):
+            for handled, packet in enumerate(complete_packets(self._received), start=1):
                 answer = self.handle(packet)
                 if answer == CLOSE:
                     self._close()
                     return
                 if answer is not None:
                     assert not isinstance(answer, str)
-                    self._work = asyncio.get_running_loop().create_task(self._run(answer))
+                    self._work = loop.create_task(self._run(answer))
+                    return
+                if self._writable is not None:
+                    return  # reading is paused; resume_writing goes on from here
+                if handled >= PACKETS_PER_TURN:
+                    self._turn = loop.call_soon(self._next_turn)
                     return
         except ProtocolError as exc:
             log.warning("milter client dropped: %s", exc)
@@ -122,7 +149,7 @@ class PacketPump(asyncio.Protocol):
             self._close()
             return
         self._work = None
-        if not self.closed:
+        if not self.closed and not self._waiting():
             self._pump()
 
     def send(self, message: Message) -> None:
