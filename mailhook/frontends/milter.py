@@ -248,14 +248,15 @@ class MilterConnection(PacketPump):
         alone (and logs and counts it as it would the whole message) and the MTA is told to
         accept it, sending nothing more of it. Any other message goes on to its body."""
         message = self.message
-        if message.too_large or self.flow.stopping or not holds_no_calendar(message.head()):
+        head = b"" if message.too_large or self.flow.stopping else message.head()
+        if not head or not holds_no_calendar(head):
             self.send(Continue())
             return None
         self.message = Pending()
-        return self._accept_early(message)
+        return self._accept_early(message, head)
 
-    async def _accept_early(self, message: Pending) -> None:
-        reply = await self._run_flow(message, message.head(), Collected())
+    async def _accept_early(self, message: Pending, head: bytes) -> None:
+        reply = await self._run_flow(message, head, Collected())
         if reply.ok:
             self.send(Accept())
         else:
