@@ -56,6 +56,9 @@ from mailhook.frontends.milter_pump import CLOSE, PacketPump, Step
 log = logging.getLogger("mailhook.milter")
 
 MAX_MESSAGE = 256 * 1024 * 1024  # a message larger than this is passed unchanged, unread
+# The largest header section read at its end on the event loop; a larger one (rare, or
+# hostile) is read with its body at the end of the message, off the loop like any large one.
+EARLY_ANSWER_MAX = 256 * 1024
 # What mailhook asks of the MTA: the steps it needs, and no answer to each envelope address,
 # header field and body chunk ("no reply" flags) where the MTA offers that. The end of the
 # header section is answered: a message that cannot hold a calendar is accepted there, so its
@@ -249,7 +252,7 @@ class MilterConnection(PacketPump):
         accept it, sending nothing more of it. Any other message goes on to its body."""
         message = self.message
         head = b"" if message.too_large or self.flow.stopping else message.head()
-        if not head or not holds_no_calendar(head):
+        if not head or len(head) > EARLY_ANSWER_MAX or not holds_no_calendar(head):
             self.send(Continue())
             return None
         self.message = Pending()

@@ -229,6 +229,19 @@ def test_listen_notation_is_checked():
             Settings(**base, milter={"listen": bad})
 
 
+async def test_a_huge_header_section_is_read_to_the_end_of_the_message(start_daemon):
+    """Ordinary mail with a header section too large to read on the event loop is not
+    answered at its end but with its body (where the flow reads large messages off the
+    loop); it is still passed unchanged."""
+    _, port = await milter_of(start_daemon)
+    client = await MilterClient.connect("127.0.0.1", port)
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (index, b"x" * 900) for index in range(400))
+    answer = await client.message("alice@example.com", ["bob@example.com"],
+                                  fields + plain_mail())
+    await client.close()
+    assert not answer.at_end_of_headers and only_continue(answer)
+
+
 async def test_utf8_macros_and_header_names_keep_the_connection(start_daemon, standin):
     """Macro values the MTA passes on from an SMTPUTF8 client (a UTF-8 sender, stray bytes)
     and a header field whose name is not ASCII neither drop the connection nor stop the
