@@ -182,17 +182,24 @@ class Fair:
             "≤ 4.5 ms with httpx's own transport",
             f"{invite.cpu_ms.text()} ms (min/median/max)", invite.cpu_ms.median / 4.5, "<= 1.00", note))
         for label, mine, peer, factor in (
-            ("Outlook invitations (distinct), 20 sessions: msg/s", invite, pooled_invite, 0.5),
-            ("ordinary 4 KB, 20 sessions: msg/s", plain, pooled_plain, 1.5),
+            ("Outlook invitations (distinct) vs pooled relay", invite, pooled_invite, 0.5),
+            ("ordinary 4 KB vs pooled relay", plain, pooled_plain, 1.5),
         ):
             ratio = spread_of(list(zip(mine.rate.values, peer.rate.values)), lambda a, b: a / b)
-            cpu_ratio = spread_of(list(zip(peer.cpu_ms.values, mine.cpu_ms.values)), lambda a, b: a / b)
             self.targets.append(_target(
-                label, f"≥ {factor}× the pooled relay's rate (same bytes, same processes)",
+                f"{label}, 20 sessions: msg/s",
+                f"≥ {factor}× the pooled relay's rate (same bytes, same processes)",
                 f"{ratio.text()}× (min/median/max; {mine.rate.median:.0f} vs "
-                f"{peer.rate.median:.0f} msg/s; CPU per message: pooled relay ÷ mailhook "
-                f"{cpu_ratio.text()})",
+                f"{peer.rate.median:.0f} msg/s)",
                 ratio.median, f">= {factor:.2f}", mine.note or _refused(mine, peer)))
+            # What the rate would be with the CPU alone the limit: steadier on a busy machine.
+            capacity = spread_of(list(zip(peer.cpu_ms.values, mine.cpu_ms.values)), lambda a, b: a / b)
+            self.targets.append(_target(
+                f"{label}: messages per CPU second",
+                f"(not a target) the same factor on CPU per message, ≥ {factor}×",
+                f"{capacity.text()}× (min/median/max; {peer.cpu_ms.median:.2f} vs "
+                f"{mine.cpu_ms.median:.2f} ms)",
+                capacity.median, f">= {factor:.2f}", "informative"))
 
     # --- growth ---------------------------------------------------------------------------------
 
@@ -220,21 +227,32 @@ class Fair:
         for kind, chosen in points.items():
             low, mid, high = (figures[kind, point] for point in chosen)
             quantity = [p[0] if kind == "attendees" else p[1] for p in chosen]
-            slopes = spread_of(
-                [((h - m) / (quantity[2] - quantity[1]), (m - lo) / (quantity[1] - quantity[0]))
-                 for lo, m, h in zip(low.cpu_ms.values, mid.cpu_ms.values, high.cpu_ms.values)],
-                lambda second, first: second / first if first > 0 else math.inf)
-            unit = "attendee" if kind == "attendees" else "KB"
-            per = 1 if kind == "attendees" else 1024
-            first = (mid.cpu_ms.median - low.cpu_ms.median) / (quantity[1] - quantity[0]) * per * 1000
-            second = (high.cpu_ms.median - mid.cpu_ms.median) / (quantity[2] - quantity[1]) * per * 1000
+            unit, per = ("attendee", 1) if kind == "attendees" else ("KB", 1024)
+            rounds = spread_of([(slope_ratio(quantity, (lo, m, h)), 0.0) for lo, m, h in
+                                zip(low.cpu_ms.values, mid.cpu_ms.values, high.cpu_ms.values)],
+                               lambda ratio, _: ratio)
+            medians = (low.cpu_ms.median, mid.cpu_ms.median, high.cpu_ms.median)
+            first = (medians[1] - medians[0]) / (quantity[1] - quantity[0]) * per * 1000
+            second = (medians[2] - medians[1]) / (quantity[2] - quantity[1]) * per * 1000
             self.targets.append(_target(
                 f"CPU per invitation against {kind}: not superlinear",
-                "slope over the upper half ≤ 2× the lower half's",
-                f"{low.path} {low.cpu_ms.median:.2f}, {mid.path} {mid.cpu_ms.median:.2f}, "
-                f"{high.path} {high.cpu_ms.median:.2f} ms; {first:.0f} then {second:.0f} µs per "
-                f"{unit}; slope ratio {slopes.text()}",
-                slopes.median, "<= 2.00", _refused(low, mid, high)))
+                "slope over the upper half ≤ 2× the lower half's (median CPU of each point)",
+                f"{low.path} {medians[0]:.2f}, {mid.path} {medians[1]:.2f}, "
+                f"{high.path} {medians[2]:.2f} ms; {first:.0f} then {second:.0f} µs per "
+                f"{unit}; per round {rounds.text()}",
+                slope_ratio(quantity, medians), "<= 2.00", _refused(low, mid, high)))
+
+
+def slope_ratio(quantity: Sequence[int], cpu: Sequence[float]) -> float:
+    """How much steeper CPU grows over the upper half of the range than over the lower half:
+    1 for linear growth, about 3 for growth with the square of 2, 26, 50. When the lower half
+    shows no growth (noise on a cost too small to see), the whole range's slope stands in for
+    it; when neither does, the cost is flat: 0."""
+    first = (cpu[1] - cpu[0]) / (quantity[1] - quantity[0])
+    second = (cpu[2] - cpu[1]) / (quantity[2] - quantity[1])
+    overall = (cpu[2] - cpu[0]) / (quantity[2] - quantity[0])
+    base = first if first > 0 else overall
+    return second / base if base > 0 else 0.0
 
 
 def _point_label(kind: str, point: tuple[int, int]) -> str:

@@ -103,7 +103,7 @@ def _html(number: int, pad: int) -> str:
         '<meta http-equiv="Content-Type" content="text/html; charset=utf-8">\n'
         '<meta name="Generator" content="Microsoft Word 15 (filtered medium)">\n'
         "<style><!--\np.MsoNormal, li.MsoNormal, div.MsoNormal\n\t{margin:0cm;\n"
-        "\tfont-size:11.0pt;\n\tfont-family:\"Calibri\",sans-serif;}\n--></style>\n</head>\n"
+        '\tfont-size:11.0pt;\n\tfont-family:"Calibri",sans-serif;}\n--></style>\n</head>\n'
         '<body lang="EN-US" link="#0563C1" vlink="#954F72">\n<div class="WordSection1">\n'
         f'<p class="MsoNormal">Agenda for review {number}: figures, plans, owners and dates.</p>\n'
         f"{body}</div>\n</body>\n</html>\n"

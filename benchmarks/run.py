@@ -893,7 +893,7 @@ def raise_file_limit(needed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="mailhook against a bare relay, on loopback.")
+    parser = argparse.ArgumentParser(description="mailhook against bare relays, on loopback.")
     parser.add_argument("--quick", action="store_true",
                         help="small counts (under a minute); what CI runs to keep the script working")
     parser.add_argument("--no-postfix-tools", action="store_true",
@@ -937,12 +937,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     mode = "quick" if args.quick else "full"
+    failed = report(bench, mode, time.monotonic() - started, load_start)
+    if args.json:
+        write_json(Path(args.json), bench, mode)
+    return 1 if args.strict and failed else 0
+
+
+def report(bench: Bench, mode: str, seconds: float, load_start: float) -> list[Target]:
+    """Print the run's tables; return the targets that failed."""
     print(f"mailhook benchmark ({mode} mode), {revision()}, {machine()}")
     print(f"sink: {'smtp-sink' if bench.use_sink else 'benchmarks/sink.py'}; ordinary load: "
           f"{'smtp-source' if bench.use_source else 'Python client'}; "
           f"mailhook with {bench.workers} worker process(es) "
           f"{'under a systemd notify socket (WatchdogSec=30)' if bench.notify else 'without notify socket'}; "
-          f"{time.monotonic() - started:.0f} s")
+          f"{seconds:.0f} s")
     print(f"load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
     print()
     spread_rows = (bench.fair.rows if bench.fair else []) + bench.store_rows
@@ -957,27 +965,30 @@ def main(argv: list[str] | None = None) -> int:
     if bench.figures:
         print(figures_table(bench.figures))
         print()
-    print("p50/p99: one session sending one message after another (* : during the loaded run); "
-          "+p50/+p99: over direct to sink, same messages; CPU and peak RSS (VmHWM): summed over the "
-          "server's processes.")
-    print()
+        print("p50/p99: one session sending one message after another (* : during the loaded run); "
+              "+p50/+p99: over direct to sink, same messages; CPU and peak RSS (VmHWM): summed over "
+              "the server's processes.")
+        print()
     print(targets_table(bench.targets))
     scored = [t for t in bench.targets if not t.target.startswith("(not a target)")]
     failed = [t for t in scored if not t.passed]
     print()
     print(f"{len(scored) - len(failed)} of {len(scored)} targets hold"
           + (f"; failing: {', '.join(t.scenario for t in failed)}" if failed else ""))
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "mode": mode, "revision": revision(), "machine": machine(),
-            "figures": [{**{k: v for k, v in vars(f).items() if k != "failures"},
-                         "failures": dict(f.failures)} for f in bench.figures],
-            "targets": [{**vars(t), "passed": t.passed} for t in bench.targets],
-            "rounds": [{"workload": r.workload, "path": r.path, "processes": r.processes,
-                        "messages": r.messages, "rate": r.rate.values, "cpu_ms": r.cpu_ms.values}
-                       for r in (bench.fair.rows if bench.fair else []) + bench.store_rows],
-        }, indent=2, default=str))
-    return 1 if args.strict and failed else 0
+    return failed
+
+
+def write_json(path: Path, bench: Bench, mode: str) -> None:
+    """Every figure, target and round, for comparing runs."""
+    path.write_text(json.dumps({
+        "mode": mode, "revision": revision(), "machine": machine(),
+        "figures": [{**{k: v for k, v in vars(f).items() if k != "failures"},
+                     "failures": dict(f.failures)} for f in bench.figures],
+        "targets": [{**vars(t), "passed": t.passed} for t in bench.targets],
+        "rounds": [{"workload": r.workload, "path": r.path, "processes": r.processes,
+                    "messages": r.messages, "rate": r.rate.values, "cpu_ms": r.cpu_ms.values}
+                   for r in (bench.fair.rows if bench.fair else []) + bench.store_rows],
+    }, indent=2, default=str))
 
 
 if __name__ == "__main__":

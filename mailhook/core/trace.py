@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from functools import lru_cache
 from email.utils import format_datetime
+from functools import lru_cache
 
 MARK = "(mailhook)"
 HEADER_LINE_OCTETS = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than this

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from functools import lru_cache
 from datetime import UTC, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Timezone

@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-SCENARIOS = ("CPU besides the TrueConf call", "CPU in all", "Outlook invitations (distinct)",
+SCENARIOS = ("CPU besides the TrueConf call", "CPU in all",
+             "Outlook invitations (distinct) vs pooled relay, 20 sessions",
+             "ordinary 4 KB vs pooled relay, 20 sessions", "messages per CPU second",
              "ordinary 4 KB, 20 sessions", "against attendees", "against size",
              "ordinary 100 KB, 20 sessions", "invitation, API 0 ms, 20 sessions",
              "invitation, API 200 ms, 50 sessions", "MB message, ordinary", "1000 idle connections",

@@ -15,7 +15,8 @@ from mailhook.core.calendar import unfold
 from mailhook.core.mime import decode_body, parse_message, scan_message
 from mailhook.core.model import LinkInsertion
 from mailhook.core.rewrite import rewrite_calendar_text, rewrite_message
-from mailhook.relay import MAX_LINE_OCTETS, SMALL_MESSAGE, _pieces, dot_stuff, dot_stuffed, wire_form
+from mailhook.core.wire import SMALL_MESSAGE, data_pieces
+from mailhook.relay import MAX_LINE_OCTETS, dot_stuff, dot_stuffed, wire_form
 from tests.fixtures.checks import (
     CORPUS_MISSING,
     MESSAGES,
@@ -83,9 +84,9 @@ def test_a_small_message_goes_to_the_next_hop_in_one_piece_with_its_trace_field(
     piece by piece from its own buffer; both are the trace field and the dot-stuffed message."""
     trace = b"Received: by mailhook.test (mailhook); Mon, 3 Mar 2031 10:00:00 +0000\r\n"
     small = b"Subject: x\r\n\r\n.dot\r\n" + b"line\r\n" * 100
-    assert list(_pieces(trace, small)) == [trace + dot_stuff(small)]
+    assert list(data_pieces(trace, small)) == [trace + dot_stuff(small)]
     large = b"Subject: x\r\n\r\n" + b"line of text\r\n" * (SMALL_MESSAGE // 10)
-    pieces = list(_pieces(trace, large))
+    pieces = list(data_pieces(trace, large))
     assert pieces[0] == trace and len(pieces) > 2
     assert isinstance(pieces[1], memoryview) and pieces[1].obj is large
     assert b"".join(pieces) == trace + dot_stuff(large)
