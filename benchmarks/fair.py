@@ -10,9 +10,10 @@ What it measures, on the servers ``run.Bench`` starts:
   taking turns in a rotating order; there are ``rounds`` (at least 3) rounds, so every figure
   is a min / median / max over rounds. Each round also times the TrueConf call alone: as
   many ``create_conference`` calls as invitations, through mailhook's own TrueConfClient and
-  httpx's transport, at the same concurrency (20 calls under way, one per session), against
-  the same stand-in, in this process (``benchmarks/http_bench.py``'s method). mailhook's CPU
-  per invitation minus that is the CPU "besides the HTTP call".
+  httpx's transport, at the same concurrency as in one mailhook worker (the sessions shared
+  among the workers: 20 / 2 = 10 calls under way), against the same stand-in, in this
+  process (``benchmarks/http_bench.py``'s method). mailhook's CPU per invitation minus that
+  is the CPU "besides the HTTP call".
 - **growth**: mailhook's CPU per invitation as one thing grows with the rest fixed: attendees
   (2, 26, 50; every message padded to the same size) and size (4, 52, 100 KB). Linear cost
   gives the same slope over both halves of each range; the target bounds the second half's
@@ -97,6 +98,7 @@ class Fair:
         self.bench = bench
         self.invitations, self.ordinary, self.growth = invitations, ordinary, growth
         self.rounds = max(3, rounds)
+        self.http_concurrency = max(1, SESSIONS // max(1, bench.workers))
         self.rows: list[PathFigures] = []
         self.targets: list[dict[str, Any]] = []
 
@@ -154,11 +156,13 @@ class Fair:
             figure.rate.add(run.rate)
 
     def _http_alone(self, figure: PathFigures, calls: int) -> None:
-        """CPU of this process per create_conference, SESSIONS calls under way at once."""
+        """CPU of this process per create_conference, with as many calls under way at once as
+        one mailhook worker has sessions (its pool, and so its cost, grows with them)."""
         url = f"http://127.0.0.1:{self.bench.standin.port}"
-        calls = max(SESSIONS, calls // SESSIONS * SESSIONS)
+        concurrency = self.http_concurrency
+        calls = max(concurrency, calls // concurrency * concurrency)
         transport = http_bench.TRANSPORTS["client default (httpx transport)"]
-        cpu, wall = asyncio.run(http_bench.one_slice(url, transport, calls, SESSIONS))
+        cpu, wall = asyncio.run(http_bench.one_slice(url, transport, calls, concurrency))
         figure.messages += calls
         figure.cpu_ms.add(cpu * 1000 / calls)
         figure.rate.add(calls / wall)

@@ -960,7 +960,8 @@ def report(bench: Bench, mode: str, seconds: float, load_start: float) -> list[T
         print("Rounds interleaved (the paths taking turns); msg/s and CPU per message (user + system "
               "CPU of the server's processes) as min / median / max over the rounds. "
               f"\"{fair.HTTP_PATH}\": mailhook's TrueConf client alone in the benchmark's process, "
-              "create_conference with 20 calls under way, against the same stand-in.")
+              f"create_conference with {bench.fair.http_concurrency if bench.fair else 0} calls under "
+              "way (20 sessions shared among mailhook's workers), against the same stand-in.")
         print()
     if bench.figures:
         print(figures_table(bench.figures))
