@@ -87,8 +87,19 @@ async def serve(listener: socket.socket, next_host: str, next_port: int, pooled:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watch = loop.create_task(_stop_when_orphaned(stop)) if os.getppid() != 1 else None
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     server.close()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """A forked child whose parent was killed stops too, rather than hold the port."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - a parent's death sends no event
+        await asyncio.sleep(1.0)
+    stop.set()
 
 
 def listen(port: int) -> socket.socket:
