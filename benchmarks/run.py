@@ -49,6 +49,7 @@ import fair  # noqa: E402  (benchmarks/fair.py, next to this script)
 import load  # noqa: E402  (benchmarks/load.py, next to this script)
 import outlook  # noqa: E402  (benchmarks/outlook.py)
 from load import Message, Run  # noqa: E402
+from tables import figures_table, markdown, targets_table  # noqa: E402
 
 MB = 1024 * 1024
 SMTP_SINK = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None)
@@ -279,6 +280,7 @@ class Figure:
     peak_rss: float = math.nan  # bytes, VmHWM of the server process
     latency_from: str = "1 session"
     failures: Counter[str] = field(default_factory=Counter)
+    slices: list[tuple[float, float]] = field(default_factory=list)  # (msg/s, CPU ms) per slice
 
 
 @dataclass
@@ -550,7 +552,9 @@ enabled = false
                     run = self.source(server.port, figure.sessions, last - first, size)
                 else:
                     run = self.drive(server.port, bulk[first:last], figure.sessions)
-                cpu[which] += server.cpu() - before
+                used = server.cpu() - before
+                figure.slices.append((run.rate, used * 1000 / max(1, run.accepted)))
+                cpu[which] += used
                 elapsed[which] += run.elapsed
                 accepted[which] += run.accepted
                 figure.messages += run.sent
@@ -817,50 +821,6 @@ def fill_store(path: Path, count: int) -> bool:
 # --- output -----------------------------------------------------------------------------------
 
 
-def _ms(seconds: float, signed: bool = False) -> str:
-    if math.isnan(seconds):
-        return "—"
-    return f"{seconds * 1000:+.2f}" if signed else f"{seconds * 1000:.2f}"
-
-
-def _num(value: float, digits: int = 0) -> str:
-    return "—" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *(line(r) for r in rows)])
-
-
-def figures_table(figures: Sequence[Figure]) -> str:
-    header = ["workload", "path", "client", "sess.", "msgs", "msg/s", "CPU ms/msg",
-              "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "peak RSS MB"]
-    rows = []
-    for f in figures:
-        star = "*" if f.latency_from == "loaded" else ""
-        rows.append([
-            f.workload, f.path, f.client, str(f.sessions), str(f.messages), _num(f.rate),
-            _num(f.cpu_ms, 2), _ms(f.p50) + star, _ms(f.p99) + star,
-            _ms(f.added_p50, True), _ms(f.added_p99, True),
-            _num(f.peak_rss / MB) if not math.isnan(f.peak_rss) else "—",
-        ])
-    return markdown(header, rows)
-
-
-def targets_table(targets: Sequence[Target]) -> str:
-    header = ["scenario", "target", "measured", "ratio", "needs", "result"]
-    rows = []
-    for t in targets:
-        informative = t.target.startswith("(not a target)")
-        result = "info" if informative else ("PASS" if t.passed else "FAIL")
-        rows.append([t.scenario, t.target, t.measured + (f" [{t.note}]" if t.note else ""),
-                     _num(t.ratio, 2), t.needs, result])
-    return markdown(header, rows)
-
-
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -966,9 +926,11 @@ def report(bench: Bench, mode: str, seconds: float, load_start: float) -> list[T
     if bench.figures:
         print(figures_table(bench.figures))
         print()
-        print("p50/p99: one session sending one message after another (* : during the loaded run); "
-              "+p50/+p99: over direct to sink, same messages; CPU and peak RSS (VmHWM): summed over "
-              "the server's processes.")
+        print("msg/s and CPU ms/msg of the side-by-side runs: min / median / max over their "
+              f"{bench.scale.rounds} interleaved slices when there are three or more (the issue-7 "
+              "targets take all slices together); p50/p99: one session sending one message after "
+              "another (* : during the loaded run); +p50/+p99: over direct to sink, same messages; "
+              "CPU and peak RSS (VmHWM): summed over the server's processes.")
         print()
     print(targets_table(bench.targets))
     scored = [t for t in bench.targets if not t.target.startswith("(not a target)")]
