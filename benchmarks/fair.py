@@ -252,11 +252,12 @@ def slope_ratio(quantity: Sequence[int], cpu: Sequence[float]) -> float:
     1 for linear growth, about 3 for growth with the square of 2, 26, 50. When the lower half
     shows no growth (noise on a cost too small to see), the whole range's slope stands in for
     it; when neither does, the cost is flat: 0."""
+    tiny = 1e-9  # ms per unit: below it a slope is rounding, not growth
     first = (cpu[1] - cpu[0]) / (quantity[1] - quantity[0])
-    second = (cpu[2] - cpu[1]) / (quantity[2] - quantity[1])
+    second = max(0.0, (cpu[2] - cpu[1]) / (quantity[2] - quantity[1]))  # falling: not superlinear
     overall = (cpu[2] - cpu[0]) / (quantity[2] - quantity[0])
-    base = first if first > 0 else overall
-    return second / base if base > 0 else 0.0
+    base = first if first > tiny else overall
+    return second / base if base > tiny else 0.0
 
 
 def _point_label(kind: str, point: tuple[int, int]) -> str:

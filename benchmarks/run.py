@@ -83,7 +83,7 @@ class Scale:
 FULL = Scale(ordinary_4k=4000, ordinary_100k=1000, invitations=1000, slow_invitations=1000,
              latency=300, warmup=100, stored_events=100_000, store_seconds=8.0,
              big_size=25 * MB, idle=1000, rounds=4, fair_invitations=1000, fair_ordinary=3000,
-             growth=300, fair_rounds=3)
+             growth=500, fair_rounds=3)
 QUICK = Scale(ordinary_4k=300, ordinary_100k=100, invitations=100, slow_invitations=100,
               latency=30, warmup=20, stored_events=5_000, store_seconds=1.0,
               big_size=5 * MB, idle=1000, rounds=1, fair_invitations=60, fair_ordinary=200,
