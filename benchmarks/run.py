@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""mailhook's benchmark: mailhook against a bare relay, on loopback, with figures and ratios.
+"""mailhook's benchmark: mailhook against bare relays, on loopback, with figures and ratios.
 
     .venv/bin/python benchmarks/run.py            # full run, a few minutes on 2 cores
     .venv/bin/python benchmarks/run.py --quick    # small counts, under a minute (CI runs this)
 
 It starts, each as its own process: a sink (Postfix's ``smtp-sink`` when installed, else
-benchmarks/sink.py), the TrueConf API stand-in, the bare relay (benchmarks/bare_relay.py) and
-``python -m mailhook serve`` on a generated config. Ordinary mail is driven with Postfix's
-``smtp-source`` when installed (else the Python client in benchmarks/load.py); invitations and
-every latency figure come from the Python client. It prints one table of figures and one of
-targets (ratio, PASS/FAIL). See benchmarks/README.md for what each figure means.
+benchmarks/sink.py), the TrueConf API stand-in, the relays of benchmarks/bare_relay.py (a new
+next-hop connection per message, and the pooled one, each with as many processes as mailhook
+has workers) and ``python -m mailhook serve`` on a generated config. Ordinary mail is driven
+with Postfix's ``smtp-source`` when installed (else the Python client in benchmarks/load.py);
+invitations and every latency figure come from the Python client. The fair comparison with the
+pooled relay (CPU per message, rounds interleaved, min/median/max) is benchmarks/fair.py's. It
+prints the tables of figures and one of targets (ratio, PASS/FAIL). See benchmarks/README.md
+for what each figure means.
 """
 
 from __future__ import annotations
@@ -42,15 +45,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import fair  # noqa: E402  (benchmarks/fair.py, next to this script)
 import load  # noqa: E402  (benchmarks/load.py, next to this script)
+import outlook  # noqa: E402  (benchmarks/outlook.py)
 from load import Message, Run  # noqa: E402
+from tables import figures_table, markdown, targets_table  # noqa: E402
 
 MB = 1024 * 1024
 SMTP_SINK = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None)
 SMTP_SOURCE = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if os.access("/usr/sbin/smtp-source", os.X_OK) else None)
 API_SECRET = "bench-only-client-secret"  # the stand-in's, never a real one
 WATCHDOG_USEC = 30_000_000  # systemd/mailhook.service: WatchdogSec=30
-SCENARIOS = ("ordinary", "invitations", "slow", "big", "idle", "store")
+SCENARIOS = ("fair", "growth", "ordinary", "invitations", "slow", "big", "idle", "store")
 
 
 @dataclass(frozen=True)
@@ -68,14 +74,20 @@ class Scale:
     big_size: int
     idle: int
     rounds: int  # slices of each loaded comparison, the paths taking turns
+    fair_invitations: int  # per path and round of the fair comparison
+    fair_ordinary: int
+    growth: int  # invitations per point and round of the growth checks
+    fair_rounds: int  # rounds of the fair comparison, growth checks and stored-events runs
 
 
 FULL = Scale(ordinary_4k=4000, ordinary_100k=1000, invitations=1000, slow_invitations=1000,
-             latency=300, warmup=100, stored_events=100_000, store_seconds=15.0,
-             big_size=25 * MB, idle=1000, rounds=4)
+             latency=300, warmup=100, stored_events=100_000, store_seconds=8.0,
+             big_size=25 * MB, idle=1000, rounds=4, fair_invitations=1000, fair_ordinary=3000,
+             growth=500, fair_rounds=3)
 QUICK = Scale(ordinary_4k=300, ordinary_100k=100, invitations=100, slow_invitations=100,
-              latency=30, warmup=20, stored_events=5_000, store_seconds=2.0,
-              big_size=5 * MB, idle=1000, rounds=1)
+              latency=30, warmup=20, stored_events=5_000, store_seconds=1.0,
+              big_size=5 * MB, idle=1000, rounds=1, fair_invitations=60, fair_ordinary=200,
+              growth=20, fair_rounds=3)
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -268,6 +280,7 @@ class Figure:
     peak_rss: float = math.nan  # bytes, VmHWM of the server process
     latency_from: str = "1 session"
     failures: Counter[str] = field(default_factory=Counter)
+    slices: list[tuple[float, float]] = field(default_factory=list)  # (msg/s, CPU ms) per slice
 
 
 @dataclass
@@ -312,6 +325,8 @@ class Bench:
         self.sink: Server | None = None
         self.standin: Server | None = None
         self._runs = 0
+        self.fair: fair.Fair | None = None
+        self.store_rows: list[fair.PathFigures] = []
 
     # processes
 
@@ -377,11 +392,17 @@ class Bench:
         return len(answer["conferences"])
 
     def start_bare(self) -> Server:
+        return self.start_relay(pooled=False)
+
+    def start_relay(self, pooled: bool) -> Server:
+        """A relay of benchmarks/bare_relay.py with as many processes as mailhook's workers."""
         assert self.sink is not None
         next_hop = f"127.0.0.1:{self.sink.port}"
+        extra = ["--pooled"] if pooled else []
         server = self._start(lambda port: Server(
-            "bare-relay", [sys.executable, str(HERE / "bare_relay.py"), "--port", str(port),
-                           "--next-hop", next_hop], port, self.logdir))
+            "pooled-relay" if pooled else "bare-relay",
+            [sys.executable, str(HERE / "bare_relay.py"), "--port", str(port), "--next-hop", next_hop,
+             "--processes", str(self.workers), *extra], port, self.logdir))
         server.settle()
         return server
 
@@ -403,8 +424,8 @@ class Bench:
     def _mailhook(self, config: Path, store: Path, port: int, argv: list[str],
                   env: dict[str, str]) -> Server:
         assert self.sink is not None and self.standin is not None
-        # The shipped defaults, except for addresses, the store, and what a throughput run does
-        # not measure: organizer notices and the metrics endpoint are off.
+        # The shipped defaults (the organizer notice on: it goes to the sink too), except for
+        # addresses, the store, and the metrics endpoint, which a throughput run does not measure.
         config.write_text(f"""\
 [smtp]
 listen_host = "127.0.0.1"
@@ -420,8 +441,6 @@ client_secret = "{API_SECRET}"
 user_mapping = "local_part"
 [policy]
 local_domains = ["example.com"]
-[notice]
-enabled = false
 [store]
 path = "{store}"
 [metrics]
@@ -483,6 +502,15 @@ enabled = false
     def run(self, only: Sequence[str] = SCENARIOS) -> None:
         self.sink = self._start_sink_once()
         self.standin = self.start_standin()
+        if "fair" in only or "growth" in only:
+            scale = self.scale
+            self.fair = fair.Fair(self, invitations=scale.fair_invitations, ordinary=scale.fair_ordinary,
+                                  growth=scale.growth, rounds=scale.fair_rounds)
+            if "fair" in only:
+                self.fair.comparison()
+            if "growth" in only:
+                self.fair.growth_checks()
+            self.targets += [Target(**target) for target in self.fair.targets]
         if "ordinary" in only:
             self.ordinary(4 * 1024, self.scale.ordinary_4k)
             self.ordinary(100 * 1024, self.scale.ordinary_100k)
@@ -524,7 +552,9 @@ enabled = false
                     run = self.source(server.port, figure.sessions, last - first, size)
                 else:
                     run = self.drive(server.port, bulk[first:last], figure.sessions)
-                cpu[which] += server.cpu() - before
+                used = server.cpu() - before
+                figure.slices.append((run.rate, used * 1000 / max(1, run.accepted)))
+                cpu[which] += used
                 elapsed[which] += run.elapsed
                 accepted[which] += run.accepted
                 figure.messages += run.sent
@@ -690,50 +720,62 @@ enabled = false
             rss / (100 * MB), "<= 1.00", note="" if opened == count else f"only {opened} opened"))
 
     def stored_events(self) -> None:
-        """Invitation throughput on a large store against an empty one: empty, filled, empty.
+        """Outlook invitations on a large store against an empty one, rounds interleaved.
 
-        Each run lasts ``store_seconds`` (15 s in full mode: WatchdogSec/2, the interval of
-        mailhook's periodic STATUS work under systemd, so each run holds one such pass); the
-        filled store is compared with the mean of the two empty runs around it, which cancels
-        drift of the machine's speed.
+        Two mailhook servers run side by side, one on a store filled with ``stored_events``
+        events, one on a store that starts empty; each round gives each of them
+        ``store_seconds`` of invitations (the order rotating), for ``fair_rounds`` rounds, so
+        drift in the machine's speed hits both alike. Compared: the median rate and the median
+        CPU per invitation. Under systemd's notify socket mailhook's periodic STATUS work runs
+        every 15 s, in both servers alike.
         """
-        count, seconds = self.scale.stored_events, self.scale.store_seconds
+        count, seconds, rounds = self.scale.stored_events, self.scale.store_seconds, self.scale.fair_rounds
         label = f"{count:,} stored events".replace(",", " ")
-        self.say(f"{label}: filling the store, then {seconds:.0f} s of invitations each on an "
-                 f"empty, the filled and an empty store")
+        self.say(f"{label}: filling the store, then {rounds} rounds of {seconds:.0f} s of invitations "
+                 f"each on an empty and on the filled store")
         filled = self.workdir / "filled" / "mailhook.sqlite3"
         server = self.start_mailhook(filled)
-        seed = self.drive(server.port, [Message.of(load.invitation(0, "seed"))], 1)
+        seed = self.drive(server.port, [Message.of(outlook.invitation(0, "seed"))], 1)
         self.stop(server)
         if seed.failures or not fill_store(filled, count):
             raise RuntimeError(f"could not seed the store: {dict(seed.failures)}")
         os.sync()  # write the filled file out now, not during the runs that fsync the store
-        figures: dict[str, list[Figure]] = {"empty": [], "filled": []}
-        for turn, (tag, store) in enumerate((("empty", None), ("filled", filled), ("empty", None))):
-            name = "empty store" if tag == "empty" else label
-            server = self.start_mailhook(store)
-            self.warm(server.port, [Message.of(load.invitation(i, f"warm-{turn}"))
+        servers = {"empty store": self.start_mailhook(), label: self.start_mailhook(filled)}
+        rows = {tag: fair.PathFigures(f"Outlook invitations, {tag}", "mailhook", self.workers)
+                for tag in servers}
+        for tag, server in servers.items():
+            self.warm(server.port, [Message.of(outlook.invitation(i, f"warm-{tag}"))
                                     for i in range(self.scale.warmup)])
-            # More messages than the run can send; it stops taking new ones after `seconds`.
-            bulk = [Message.of(load.invitation(i, f"store-{turn}"))
-                    for i in range(int(seconds * 1000) + 100)]
-            figure = Figure(f"invitations, {name}", "mailhook", "python", 20, 0, latency_from="loaded")
-            cpu = server.cpu()
-            run = self.drive(server.port, bulk, 20, until=seconds)
-            figure.cpu_ms = (server.cpu() - cpu) * 1000 / max(1, run.accepted)
-            figure.rate, figure.messages = run.rate, run.sent
-            figure.p50, figure.p99 = run.percentile(0.5), run.percentile(0.99)
-            figure.failures.update(run.failures)
-            figures[tag].append(self.add(figure, server))
+        tags = list(servers)
+        for number in range(rounds):
+            for turn in range(len(tags)):
+                tag = tags[(number + turn) % len(tags)]
+                server, row = servers[tag], rows[tag]
+                # More messages than the run can send; it stops taking new ones after `seconds`.
+                bulk = [Message.of(outlook.invitation(i, f"store-{number}-{turn}"))
+                        for i in range(int(seconds * 1000) + 100)]
+                cpu = server.cpu()
+                run = self.drive(server.port, bulk, 20, until=seconds)
+                row.messages += run.sent
+                row.refused += sum(run.failures.values())
+                if run.accepted:
+                    row.cpu_ms.add((server.cpu() - cpu) * 1000 / run.accepted)
+                    row.rate.add(run.rate)
+        for server in servers.values():
             self.stop(server)
-        empty_rate = sum(f.rate for f in figures["empty"]) / len(figures["empty"])
-        empty_p99 = max(f.p99 for f in figures["empty"])
-        full = figures["filled"][0]
+        empty, full = rows["empty store"], rows[label]
+        self.store_rows = [empty, full]
+        note = fair._refused(empty, full)
+        rate = fair.spread_of(list(zip(full.rate.values, empty.rate.values)), lambda a, b: a / b)
+        cpu = fair.spread_of(list(zip(full.cpu_ms.values, empty.cpu_ms.values)), lambda a, b: a / b)
         self.targets.append(Target(
             f"{label}: invitation msg/s", "within 10% of an empty store",
-            f"{full.rate:.0f} vs {empty_rate:.0f} msg/s (p99 {full.p99 * 1000:.0f} vs "
-            f"{empty_p99 * 1000:.0f} ms)",
-            full.rate / empty_rate, ">= 0.90", note=_failures(full, *figures["empty"])))
+            f"{rate.text()}× (min/median/max; {full.rate.median:.0f} vs {empty.rate.median:.0f} msg/s)",
+            rate.median, ">= 0.90", note=note))
+        self.targets.append(Target(
+            f"{label}: CPU per invitation (flat)", "≤ 1.1× an empty store's",
+            f"{cpu.text()}× (min/median/max; {full.cpu_ms.median:.2f} vs {empty.cpu_ms.median:.2f} ms)",
+            cpu.median, "<= 1.10", note=note))
 
     def _added(self, figure: Figure, direct: Figure) -> Figure:
         figure.added_p50 = figure.p50 - direct.p50
@@ -779,50 +821,6 @@ def fill_store(path: Path, count: int) -> bool:
 # --- output -----------------------------------------------------------------------------------
 
 
-def _ms(seconds: float, signed: bool = False) -> str:
-    if math.isnan(seconds):
-        return "—"
-    return f"{seconds * 1000:+.2f}" if signed else f"{seconds * 1000:.2f}"
-
-
-def _num(value: float, digits: int = 0) -> str:
-    return "—" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *(line(r) for r in rows)])
-
-
-def figures_table(figures: Sequence[Figure]) -> str:
-    header = ["workload", "path", "client", "sess.", "msgs", "msg/s", "CPU ms/msg",
-              "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "peak RSS MB"]
-    rows = []
-    for f in figures:
-        star = "*" if f.latency_from == "loaded" else ""
-        rows.append([
-            f.workload, f.path, f.client, str(f.sessions), str(f.messages), _num(f.rate),
-            _num(f.cpu_ms, 2), _ms(f.p50) + star, _ms(f.p99) + star,
-            _ms(f.added_p50, True), _ms(f.added_p99, True),
-            _num(f.peak_rss / MB) if not math.isnan(f.peak_rss) else "—",
-        ])
-    return markdown(header, rows)
-
-
-def targets_table(targets: Sequence[Target]) -> str:
-    header = ["scenario", "target", "measured", "ratio", "needs", "result"]
-    rows = []
-    for t in targets:
-        informative = t.target.startswith("(not a target)")
-        result = "info" if informative else ("PASS" if t.passed else "FAIL")
-        rows.append([t.scenario, t.target, t.measured + (f" [{t.note}]" if t.note else ""),
-                     _num(t.ratio, 2), t.needs, result])
-    return markdown(header, rows)
-
-
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -855,7 +853,7 @@ def raise_file_limit(needed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="mailhook against a bare relay, on loopback.")
+    parser = argparse.ArgumentParser(description="mailhook against bare relays, on loopback.")
     parser.add_argument("--quick", action="store_true",
                         help="small counts (under a minute); what CI runs to keep the script working")
     parser.add_argument("--no-postfix-tools", action="store_true",
@@ -879,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_file_limit(scale.idle * 2 + 512)
     workdir = Path(tempfile.mkdtemp(prefix="mailhook-bench-"))
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:5.1f} s] {text}", file=sys.stderr, flush=True)
@@ -898,33 +897,61 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     mode = "quick" if args.quick else "full"
+    failed = report(bench, mode, time.monotonic() - started, load_start)
+    if args.json:
+        write_json(Path(args.json), bench, mode)
+    return 1 if args.strict and failed else 0
+
+
+def report(bench: Bench, mode: str, seconds: float, load_start: float) -> list[Target]:
+    """Print the run's tables; return the targets that failed."""
     print(f"mailhook benchmark ({mode} mode), {revision()}, {machine()}")
     print(f"sink: {'smtp-sink' if bench.use_sink else 'benchmarks/sink.py'}; ordinary load: "
           f"{'smtp-source' if bench.use_source else 'Python client'}; "
           f"mailhook with {bench.workers} worker process(es) "
           f"{'under a systemd notify socket (WatchdogSec=30)' if bench.notify else 'without notify socket'}; "
-          f"{time.monotonic() - started:.0f} s")
+          f"{seconds:.0f} s")
+    print(f"load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
     print()
-    print(figures_table(bench.figures))
-    print()
-    print("p50/p99: one session sending one message after another (* : during the loaded run); "
-          "+p50/+p99: over direct to sink, same messages; CPU and peak RSS (VmHWM): summed over the "
-          "server's processes.")
-    print()
+    spread_rows = (bench.fair.rows if bench.fair else []) + bench.store_rows
+    if spread_rows:
+        print(fair.table(spread_rows, markdown))
+        print()
+        print("Rounds interleaved (the paths taking turns); msg/s and CPU per message (user + system "
+              "CPU of the server's processes) as min / median / max over the rounds. "
+              f"\"{fair.HTTP_PATH}\": mailhook's TrueConf client alone in the benchmark's process, "
+              f"create_conference with {bench.fair.http_concurrency if bench.fair else 0} calls under "
+              "way (20 sessions shared among mailhook's workers), against the same stand-in.")
+        print()
+    if bench.figures:
+        print(figures_table(bench.figures))
+        print()
+        print("msg/s and CPU ms/msg of the side-by-side runs: min / median / max over their "
+              f"{bench.scale.rounds} interleaved slices when there are three or more (the issue-7 "
+              "targets take all slices together); p50/p99: one session sending one message after "
+              "another (* : during the loaded run); +p50/+p99: over direct to sink, same messages; "
+              "CPU and peak RSS (VmHWM): summed over the server's processes.")
+        print()
     print(targets_table(bench.targets))
     scored = [t for t in bench.targets if not t.target.startswith("(not a target)")]
     failed = [t for t in scored if not t.passed]
     print()
     print(f"{len(scored) - len(failed)} of {len(scored)} targets hold"
           + (f"; failing: {', '.join(t.scenario for t in failed)}" if failed else ""))
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "mode": mode, "revision": revision(), "machine": machine(),
-            "figures": [{**{k: v for k, v in vars(f).items() if k != "failures"},
-                         "failures": dict(f.failures)} for f in bench.figures],
-            "targets": [{**vars(t), "passed": t.passed} for t in bench.targets],
-        }, indent=2, default=str))
-    return 1 if args.strict and failed else 0
+    return failed
+
+
+def write_json(path: Path, bench: Bench, mode: str) -> None:
+    """Every figure, target and round, for comparing runs."""
+    path.write_text(json.dumps({
+        "mode": mode, "revision": revision(), "machine": machine(),
+        "figures": [{**{k: v for k, v in vars(f).items() if k != "failures"},
+                     "failures": dict(f.failures)} for f in bench.figures],
+        "targets": [{**vars(t), "passed": t.passed} for t in bench.targets],
+        "rounds": [{"workload": r.workload, "path": r.path, "processes": r.processes,
+                    "messages": r.messages, "rate": r.rate.values, "cpu_ms": r.cpu_ms.values}
+                   for r in (bench.fair.rows if bench.fair else []) + bench.store_rows],
+    }, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -201,34 +201,41 @@ class SMTPSession(SMTP):
         ("" when it is fine); None when the connection ended first.
 
         The size limit applies to the message as it will be relayed: the dots SMTP adds in
-        transit are not counted. A line longer than the stream's limit comes in pieces; past
-        the size limit nothing more is kept.
+        transit are not counted. Past the size limit nothing more is kept.
+
+        Lines end at CRLF only, as for commands. The stream is read in pieces that end at
+        ".<CRLF>" (or at the stream's limit), not line by line: a line of its own that is a
+        dot can only end such a piece, and a piece costs as much as a line did.
         """
         stream, limit = self._client_stream, self.data_size_limit
         buffer = bytearray()
         too_big = False
-        line_start = True  # the next bytes begin a line
+        tail = b"\r\n"  # the last two octets read: the message begins at a line start
         while self.transport is not None:
             try:
-                piece = await stream.readuntil(b"\r\n")
-                line_end = True
+                piece = await stream.readuntil(b".\r\n")
             except asyncio.CancelledError:
                 self._writer.close()  # the connection was reset during DATA
                 raise
             except asyncio.LimitOverrunError as exc:
-                piece = await stream.read(exc.consumed)  # the part of a long line there is
-                line_end = False
-            if line_start and piece == b".\r\n":
-                if too_big:
-                    return b"", TOO_MUCH_DATA
-                content = bytes(buffer)
-                del buffer[:]
-                return content, ""
-            text = memoryview(piece)[1:] if line_start and piece[:1] == b"." else piece
+                piece = await stream.read(exc.consumed)  # as much as there is, no ".<CRLF>"
+            seen = tail + piece
+            ended = seen.endswith(b"\r\n.\r\n")
+            if ended:
+                seen = seen[:-3]
+            # A dot that begins a line is SMTP's, not the message's; the two octets before
+            # the piece only show where its first line begins and are never changed.
+            text = seen.replace(b"\r\n.", b"\r\n")[len(tail):]
+            tail = (tail + piece)[-2:]
             if not too_big and limit and len(buffer) + len(text) > limit:
                 too_big = True
                 buffer = bytearray()  # keep reading to the end, but keep nothing
             if not too_big:
                 buffer += text
-            line_start = line_end
+            if ended:
+                if too_big:
+                    return b"", TOO_MUCH_DATA
+                content = bytes(buffer)
+                del buffer[:]
+                return content, ""
         return None, ""

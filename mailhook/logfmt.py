@@ -35,6 +35,7 @@ _secrets: set[str] = set()
 # Values come from the messages (Message-ID, UID, addresses): a value can neither end the line
 # (C0 and C1 controls, DEL, U+2028/2029; lone surrogates are undecodable bytes) nor run on.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NEEDS_QUOTES = re.compile(r'[ "=\\]')
 VALUE_LIMIT = 256  # characters of one value; a longer one is cut and ends with "…"
 
 
@@ -48,7 +49,7 @@ def quote(value: str) -> str:
     value = one_line(value)
     if len(value) > VALUE_LIMIT:
         value = value[: VALUE_LIMIT - 1] + "\u2026"
-    if not value or any(ch in value for ch in ' "=\\'):
+    if not value or _NEEDS_QUOTES.search(value):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 MARK = "(mailhook)"
 HEADER_LINE_OCTETS = 78  # RFC 5322 2.1.1: lines SHOULD be no longer than this
@@ -23,6 +24,14 @@ SCAN_OCTETS = 1024 * 1024
 def trace_header(hostname: str, when: datetime) -> bytes:
     """The Received field for a message relayed now: one line when it fits in 78 octets,
     else folded before the date (the field stays one field)."""
+    return _trace_field(hostname, when.replace(microsecond=0), when.tzinfo)
+
+
+# The field names the second only, so messages relayed within one second share it: it is made
+# once for them (formatting the date costs more than the rest of the field). The zone is part
+# of the key because equal instants in two zones compare equal but are written differently.
+@lru_cache(maxsize=8)
+def _trace_field(hostname: str, when: datetime, _zone: object) -> bytes:
     head = f"Received: by {hostname} {MARK};"
     date = format_datetime(when)
     if len(head) + 1 + len(date) <= HEADER_LINE_OCTETS:
@@ -32,10 +41,15 @@ def trace_header(hostname: str, when: datetime) -> bytes:
 
 def own_hops(content: bytes, hostname: str) -> int:
     """How many of this instance's trace fields the message's header section carries."""
-    pattern = re.compile(
+    return len(_own_field(hostname).findall(header_section(content)))
+
+
+@lru_cache(maxsize=8)
+def _own_field(hostname: str) -> re.Pattern[bytes]:
+    """This instance's trace field, found at the start of a line (built once per name)."""
+    return re.compile(
         rb"^Received:[ \t]*by[ \t]+" + re.escape(hostname.encode("ascii", "replace"))
         + rb"[ \t]+" + re.escape(MARK.encode()), re.IGNORECASE | re.MULTILINE)
-    return len(pattern.findall(header_section(content)))
 
 
 def is_own_greeting(greeting: str, own_name: str) -> bool:

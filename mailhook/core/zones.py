@@ -9,6 +9,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Timezone
@@ -67,6 +68,10 @@ def _block_tzid(block: list[str]) -> str:
     return ""
 
 
+# The answer depends on the name and the zone database alone, so it is kept: a Windows name
+# ("W. Europe Standard Time", in every Outlook invitation) otherwise costs a failed search of
+# the zone database's files for each message. Bounded, so hostile names only churn it.
+@lru_cache(maxsize=512)
 def _known_zone(key: str) -> tzinfo | None:
     """An IANA zone for a TZID: an IANA or Windows name, or libical's "/vendor/Area/City".
 

@@ -175,3 +175,43 @@ async def test_a_large_message_takes_far_less_memory_than_aiosmtpds_reader(
     monkeypatch.setattr(MailhookSMTP, "smtp_DATA", SMTP.smtp_DATA)
     theirs = await peak_for_one_message()
     assert ours < 0.75 * theirs, f"ours {ours / len(body):.2f}x, aiosmtpd {theirs / len(body):.2f}x"
+
+
+def read_line_by_line(stream: bytes) -> tuple[bytes, int]:
+    """What DATA holds by RFC 5321 4.5.2, read one CRLF line at a time: the unstuffed message
+    and where the lone dot's line ends."""
+    lines, position = [], 0
+    while True:
+        end = stream.index(b"\r\n", position) + 2
+        line = stream[position:end]
+        if line == b".\r\n":
+            return b"".join(lines), end
+        lines.append(line[1:] if line.startswith(b".") else line)
+        position = end
+
+
+async def test_the_message_read_in_pieces_equals_the_message_read_line_by_line(server) -> None:
+    """Whatever the octets and however the client's writes split them, DATA holds exactly
+    the lines before the lone dot, each leading dot removed once."""
+    import random
+
+    recorder, connect = server
+    session = await connect()
+    pick = random.Random(20310303)
+    alphabet = [b".", b"\r", b"\n", b"\r\n", b"a", b"..", b"\r\n.", b".\r", b"z" * 2500, b" "]
+    for _ in range(150):
+        body = b"".join(pick.choice(alphabet) for _ in range(pick.randrange(0, 40)))
+        stream = body + b"\r\n.\r\n"
+        expected, end = read_line_by_line(stream)
+        stream = stream[:end]
+        assert (await session.command(b"MAIL FROM:<a@example.com>\r\n")).startswith("250")
+        assert (await session.command(b"RCPT TO:<b@example.com>\r\n")).startswith("250")
+        assert (await session.command(b"DATA\r\n")).startswith("354")
+        cuts = sorted(pick.sample(range(1, len(stream)), min(3, len(stream) - 1)))
+        for first, last in zip([0, *cuts], [*cuts, len(stream)]):
+            session.writer.write(stream[first:last])
+            await session.writer.drain()
+            if last < len(stream):
+                await asyncio.sleep(0.002)  # a read of its own for each write
+        assert (await session.reply()).startswith("250"), stream
+        assert recorder.messages.pop() == expected, stream

@@ -12,9 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-SCENARIOS = ("ordinary 4 KB, 20 sessions", "ordinary 100 KB, 20 sessions",
-             "invitation, API 0 ms, 20 sessions", "invitation, API 200 ms, 50 sessions",
-             "MB message, ordinary", "1000 idle connections", "stored events")
+SCENARIOS = ("CPU besides the TrueConf call", "CPU in all",
+             "Outlook invitations (distinct) vs pooled relay, 20 sessions",
+             "ordinary 4 KB vs pooled relay, 20 sessions", "messages per CPU second",
+             "ordinary 4 KB, 20 sessions", "against attendees", "against size",
+             "ordinary 100 KB, 20 sessions", "invitation, API 0 ms, 20 sessions",
+             "invitation, API 200 ms, 50 sessions", "MB message, ordinary", "1000 idle connections",
+             "stored events: invitation msg/s", "stored events: CPU per invitation")
 
 
 def test_quick_benchmark_prints_every_target() -> None:
@@ -29,6 +33,7 @@ def test_quick_benchmark_prints_every_target() -> None:
         raise AssertionError(f"benchmark did not finish:\n{err[-3000:]}") from None
     assert process.returncode == 0, err[-3000:]
     assert "| scenario" in out and "| workload" in out
+    assert "min / med / max" in out and "pooled relay" in out
     for scenario in SCENARIOS:
         row = next((line for line in out.splitlines()
                     if scenario in line and ("| >= " in line or "| <= " in line)), None)

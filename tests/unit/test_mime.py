@@ -558,3 +558,36 @@ def _two_copies(first: str, second: str) -> bytes:
         f"--b\nContent-Type: text/calendar; method=REQUEST\n\n{first}--b\n"
         f"Content-Type: application/ics; name=invite.ics\n\n{second}--b--\n"
     ).encode()
+
+
+_FROM_PIECES = st.sampled_from(["Alice", "Example", " ", "\t", ".", ",", '"', "\\", "<", ">", "@",
+                                "(", ")", ":", ";", "a.b", "x", "Ü", "=?utf-8?q?A?=", "!#$%&'*+/=?^_`{|}~-"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_FROM_PIECES, max_size=12), st.sampled_from(["", "<", "<x"]))
+def test_the_from_address_agrees_with_the_email_package(pieces, prefix):
+    """The From address read by the fast path for plain fields equals what getaddresses reads."""
+    from email.utils import getaddresses
+
+    from mailhook.core.mime import _from_address
+    from mailhook.core.mimetree import decode_words
+
+    value = prefix + "".join(pieces) + (" <Bob.B@Example.COM>" if len(pieces) % 2 else "")
+    headers = parse_headers(f"From: {value}\r\n".encode(), "text/plain")
+    decoded = decode_words(str(headers.get("from", "")))
+    slow = [a for _n, a in getaddresses([decoded]) if "@" in a]
+    assert _from_address(headers) == (slow[0].lower() if slow else "")
+
+
+def test_a_plain_from_field_is_read_without_the_address_parser():
+    """A display name and an address in angle brackets, or a bare address, is read directly."""
+    from mailhook.core.mime import _PLAIN_FROM
+
+    for value, address in (("Alice Example <Alice@Example.com>", "Alice@Example.com"),
+                           ('"Example, Alice" <a.b@example.com>', "a.b@example.com"),
+                           ("alice@example.com", "alice@example.com")):
+        match = _PLAIN_FROM.fullmatch(value)
+        assert match is not None and (match.group(1) or match.group(2)) == address
+    assert _PLAIN_FROM.fullmatch("Alice (work) <a@example.com>") is None
+    assert _PLAIN_FROM.fullmatch("a@example.com, b@example.com") is None

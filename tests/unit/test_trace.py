@@ -23,3 +23,15 @@ def test_only_the_header_section_counts():
     field = trace_header("mailhook.test", WHEN)
     message = field + b"Subject: x\r\n\r\n" + field * 4
     assert own_hops(message, "mailhook.test") == 1
+
+
+def test_the_field_names_the_instant_in_the_clocks_own_zone():
+    """Two clocks giving the same second in different zones get each its own date, not one
+    shared field."""
+    from datetime import timedelta, timezone
+
+    east = WHEN.astimezone(timezone(timedelta(hours=3)))
+    assert b"+0000" in trace_header("mailhook.test", WHEN)
+    assert b"+0300" in trace_header("mailhook.test", east)
+    assert trace_header("mailhook.test", WHEN.replace(microsecond=999)) == trace_header(
+        "mailhook.test", WHEN)

@@ -15,6 +15,7 @@ from mailhook.core.calendar import unfold
 from mailhook.core.mime import decode_body, parse_message, scan_message
 from mailhook.core.model import LinkInsertion
 from mailhook.core.rewrite import rewrite_calendar_text, rewrite_message
+from mailhook.core.wire import SMALL_MESSAGE, data_pieces
 from mailhook.relay import MAX_LINE_OCTETS, dot_stuff, dot_stuffed, wire_form
 from tests.fixtures.checks import (
     CORPUS_MISSING,
@@ -76,6 +77,19 @@ def test_mail_already_in_wire_form_is_not_copied():
     assert wire_form(message) is message
     pieces = list(dot_stuffed(message))
     assert isinstance(pieces[0], memoryview) and pieces[0].obj is message
+
+
+def test_a_small_message_goes_to_the_next_hop_in_one_piece_with_its_trace_field():
+    """Up to SMALL_MESSAGE octets, DATA is one write (one send); a larger message still goes
+    piece by piece from its own buffer; both are the trace field and the dot-stuffed message."""
+    trace = b"Received: by mailhook.test (mailhook); Mon, 3 Mar 2031 10:00:00 +0000\r\n"
+    small = b"Subject: x\r\n\r\n.dot\r\n" + b"line\r\n" * 100
+    assert list(data_pieces(trace, small)) == [trace + dot_stuff(small)]
+    large = b"Subject: x\r\n\r\n" + b"line of text\r\n" * (SMALL_MESSAGE // 10)
+    pieces = list(data_pieces(trace, large))
+    assert pieces[0] == trace and len(pieces) > 2
+    assert isinstance(pieces[1], memoryview) and pieces[1].obj is large
+    assert b"".join(pieces) == trace + dot_stuff(large)
 
 
 def test_long_lines_are_folded_as_postfix_folds_them():
