@@ -1,12 +1,13 @@
 """Postfix with the mailhook milter against the same Postfix without any milter.
 
-Two private Postfix instances run side by side (as root: Postfix starts as root and drops to
-its own user). Both discard what they accept (discard(8) as the only transport), so the figure
-is what Postfix's smtpd takes in, with and without the milter in its path, not local delivery.
-One instance has ``smtpd_milters`` pointing at ``mailhook serve`` (milter only, ``[smtp]
-enabled = false``, the TrueConf stand-in in this process). Ordinary 4 KB mail is sent with
-Postfix's own smtp-source, invitations (Thunderbird's shape, a new event each) with a Python
-client; each comparison runs several times, interleaved::
+Private Postfix instances run side by side (as root: Postfix starts as root and drops to its
+own user). Each discards what it accepts (discard(8) as the only transport), so the figure is
+what Postfix's smtpd takes in, with and without a milter in its path, not local delivery. One
+has ``smtpd_milters`` pointing at ``mailhook serve`` (milter only, ``[smtp] enabled = false``,
+the TrueConf stand-in in this process), one has no milter, and one has a milter that does
+nothing but answer (``benchmarks/null_milter.py``): the floor any milter starts from. Ordinary
+4 KB mail is sent with Postfix's own smtp-source, invitations (Thunderbird's shape, a new event
+each) with a Python client; each comparison runs several times, interleaved::
 
     sudo .venv/bin/python benchmarks/milter_bench.py            # 2000 messages, 3 runs
     sudo .venv/bin/python benchmarks/milter_bench.py --quick    # 200 messages, 1 run
@@ -155,13 +156,19 @@ def report(results: dict[str, list[float]], cpu: dict[str, list[float]], runs: i
     print(row("ordinary 4 KB", results["ordinary/plain"], results["ordinary/milter"], TARGET))
     print(row("invitation (new event)", results["invitation/plain"],
               results["invitation/milter"], None))
+    print(row("ordinary, null milter", results["ordinary/plain"], results["ordinary/null"],
+              None))
+    print("\n(null milter: benchmarks/null_milter.py, which only answers, accepting each message"
+          " at the end of its header section as mailhook does for ordinary mail)")
     print("\nCPU per ordinary message, ms (min / median / max): what the rate ratio is made of "
           "on a CPU-bound machine\n")
     print("| process                                   | min  | median | max  |")
     print("|-------------------------------------------|------|--------|------|")
     for label, key in (("Postfix, no milter", "postfix/plain"),
                        ("Postfix, with the milter", "postfix/milter"),
-                       ("mailhook (the milter)", "mailhook")):
+                       ("mailhook (the milter)", "mailhook"),
+                       ("Postfix, with the null milter", "postfix/null"),
+                       ("the null milter", "null")):
         figures = [value * 1000 for value in cpu[key]]
         print(f"| {label:<41} | {min(figures):4.2f} | {statistics.median(figures):6.2f} | "
               f"{max(figures):4.2f} |")
@@ -191,30 +198,37 @@ def main() -> int:
     milter_port = free_port()
     plain = DiscardingPostfix(free_port())
     milter = DiscardingPostfix(free_port(), f"inet:127.0.0.1:{milter_port}")
+    null_port = free_port()
+    null = DiscardingPostfix(free_port(), f"inet:127.0.0.1:{null_port}")
     results: dict[str, list[float]] = {key: [] for key in
-                                       ("ordinary/plain", "ordinary/milter",
+                                       ("ordinary/plain", "ordinary/milter", "ordinary/null",
                                         "invitation/plain", "invitation/milter")}
     cpu: dict[str, list[float]] = {key: [] for key in ("postfix/plain", "postfix/milter",
-                                                        "mailhook")}
+                                                        "postfix/null", "mailhook", "null")}
     with StandIn(users=users, client_id="mailhook", client_secret=SECRET) as standin:
         daemon = serve_milter(base, standin, milter_port, milter.submission_port)
+        floor = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "null_milter.py"),
+                                  str(null_port)])
+        milters = {"milter": daemon, "null": floor}
         try:
             wait_for_port(milter_port, daemon)
-            plain.start()
-            milter.start()
-            for instance in (plain, milter):
+            wait_for_port(null_port, floor)
+            for instance in (plain, milter, null):
+                instance.start()
                 wait_for_port(instance.submission_port, daemon)
             for run in range(runs):
-                for name, instance in (("plain", plain), ("milter", milter)):
+                for name, instance in (("plain", plain), ("milter", milter), ("null", null)):
                     postfix_before = cpu_seconds(master_pid(instance))
-                    mailhook_before = cpu_seconds(daemon.pid)
+                    milter_before = cpu_seconds(milters[name].pid) if name in milters else {}
                     results[f"ordinary/{name}"].append(
                         ordinary(instance.submission_port, messages, args.sessions))
                     cpu[f"postfix/{name}"].append(
                         used(postfix_before, cpu_seconds(master_pid(instance))) / messages)
-                    if name == "milter":
-                        cpu["mailhook"].append(
-                            used(mailhook_before, cpu_seconds(daemon.pid)) / messages)
+                    if name in milters:
+                        cpu["mailhook" if name == "milter" else name].append(
+                            used(milter_before, cpu_seconds(milters[name].pid)) / messages)
+                    if name == "null":
+                        continue
                     results[f"invitation/{name}"].append(invitations(
                         instance.submission_port, invites, args.sessions, f"{name}{run}"))
                     print(f"run {run + 1}/{runs} {name}: "
@@ -224,10 +238,11 @@ def main() -> int:
             print(f"conferences created through the milter: {len(standin.conferences)}",
                   file=sys.stderr)
         finally:
-            daemon.terminate()
-            daemon.wait(timeout=30)
-            plain.stop()
-            milter.stop()
+            for process in (daemon, floor):
+                process.terminate()
+                process.wait(timeout=30)
+            for instance in (plain, milter, null):
+                instance.stop()
             shutil.rmtree(base, ignore_errors=True)
 
     report(results, cpu, runs, messages, invites, args.sessions)

@@ -35,4 +35,5 @@ def test_quick_milter_benchmark_prints_the_comparison(postfix_ready) -> None:  #
     assert re.search(r"\| +\d+\.\d\d \| ", invitation), invitation
     mailhook_cpu = next(line for line in out.splitlines() if line.startswith("| mailhook"))
     assert re.search(r"\| +\d+\.\d\d \| +\d+\.\d\d \| +\d+\.\d\d \|$", mailhook_cpu), mailhook_cpu
-    assert sum(line.startswith("| Postfix, ") for line in out.splitlines()) == 2
+    assert sum(line.startswith("| Postfix, ") for line in out.splitlines()) == 3
+    assert any(line.startswith("| ordinary, null milter") for line in out.splitlines())
