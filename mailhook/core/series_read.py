@@ -156,11 +156,30 @@ def read_series(text: str) -> Calendar:
     """The calendar, once its recurrence data is known to be safe to expand."""
     try:
         with _LOCK:
-            calendar = Calendar.from_ical(_OLD_ONSET.sub(r"\g<1>1970", text))
+            calendar = Calendar.from_ical(_zone_onsets_from_1970(text))
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise SeriesError(f"unreadable calendar: {exc}") from exc
     _check_recurrence(calendar)
     return calendar
+
+
+def _zone_onsets_from_1970(text: str) -> str:
+    """The calendar with its time zones' onsets before 1970 moved to 1970. Only the zones':
+    an event's own start stays where it is, since moving it could change the weekday its
+    weekly rule recurs on, or name a day that does not exist (29 February 1970)."""
+    if not _OLD_ONSET.search(text):
+        return text
+    lines = text.splitlines(keepends=True)
+    in_zone = False
+    for index, line in enumerate(lines):
+        marker = line.rstrip("\r\n").upper()
+        if marker == "BEGIN:VTIMEZONE":
+            in_zone = True
+        elif marker == "END:VTIMEZONE":
+            in_zone = False
+        elif in_zone:
+            lines[index] = _OLD_ONSET.sub(r"\g<1>1970", line)
+    return "".join(lines)
 
 
 def _check_recurrence(calendar: Calendar) -> None:

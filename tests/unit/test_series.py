@@ -254,3 +254,20 @@ def test_this_and_future_request_moves_later_occurrences():
     merged = merge_series(series, change, "s1", "REQUEST")
     assert next_occurrence(merged, NOW, UTC).start == at("2030-01-07 14:00")
     assert next_occurrence(merged, at("2030-01-07 16:00"), UTC).start == at("2030-01-14 14:00")
+
+
+def test_a_series_begun_before_1970_keeps_its_weekday():
+    """A weekly series without BYDAY that began before 1970 recurs on its own weekday: only
+    the time zones' old onsets are moved forward, never the event's own start (1969-01-06 was
+    a Monday; 1970-01-06 a Tuesday)."""
+    found = occurrence_of("UID:s1\nDTSTART:19690106T090000Z\nDTEND:19690106T093000Z\n"
+                          "RRULE:FREQ=WEEKLY")
+    assert found.start == at("2030-01-07 09:00") and found.start.weekday() == 0
+
+
+def test_a_yearly_series_from_a_leap_day_before_1970_is_read():
+    """A birthday-style yearly series from 29 February 1964 is read and recurs on leap days
+    (a start moved to 1970 would be a date that does not exist)."""
+    found = occurrence_of("UID:s1\nDTSTART;VALUE=DATE:19640229\nDTEND;VALUE=DATE:19640301\n"
+                          "RRULE:FREQ=YEARLY", zone=UTC)
+    assert found.start == at("2032-02-29 00:00")
