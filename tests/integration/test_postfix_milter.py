@@ -82,6 +82,10 @@ def test_postfix_milter_rewrites_invitations_and_keeps_them_while_trueconf_is_do
     assert deferred == 1, maillog
     assert any(url in calendar_text(message) for message in later for url in urls[2:])
     assert plain.endswith(b"\n\nNoon?\n")  # ordinary mail's body is untouched
-    assert SECRET not in (tmp_path / "mailhook.log").read_text()
+    log = (tmp_path / "mailhook.log").read_text()
+    assert SECRET not in log
+    # Ordinary mail is answered at the end of its header section, with Postfix's queue id.
+    [plain_line] = [line for line in log.splitlines() if "message_id=<lunch-1@example.org>" in line]
+    assert 'reason="no calendar"' in plain_line and "queue_id=-" not in plain_line, plain_line
     # Kept in Postfix's queue while TrueConf was down, delivered once with its own link after.
     reliability.survived(lost=0, duplicates=len(set(urls)) != len(urls))
