@@ -12,7 +12,9 @@ with a growing pause, and is counted in ``mailhook_caldav_writebacks_total{resul
 - ``error``: the server failed, refused, or was unreachable after every try.
 
 The ``caldav`` library is synchronous: each write-back runs on a worker thread with a client
-of its own. The service account's password never reaches a log line.
+of its own. It is imported there, on first use: it and what it pulls in (an HTTP client, an
+XML parser) take some 30 MB that a daemon without ``[caldav]`` should not carry. The service
+account's password never reaches a log line.
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import quote
-
-from caldav.collection import CalendarSet
-from caldav.davclient import DAVClient
-from caldav.lib.error import NotFoundError
 
 from mailhook import logfmt
 from mailhook.config import CalDAVSettings
@@ -70,6 +68,9 @@ class CalendarHome:
     def find(self, uid: str) -> StoredEvent | None:
         """The event with this UID in any calendar under the home (a calendar-query REPORT
         per calendar); None when there is none, or no such home."""
+        from caldav.collection import CalendarSet
+        from caldav.lib.error import NotFoundError
+
         try:
             # The library types its calls for both its sync and async clients; this is the sync one.
             calendars: Any = CalendarSet(client=self._client, url=self.url).calendars()
@@ -187,6 +188,8 @@ class CalendarWriteBack:
         log.log(level, "uid=%s: organizer's event on the CalDAV server: %s", uid, result)
 
     def _once(self, organizer: str, uid: str, edit: Edit) -> str:
+        from caldav.davclient import DAVClient
+
         section = self._section
         client = DAVClient(url=section.url, username=section.username or None,
                                   password=self._password or None,
@@ -223,6 +226,11 @@ def build_writeback(section: CalDAVSettings, keywords: tuple[str, ...], language
     if not section.url:
         log.error("caldav.enabled is set but caldav.url is empty: no write-back")
         return None
+    # Loaded now, at start-up, rather than by the first write-back, which would hold the
+    # interpreter while it loads.
+    import caldav.collection
+    import caldav.davclient  # noqa: F401
+
     try:
         insertion = LinkInsertion(url="", keywords=keywords, language=language)
         return CalendarWriteBack(section, insertion, metrics)
