@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -81,12 +81,12 @@ class Daemon:
     async def startup(self) -> None:
         """Open the store and the listening socket."""
         await self.store.open()
-        if self.serves_mail and self.settings.smtp.enabled:
-            await self.smtp.start(self.sockets)
+        smtp, relay = self.settings.smtp, self.settings.relay
+        if self.serves_mail and smtp.enabled:
+            await _listening(self.smtp.start(self.sockets), f"{smtp.listen_host}:{smtp.listen_port}")
         if self.milter is not None:
-            await self.milter.start()
+            await _listening(self.milter.start(), f"the milter socket {self.settings.milter.listen}")
         if self.primary:
-            smtp, relay = self.settings.smtp, self.settings.relay
             if smtp.enabled:
                 log.info("listening on %s:%s, next hop %s:%s", smtp.listen_host,
                          smtp.listen_port, relay.host, relay.port)
@@ -241,6 +241,14 @@ class Daemon:
                  ", ".join(changed) or "nothing")
 
 
+async def _listening(start: Coroutine[Any, Any, None], where: str) -> None:
+    """Start a listener; an OSError from it says which listener it was (``where``)."""
+    try:
+        await start
+    except OSError as exc:
+        raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from None
+
+
 def milter_server(flow: Flow, settings: Settings, serves_mail: bool) -> MilterServer | None:
     """The milter front end, when one is configured, in the one process that serves mail (the
     config refuses the milter with worker processes)."""
@@ -279,7 +287,6 @@ async def run(
     """
     from mailhook.workers import Workers
 
-    smtp = settings.smtp
     daemon = Daemon(settings, config_file=config_file, log_level_fixed=log_level_fixed,
                     sockets=sockets, serves_mail=not worker_pids)
     workers = None
@@ -294,10 +301,7 @@ async def run(
         if isinstance(exc, StoreUnavailable):
             log.error("cannot open the store: %s", exc)
         else:
-            # The milter's errors name its socket; the SMTP listener's are named here.
-            where = "" if "milter socket" in str(exc.strerror) else \
-                f"{smtp.listen_host}:{smtp.listen_port}: "
-            log.error("cannot listen on %s%s", where, exc.strerror or exc)
+            log.error("cannot listen on %s", exc.strerror or exc)
         if workers is not None:
             await workers.stop()
         await daemon.app.aclose()

@@ -120,19 +120,15 @@ class MilterServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Listen on the socket; OSError (naming the socket) when it cannot be taken."""
+        """Listen on the socket; OSError when it cannot be taken."""
         kind, where, port = milter_socket(self.settings.listen)
         loop = asyncio.get_running_loop()
-        try:
-            if kind == "unix":
-                _remove_stale_socket(where)
-                self._server = await loop.create_unix_server(self._connection, where)
-                os.chmod(where, int(self.settings.socket_mode, 8))
-            else:
-                self._server = await loop.create_server(self._connection, where, port)
-        except OSError as exc:
-            raise OSError(exc.errno, f"the milter socket {self.settings.listen}: "
-                                     f"{exc.strerror or exc}") from None
+        if kind == "unix":
+            _remove_stale_socket(where)
+            self._server = await loop.create_unix_server(self._connection, where)
+            os.chmod(where, int(self.settings.socket_mode, 8))
+        else:
+            self._server = await loop.create_server(self._connection, where, port)
         log.info("milter listening on %s", self.address)
 
     @property

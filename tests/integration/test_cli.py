@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -85,6 +87,22 @@ def test_check_config_refuses_front_ends_that_cannot_work(tmp_path, env, named):
         assert result.returncode == 2 and result.stdout == ""
         [line] = result.stderr.strip().splitlines()
         assert named in line and "Traceback" not in result.stderr
+
+
+def test_serve_names_the_milter_socket_it_cannot_take(tmp_path):
+    """A milter socket already taken stops serve with exit 1 and one error line naming that
+    socket (not the SMTP listener)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"inet:127.0.0.1:{taken.getsockname()[1]}"
+        config = write_config(tmp_path, "http://127.0.0.1:9", 10025, free_port())
+        result = subprocess.run([sys.executable, "-m", "mailhook", "serve", "--config",
+                                 str(config)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "MAILHOOK_MILTER__LISTEN": listen})
+    assert result.returncode == 1
+    [error] = [line for line in result.stderr.splitlines() if "cannot listen" in line]
+    assert f"cannot listen on the milter socket {listen}: " in error, error
 
 
 def test_config_from_environment_variable(tmp_path):
