@@ -19,16 +19,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kilter.protocol.buffer import SimpleBuffer  # noqa: E402
-from kilter.protocol.messages import ActionFlags, Negotiate  # noqa: E402
+from kilter.protocol.messages import ActionFlags, Negotiate, ProtocolFlags  # noqa: E402
 
 from mailhook.frontends.milter import NO_REPLY_STEPS, WANTED_STEPS  # noqa: E402
+from mailhook.frontends.milter_packets import encode  # noqa: E402
 
 ACCEPT = struct.pack("!L", 1) + b"a"
 CONTINUE = struct.pack("!L", 1) + b"c"
 ANSWERED = {b"N": ACCEPT, b"E": CONTINUE, b"C": CONTINUE, b"H": CONTINUE, b"T": CONTINUE,
             b"U": CONTINUE}
-NO_REPLY = {b"M": 0x400, b"R": 0x800, b"L": 0x80, b"B": 0x2000}  # SMFIP_NR_* by step
+NO_REPLY = {b"M": ProtocolFlags.NR_SENDER, b"R": ProtocolFlags.NR_RECIPIENT,
+            b"L": ProtocolFlags.NR_HEADER, b"B": ProtocolFlags.NR_BODY}
 
 
 class NullMilter(asyncio.Protocol):
@@ -37,7 +38,7 @@ class NullMilter(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.received = bytearray()
-        self.flags = 0
+        self.flags = ProtocolFlags.NONE
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -56,11 +57,9 @@ class NullMilter(asyncio.Protocol):
     def answer(self, command: bytes, body: bytes) -> None:
         assert self.transport is not None
         if command == b"O":
-            offered = struct.unpack("!III", body[:12])[2]
-            self.flags = (int(WANTED_STEPS) | int(NO_REPLY_STEPS)) & offered
-            buffer = SimpleBuffer(64)
-            Negotiate(6, ActionFlags.NONE, type(WANTED_STEPS)(self.flags)).pack(buffer)
-            self.write(bytes(buffer[:]))
+            offered = ProtocolFlags(struct.unpack("!III", body[:12])[2])
+            self.flags = (WANTED_STEPS | NO_REPLY_STEPS) & offered
+            self.write(encode(Negotiate(6, ActionFlags.NONE, self.flags)))
         elif command == b"Q":
             self.transport.close()
         elif command in ANSWERED:

@@ -16,10 +16,10 @@ import stat
 import struct
 from pathlib import Path
 
-from kilter.protocol.buffer import SimpleBuffer
-from kilter.protocol.messages import ActionFlags, Message, Negotiate, ProtocolFlags
+from kilter.protocol.messages import ActionFlags, Negotiate, ProtocolFlags
 
 from mailhook.config import milter_socket
+from mailhook.frontends.milter_packets import ProtocolError, decode, encode
 from mailhook.health import Check
 
 TIMEOUT = 5.0
@@ -45,7 +45,7 @@ async def check_milter(listen: str) -> Check:
         return Check("milter", False, f"{listen}: cannot connect ({exc.strerror or exc})")
     try:
         version = await asyncio.wait_for(_negotiate(reader, writer), TIMEOUT)
-    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError):
         version = None
     finally:
         writer.close()
@@ -58,21 +58,13 @@ async def check_milter(listen: str) -> Check:
 
 async def _negotiate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
     """Open the milter protocol as an MTA does; the version the milter answers with (None
-    when the answer is some other packet; ValueError when it is no milter packet at all)."""
-    buffer = SimpleBuffer(256)
-    _OFFER.pack(buffer)
-    writer.write(bytes(buffer[:]))
+    when the answer is some other packet; ProtocolError when it is no milter packet at all)."""
+    writer.write(encode(_OFFER))
     await writer.drain()
     size = struct.unpack("!L", await reader.readexactly(4))[0]
     if not 1 <= size <= 4096:
-        raise ValueError("not a milter packet")
-    packet = struct.pack("!L", size) + await reader.readexactly(size)
-    answer = SimpleBuffer(len(packet))
-    answer[:] = packet
-    try:
-        message, _ = Message.unpack(answer)
-    except Exception as exc:  # noqa: BLE001 - whatever the parser says, it is not a milter
-        raise ValueError("not a milter packet") from exc
+        raise ProtocolError("not a milter packet")
+    message = decode(struct.pack("!L", size) + await reader.readexactly(size))
     return message.version if isinstance(message, Negotiate) else None
 
 

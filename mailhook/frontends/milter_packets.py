@@ -87,6 +87,7 @@ def complete_packets(pending: bytearray) -> Iterator[Message]:
 
 
 def decode(packet: bytes) -> Message:
+    """One whole packet (its length included) as a message; ProtocolError when malformed."""
     kind = packet[4:5]
     if kind == b"D":
         return _macro(packet)
@@ -125,9 +126,13 @@ def _header(packet: bytes) -> Header:
     return Header(name.decode("utf-8", "surrogateescape"), value[:-1])
 
 
-def packed_size(message: Message) -> int:
-    return 256 + sum(len(value) for value in vars(message).values()
-                    if isinstance(value, bytes | str))
+def encode(message: Message) -> bytes:
+    """One packet as it goes on the wire: its length, its kind and its data."""
+    size = 256 + sum(len(value) for value in vars(message).values()
+                     if isinstance(value, bytes | str))
+    buffer = SimpleBuffer(size)
+    message.pack(buffer)
+    return bytes(buffer[:])
 
 
 def address(value: bytes | memoryview) -> str:

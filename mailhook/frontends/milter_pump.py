@@ -16,14 +16,13 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.messages import Message
 
 from mailhook.frontends.milter_packets import (
     MAX_PACKET,
     ProtocolError,
     complete_packets,
-    packed_size,
+    encode,
 )
 
 log = logging.getLogger("mailhook.milter")
@@ -156,9 +155,7 @@ class PacketPump(asyncio.Protocol):
         """Write one packet (dropped when the MTA has gone)."""
         if self.closed or self.transport is None:
             return
-        buffer = SimpleBuffer(packed_size(message))
-        message.pack(buffer)
-        self.transport.write(bytes(buffer[:]))
+        self.transport.write(encode(message))
         self._quick_ack()
 
     async def drained(self) -> None:

@@ -10,9 +10,9 @@ import struct
 import time
 from pathlib import Path
 
-from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.messages import Negotiate
 
+from mailhook.frontends.milter_packets import encode
 from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
@@ -24,9 +24,7 @@ FLOOD = 60 * 1024 * 1024  # the most the peer tries to send
 
 
 def negotiation() -> bytes:
-    buffer = SimpleBuffer(256)
-    Negotiate(6, POSTFIX_ACTIONS, POSTFIX_STEPS).pack(buffer)
-    return bytes(buffer[:])
+    return encode(Negotiate(6, POSTFIX_ACTIONS, POSTFIX_STEPS))
 
 
 def resident_mb(pid: int) -> float:
