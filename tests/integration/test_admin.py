@@ -19,6 +19,7 @@ from tests.support.process import (
     free_port,
     mailhook,
     serve,
+    serving,
     submit,
     wait_for_port,
     write_config,
@@ -77,21 +78,15 @@ def test_check_fails_on_bad_credentials_and_dead_next_hop(tmp_path):
 
 
 def milter_verdict(tmp_path, listen: str, running: bool = False) -> tuple[int, str]:
-    """`mailhook check`'s exit status and its milter line with ``[milter] listen`` set (and a
-    milter-only ``mailhook serve`` on it when ``running``)."""
-    env = {"MAILHOOK_MILTER__LISTEN": listen}
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        config = write_config(tmp_path, standin.url, sink.port, 0)
-        daemon = serve(config, env={**os.environ, **env, "MAILHOOK_SMTP__ENABLED": "false"}) \
-            if running else None
-        try:
-            if daemon is not None:
-                wait_for_port(int(listen.rsplit(":", 1)[1]), daemon)
-            result = mailhook("check", "--config", str(config), env=env)
-        finally:
-            if daemon is not None:
-                daemon.terminate()
-                daemon.wait(timeout=30)
+    """`mailhook check`'s exit status and its milter line with ``[milter] listen`` set, while
+    a `mailhook serve` runs: a milter-only one on that socket when ``running``, else one that
+    serves SMTP alone."""
+    served = {"MAILHOOK_MILTER__LISTEN": listen, "MAILHOOK_SMTP__ENABLED": "false"} \
+        if running else {}
+    ready = int(listen.rsplit(":", 1)[1]) if running else None
+    with serving(tmp_path, served, ready_port=ready) as daemon:
+        result = mailhook("check", "--config", str(daemon.config),
+                          env={"MAILHOOK_MILTER__LISTEN": listen})
     [line] = [line for line in result.stdout.splitlines() if "  milter  " in line]
     return result.returncode, line
 
@@ -162,16 +157,10 @@ def test_check_refuses_a_relay_back_to_mailhook(tmp_path):
 
 def test_conferences_list_show_delete(tmp_path):
     """list shows a table, show the details, delete removes it on TrueConf and in the store."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink:
-        port = free_port()
-        config = write_config(tmp_path, standin.url, sink.port, port)
-        process = serve(config)
-        try:
-            wait_for_port(port, process)
-            submit(port, thunderbird(Event(uid="weekly@example.com", summary="Weekly sync")))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+    with serving(tmp_path) as daemon:
+        submit(daemon.port, thunderbird(Event(uid="weekly@example.com", summary="Weekly sync")))
+        daemon.stop()
+        standin, config = daemon.standin, daemon.config
         [conference_id] = standin.conferences
         listing = mailhook("conferences", "list", "--config", str(config))
         shown = mailhook("conferences", "show", "weekly@example.com", "--config", str(config))
@@ -229,8 +218,6 @@ def test_log_level_option_quiets_info(tmp_path):
 
 def test_sighup_reloads_and_systemd_hears_of_it(tmp_path):
     """SIGHUP re-reads the config; the service manager gets READY, RELOADING, READY, STOPPING."""
-    import os
-
     with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, Sink() as sink, \
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
         manager.bind(str(tmp_path / "notify"))

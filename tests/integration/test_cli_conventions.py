@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import pty
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import threading
 import pytest
 
 from mailhook.cli import _parser
-from mailhook.testing.sink import Sink
 from mailhook.testing.standin import StandIn
 from tests.integration.conftest import USERS
 from tests.support.invites import Event, thunderbird
@@ -24,9 +22,8 @@ from tests.support.process import (
     SECRET,
     free_port,
     mailhook,
-    serve,
+    serving,
     submit,
-    wait_for_port,
     write_config,
 )
 
@@ -73,19 +70,11 @@ def test_standin_help_names_the_mailhook_command():
 @pytest.fixture
 def stored_conference(tmp_path):
     """A config whose store holds one event with a conference on the running stand-in."""
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, \
-            Sink() as sink:
-        port = free_port()
-        config = write_config(tmp_path, standin.url, sink.port, port)
-        process = serve(config)
-        try:
-            wait_for_port(port, process)
-            submit(port, thunderbird(Event(uid="weekly@example.com", summary="Weekly sync")))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
-        assert len(standin.conferences) == 1
-        yield config, standin
+    with serving(tmp_path) as daemon:
+        submit(daemon.port, thunderbird(Event(uid="weekly@example.com", summary="Weekly sync")))
+        daemon.stop()
+        assert len(daemon.standin.conferences) == 1
+        yield daemon.config, daemon.standin
 
 
 def delete_on_a_terminal(config, answer: bytes) -> tuple[int, str]:

@@ -27,6 +27,7 @@ from mailhook.frontends.milter_packets import MAX_PACKET
 from tests.integration.conftest import send
 from tests.support import reliability
 from tests.support.clock import Clock
+from tests.support.daemon import wait_notices
 from tests.support.invites import Event, plain_mail, thunderbird
 from tests.support.milter_client import (
     POSTFIX_ACTIONS,
@@ -311,10 +312,6 @@ async def test_after_the_deadline_the_milter_accepts_unchanged_with_a_notice(sta
     await client.close()
     assert isinstance(first.final, ReplyCode) and bytes(first.final.content).startswith(b"451 ")
     assert only_continue(after)  # no body or header change: the invitation goes on as it was
-    for _ in range(100):
-        if sink.messages:
-            break
-        await asyncio.sleep(0.05)
-    [notice] = sink.messages
+    [notice] = await wait_notices(sink, 1)
     assert notice.rcpt_tos == ("alice@example.com",) and b"Action required" in notice.content
     reliability.survived(lost=0, duplicates=False)

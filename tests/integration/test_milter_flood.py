@@ -4,34 +4,22 @@ memory nor the other MTA connections pay for it."""
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import time
-from pathlib import Path
 
 from kilter.protocol.messages import Negotiate
 
 from mailhook.frontends.milter_packets import encode
-from mailhook.testing.sink import Sink
-from mailhook.testing.standin import StandIn
-from tests.integration.conftest import USERS
 from tests.support import reliability
 from tests.support.milter_client import POSTFIX_ACTIONS, POSTFIX_STEPS
-from tests.support.process import SECRET, free_port, serve, wait_for_port, write_config
+from tests.support.process import free_port, rss_mb, serving
 
 FLOOD = 60 * 1024 * 1024  # the most the peer tries to send
 
 
 def negotiation() -> bytes:
     return encode(Negotiate(6, POSTFIX_ACTIONS, POSTFIX_STEPS))
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def flood(port: int) -> tuple[socket.socket, int]:
@@ -60,25 +48,17 @@ def test_a_peer_that_never_reads_is_read_no_further(tmp_path):
     answered."""
     reliability.hostile("milter: a flood of packets from a peer that never reads")
     port = free_port()
-    with StandIn(users=USERS, client_id="mailhook", client_secret=SECRET) as standin, \
-            Sink() as sink:
-        config = write_config(tmp_path, standin.url, sink.port, 0)
-        env = {**os.environ, "MAILHOOK_MILTER__LISTEN": f"inet:127.0.0.1:{port}",
-               "MAILHOOK_SMTP__ENABLED": "false", "MAILHOOK_METRICS__ENABLED": "false"}
-        daemon = serve(config, env=env)
-        try:
-            wait_for_port(port, daemon)
-            before = resident_mb(daemon.pid)
-            peer, sent = flood(port)
-            grown = resident_mb(daemon.pid) - before
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as other:
-                other.sendall(negotiation())
-                size = struct.unpack("!L", other.recv(4, socket.MSG_WAITALL))[0]
-                answer = other.recv(size, socket.MSG_WAITALL)
-            peer.close()
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=30)
+    env = {"MAILHOOK_MILTER__LISTEN": f"inet:127.0.0.1:{port}",
+           "MAILHOOK_SMTP__ENABLED": "false", "MAILHOOK_METRICS__ENABLED": "false"}
+    with serving(tmp_path, env, ready_port=port) as daemon:
+        before = rss_mb(daemon.process.pid)
+        peer, sent = flood(port)
+        grown = rss_mb(daemon.process.pid) - before
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as other:
+            other.sendall(negotiation())
+            size = struct.unpack("!L", other.recv(4, socket.MSG_WAITALL))[0]
+            answer = other.recv(size, socket.MSG_WAITALL)
+        peer.close()
     assert answer[:1] == b"O"  # the other MTA's negotiation was answered
     # Before mailhook stopped reading from such a peer it queued every answer: 16 MB and
     # growing after 10 s of this flood.

@@ -1,14 +1,22 @@
 """The mailhook command as a child process: a config file for it, a free port, running it and
-waiting until it listens, handing it one message."""
+waiting until it listens, handing it one message, reading its memory."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from mailhook.testing.sink import Sink
+from mailhook.testing.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-value-never-shown"
@@ -76,3 +84,48 @@ def submit(port: int, raw: bytes) -> None:
 
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         client.sendmail("alice@example.com", ["bob@example.com"], raw)
+
+
+@dataclass
+class Serving:
+    """A running `mailhook serve` and what it talks to."""
+
+    config: Path
+    port: int  # its SMTP listener
+    process: subprocess.Popen[str]
+    standin: StandIn
+    sink: Sink
+
+    def stop(self) -> None:
+        """Stop the daemon as systemd does (SIGTERM); the stand-in and the sink stay up."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+@contextmanager
+def serving(tmp_path: Path, env: dict[str, str] | None = None,
+            ready_port: int | None = None) -> Iterator[Serving]:
+    """`mailhook serve` on a complete config, with a TrueConf stand-in and a next hop of its
+    own, once it listens on ``ready_port`` (its SMTP port unless given); stopped at the end
+    unless ``stop()`` was called first."""
+    users = json.loads((ROOT / "config" / "standin-users.json").read_text())
+    port = free_port()
+    with StandIn(users=users, client_id="mailhook", client_secret=SECRET) as standin, \
+            Sink() as sink:
+        config = write_config(tmp_path, standin.url, sink.port, port)
+        process = serve(config, env={**os.environ, **(env or {})})
+        running = Serving(config, port, process, standin, sink)
+        try:
+            wait_for_port(ready_port or port, process)
+            yield running
+        finally:
+            running.stop()
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
