@@ -121,6 +121,22 @@ class CommandReader:
         return getattr(self.stream, name)
 
 
+async def begin_data(server: SMTP, arg: str) -> bool:
+    """DATA's checks and its 354 as aiosmtpd makes them, for a server that reads the message
+    itself; False when a reply already refused the command."""
+    if await server.check_helo_needed() or await server.check_auth_needed("DATA"):
+        return False
+    assert server.envelope is not None
+    if not server.envelope.rcpt_tos:
+        await server.push("503 Error: need RCPT command")
+        return False
+    if arg:
+        await server.push("501 Syntax: DATA")
+        return False
+    await server.push("354 End data with <CR><LF>.<CR><LF>")
+    return True
+
+
 class SMTPSession(SMTP):
     """aiosmtpd's SMTP session with its private steps offered as hooks for a subclass:
     ``admit`` (before the greeting), ``refuse_long_line``, ``plain_path`` (a cheap MAIL/RCPT
@@ -174,16 +190,9 @@ class SMTPSession(SMTP):
         if self._decode_data:
             await super().smtp_DATA(arg)  # not how mailhook runs, but aiosmtpd knows how
             return
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+        if not await begin_data(self, arg):
             return
         assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
         content, problem = await self._read_message()
         if content is None:
             return  # the client went away

@@ -29,6 +29,8 @@ from typing import Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
+from mailhook.compat import begin_data
+
 LineEnds = Literal["crlf", "strict", "lenient"]
 MAX_LINE_OCTETS = 998  # RFC 5321 4.5.3.1.6, without the CRLF
 _BARE_CR = re.compile(rb"\r(?!\n)")
@@ -173,16 +175,9 @@ class _LenientSMTP(_LongLineSMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed():
+        if not await begin_data(self, arg):
             return
         assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
         lines: list[bytes] = []
         while True:
             line = await self._reader.readuntil(b"\n")
