@@ -176,12 +176,15 @@ class MilterConnection(PacketPump):
             case Negotiate():
                 self.send(self._negotiate(packet))
             case Macro():
-                self.macros.update(packet.macros)
+                # Only the macros mailhook uses are kept: a peer naming new ones without end
+                # must not grow the connection's memory.
+                self.macros.update((name, value) for name, value in packet.macros.items()
+                                   if name in END_MACROS)
             case EnvelopeFrom():
                 self.message = Pending(sender=address(packet.sender))
                 self._answer(ProtocolFlags.NR_SENDER)
             case EnvelopeRecipient():
-                self.message.recipients.append(address(packet.recipient))
+                self._collect_recipient(address(packet.recipient))
                 self._answer(ProtocolFlags.NR_RECIPIENT)
             case Header():
                 self._collect(packet.name, bytes(packet.value))
@@ -226,6 +229,11 @@ class MilterConnection(PacketPump):
         if self._taken(len(name) + len(value)):
             self.message.headers.append((name, value))
 
+    def _collect_recipient(self, recipient: str) -> None:
+        # Counted with the message: a peer sending recipients without end cannot grow the list.
+        if self._taken(len(recipient)):
+            self.message.recipients.append(recipient)
+
     def _collect_body(self, chunk: bytes) -> None:
         if self._taken(len(chunk)):
             self.message.body += chunk
@@ -238,6 +246,7 @@ class MilterConnection(PacketPump):
         if message.too_large or message.size > MAX_MESSAGE:
             message.too_large = True
             message.headers.clear()
+            message.recipients.clear()
             message.body.clear()
             return False
         return True

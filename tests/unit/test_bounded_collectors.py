@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from kilter.protocol.messages import Macro
+
 from mailhook import caldav_writeback
 from mailhook.config import CalDAVSettings
 from mailhook.core.model import LinkInsertion
@@ -41,6 +43,27 @@ def test_a_message_over_the_limit_keeps_nothing(monkeypatch):
     assert message.too_large and message.headers == [] and message.body == bytearray()
     connection._collect("X-Late", b" more")  # noqa: SLF001
     assert message.headers == []
+
+
+def test_recipients_count_towards_the_limit(monkeypatch):
+    """Recipients are counted with the message, so endless RCPT packets keep nothing once it
+    is over MAX_MESSAGE."""
+    monkeypatch.setattr(milter, "MAX_MESSAGE", 1000)
+    connection = _connection()
+    for number in range(200):
+        connection._collect_recipient(f"user{number}@example.com")  # noqa: SLF001
+    assert connection.message.too_large and connection.message.recipients == []
+
+
+def test_only_the_macros_used_are_kept():
+    """Macro packets naming ever new macros do not grow the connection's table: only the
+    macros mailhook reads ({i} and the client's) are kept."""
+    reliability.hostile("milter: macros with ever new names")
+    connection = _connection()
+    connection.macros = {}
+    for number in range(1000):
+        connection.handle(Macro(ord("M"), {f"{{x{number}}}": "v", "i": "4Xq1Jt2ZzQz9sWQ"}))
+    assert connection.macros == {"i": "4Xq1Jt2ZzQz9sWQ"}
 
 
 async def test_write_backs_past_the_backlog_are_dropped_and_counted(monkeypatch):
