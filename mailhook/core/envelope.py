@@ -10,6 +10,11 @@ from dataclasses import dataclass
 # "Received: by host (Postfix, from userid 0) id 4Xb2Jt1Q2Zz9sWQ; ..." (also Exim's "id 1r...-0004...")
 _RECEIVED_ID = re.compile(r"\bid\s+([A-Za-z0-9][A-Za-z0-9.-]{4,63})(?=[\s;]|$)")
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
+# An address in the shape nearly every envelope and From field carries: a dot-atom local part
+# at a domain of letters, digits and hyphens. Read as written, it needs none of the email
+# package's address parsing; no quantifier nests in another, so matching stays linear.
+ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+PLAIN_ADDRESS = rf"{ATOM}(?:\.{ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 
 
 @dataclass(frozen=True, slots=True)

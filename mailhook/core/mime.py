@@ -16,6 +16,7 @@ from email.utils import getaddresses
 from typing import TypedDict
 
 from mailhook.core.calendar import TOO_LARGE, CalendarError, parse_calendar
+from mailhook.core.envelope import PLAIN_ADDRESS
 from mailhook.core.mimetree import (
     BOM,
     MimePart,
@@ -327,12 +328,10 @@ def _top_identity(raw: bytes) -> _Identity:
 # For it getaddresses gives the address as written, at ten times the cost; anything else
 # (comments, groups, several addresses, escapes) still goes to getaddresses. No quantifier
 # nests in another, so the match stays linear in the field's length.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _PLAIN_FROM = re.compile(
     rf'(?:[A-Za-z0-9!#$%&\'*+/=?^_`{{|}}~. \t-]*|[ \t]*"[^"\\\r\n]*"[ \t]*)'
-    rf"<({_PLAIN_ADDRESS})>[ \t]*"
-    rf"|[ \t]*({_PLAIN_ADDRESS})[ \t]*"
+    rf"<({PLAIN_ADDRESS})>[ \t]*"
+    rf"|[ \t]*({PLAIN_ADDRESS})[ \t]*"
 )
 
 

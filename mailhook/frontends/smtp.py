@@ -24,6 +24,7 @@ from aiosmtpd.smtp import Envelope, Session, syntax
 
 from mailhook.compat import SMTPSession
 from mailhook.config import SmtpSettings
+from mailhook.core.envelope import PLAIN_ADDRESS
 from mailhook.core.replies import (
     BAD_RECIPIENT,
     BAD_SENDER,
@@ -56,10 +57,7 @@ XFORWARD_MAX_VALUE = 255
 # The common MAIL/RCPT argument: <dot-atom@domain>, then nothing or parameters. Anything else
 # (quoted local parts, source routes, literals, comments) takes aiosmtpd's full parser.
 # Parameters or padding, never both: padding after ".*" would be retried at every position.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(
-    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+([^ \t(].*)|[ \t]*)"
-)
+_PLAIN_PATH = re.compile(rf"[ \t]*<({PLAIN_ADDRESS})>(?:[ \t]+([^ \t(].*)|[ \t]*)")
 
 
 class MailhookSMTP(SMTPSession):
