@@ -49,6 +49,12 @@ IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
 
 _FAST_PATH_MARKERS = (b"text/calendar", b"application/ics", b"text/x-vcalendar", b".ics",
                       b"begin:vcalendar")
+# Each marker holds "cal" or "ics": one search for each key decides most messages. A long
+# marker is slow to search for in text made of its own letters (a body of "xxx…" against
+# "text/calendar": the search can then only step one octet at a time), a short key is not.
+_MARKERS_BY_KEY = tuple(
+    (key, tuple(marker for marker in _FAST_PATH_MARKERS if key in marker)) for key in (b"cal", b"ics")
+)
 # An encoded file name (RFC 2047 or RFC 2231) can hide ".ics" from the byte search, so an
 # octet-stream part with an encoded name also needs the full parse.
 # Microsoft's labels name the older standard but mean its own superset; decoding with the
@@ -70,7 +76,8 @@ def may_contain_calendar(raw: bytes) -> bool:
     octet_stream = False
     for start in range(0, max(len(raw), 1), _WINDOW):
         window = raw[start:start + _WINDOW + _OVERLAP].lower()
-        if any(marker in window for marker in _FAST_PATH_MARKERS):
+        if any(key in window and any(marker in window for marker in markers)
+               for key, markers in _MARKERS_BY_KEY):
             return True
         octet_stream = octet_stream or b"application/octet-stream" in window
     # The encoded-name marks have no letters, so they are looked for in the message as it is,

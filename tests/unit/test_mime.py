@@ -591,3 +591,15 @@ def test_a_plain_from_field_is_read_without_the_address_parser():
         assert match is not None and (match.group(1) or match.group(2)) == address
     assert _PLAIN_FROM.fullmatch("Alice (work) <a@example.com>") is None
     assert _PLAIN_FROM.fullmatch("a@example.com, b@example.com") is None
+
+
+def test_every_fast_path_marker_is_looked_for_behind_its_key():
+    """Each marker of the calendar test is searched for once its shorter key is found, so the
+    two-step search finds exactly what a search for every marker would."""
+    from mailhook.core.mime import _FAST_PATH_MARKERS, _MARKERS_BY_KEY
+
+    behind_keys = [marker for key, markers in _MARKERS_BY_KEY for marker in markers if key in marker]
+    assert sorted(behind_keys) == sorted(_FAST_PATH_MARKERS)
+    for marker in _FAST_PATH_MARKERS:
+        assert may_contain_calendar(b"Subject: x\r\n\r\n" + b"X" * 3000 + marker.upper() + b"X" * 100)
+    assert not may_contain_calendar(b"Subject: x\r\n\r\n" + b"X" * 4000)
