@@ -60,6 +60,10 @@ def is_own_greeting(greeting: str, own_name: str) -> bool:
 
 def header_section(content: bytes) -> bytes:
     """The message's header section (its first SCAN_OCTETS when no empty line ends it)."""
-    content = content[:SCAN_OCTETS]
-    ends = [at for at in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if at >= 0]
-    return content[:min(ends)] if ends else content
+    limit = min(len(content), SCAN_OCTETS)
+    end = content.find(b"\r\n\r\n", 0, limit)
+    # An LF-only blank line can only end it earlier: look for one before the CRLF one alone.
+    lf_end = content.find(b"\n\n", 0, limit if end < 0 else end)
+    if lf_end >= 0:
+        end = lf_end
+    return content[:end if end >= 0 else limit]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mailhook.core.trace import own_hops, trace_header
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailhook.core.trace import header_section, own_hops, trace_header
 
 WHEN = datetime(2031, 3, 3, 10, 0, tzinfo=UTC)
 
@@ -35,3 +38,10 @@ def test_the_field_names_the_instant_in_the_clocks_own_zone():
     assert b"+0300" in trace_header("mailhook.test", east)
     assert trace_header("mailhook.test", WHEN.replace(microsecond=999)) == trace_header(
         "mailhook.test", WHEN)
+
+
+@given(st.text(alphabet="ab\r\n", max_size=40).map(lambda text: text.encode("ascii")))
+def test_the_header_section_ends_at_the_first_blank_line_of_either_kind(content: bytes):
+    """The header section ends where the first CRLF CRLF or LF LF begins, whichever is first."""
+    ends = [at for at in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if at >= 0]
+    assert header_section(content) == (content[:min(ends)] if ends else content)
