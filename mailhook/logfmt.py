@@ -36,6 +36,8 @@ _secrets: set[str] = set()
 # (C0 and C1 controls, DEL, U+2028/2029; lone surrogates are undecodable bytes) nor run on.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NEEDS_QUOTES = re.compile(r'[ "=\\]')
+# Either of the two above: a value without any is written as it is (one search for most).
+_NOT_AS_IS = re.compile('[\x00-\x20"=\\\\\x7f-\x9f\u2028\u2029\ud800-\udfff]')
 VALUE_LIMIT = 256  # characters of one value; a longer one is cut and ends with "…"
 
 
@@ -46,6 +48,8 @@ def fields(values: Mapping[str, str]) -> str:
 
 def quote(value: str) -> str:
     """One value, on one line, bounded, quoted when needed."""
+    if value and len(value) <= VALUE_LIMIT and not _NOT_AS_IS.search(value):
+        return value
     value = one_line(value)
     if len(value) > VALUE_LIMIT:
         value = value[: VALUE_LIMIT - 1] + "\u2026"
