@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
@@ -16,7 +17,6 @@ from mailhook.core import blocks
 from mailhook.core.contentline import (
     ContentLine,
     escape_text,
-    split_content_line,
     unescape_text,
     unfold,
 )
@@ -30,7 +30,7 @@ from mailhook.core.mime import (
     valid_charset,
 )
 from mailhook.core.mimetree import MimePart, find_part, scan_message
-from mailhook.core.model import LinkInsertion, ParsedMessage
+from mailhook.core.model import CalendarObject, LinkInsertion, ParsedMessage
 from mailhook.errors import InvitationError
 
 FOLD_OCTETS = 75
@@ -131,8 +131,7 @@ class _EventEditor:
         insert_at: int | None = None
         depth = 0
         for index, line in enumerate(lines):
-            name, params, value = split_content_line(line.logical)
-            name = name.upper()
+            name = line.name
             if index and name == "BEGIN":
                 depth += 1
                 insert_at = len(out) if insert_at is None and depth == 1 else insert_at
@@ -140,7 +139,7 @@ class _EventEditor:
                 depth -= 1
                 insert_at = len(out) if insert_at is None and depth < 0 else insert_at
             if depth == 0 and index and name not in ("BEGIN", "END"):
-                out.extend(self.property(line, name, params, value))
+                out.extend(self.property(line, name, line.params, line.value))
             else:
                 out.extend(line.physical)
         at = len(out) if insert_at is None else insert_at
@@ -192,22 +191,25 @@ class _EventEditor:
         return added + fold_line(conference_line(url))
 
 
-def rewrite_calendar_text(text: str, insertion: LinkInsertion) -> str:
+def rewrite_calendar_text(
+    text: str, insertion: LinkInsertion, lines: Sequence[ContentLine] = ()
+) -> str:
     """Write the conference link into every VEVENT; every other line stays as it was.
 
-    The object is written with CRLF line ends and without blank lines.
+    ``lines``: ``unfold(text)`` when the caller has it already. The object is written with
+    CRLF line ends and without blank lines.
     """
     if not blocks.is_safe_url(insertion.url):
         raise InvitationError("the conference URL is not a safe http(s) URL")
     out: list[str] = []
     event: list[ContentLine] | None = None
     depth = 0
-    for line in unfold(_without_bare_cr(text)):
+    cleaned = _without_bare_cr(text)
+    for line in lines if lines and cleaned is text else unfold(cleaned):
         if not line.logical.strip():
             continue  # blank lines are no content lines (a part's trailing newline, mostly)
-        name, _params, value = split_content_line(line.logical)
-        name = name.upper()
-        if event is None and name == "BEGIN" and value.strip().upper() == "VEVENT":
+        name = line.name
+        if event is None and name == "BEGIN" and line.value.strip().upper() == "VEVENT":
             event, depth = [], 0
         if event is None:
             out.extend(line.physical)
@@ -273,7 +275,7 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
         part = find_part(root, calendar_part.path)
         if part is None or part.children:
             raise InvitationError("calendar part not found where parse_message saw it")
-        text = _rewritten_copy(raw, part, insertion, rewritten)
+        text = _rewritten_copy(raw, part, insertion, rewritten, parsed.calendar)
         changed[part.path] = (part, _encode_calendar(raw, part, text))
     for part in readable_leaves(raw, root):
         if part.path not in changed:
@@ -292,15 +294,17 @@ def _scanned_root(parsed: ParsedMessage) -> MimePart:
 
 
 def _rewritten_copy(
-    raw: bytes, part: MimePart, insertion: LinkInsertion, done: dict[str, str]
+    raw: bytes, part: MimePart, insertion: LinkInsertion, done: dict[str, str], read: CalendarObject
 ) -> str:
-    """One calendar copy with the link; equal copies give equal text (``done`` caches by text)."""
+    """One calendar copy with the link; equal copies give equal text (``done`` caches by text).
+    A copy of the text the reader read (``read``) is not split into lines a second time."""
     try:
         text = read_calendar(raw, part)[0]
     except ValueError as exc:
         raise InvitationError("calendar part cannot be decoded") from exc
     if text not in done:
-        done[text] = rewrite_calendar_text(text, insertion)
+        lines = read.lines if text == read.text else ()
+        done[text] = rewrite_calendar_text(text, insertion, lines)
     return done[text]
 
 

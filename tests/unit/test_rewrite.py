@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from icalendar import Calendar
 
 from mailhook.core import blocks
-from mailhook.core.calendar import unescape_text
+from mailhook.core.calendar import unescape_text, unfold
 from mailhook.core.mime import (
     MimePart,
     calendar_leaves,
@@ -519,6 +519,29 @@ def test_styled_description_html_gets_the_block():
     text = CALENDAR.replace("X-ALT-DESC;", "STYLED-DESCRIPTION;VALUE=TEXT;")
     (line,) = _logical(rewrite_calendar_text(text, EN), "STYLED-DESCRIPTION")
     assert blocks.HTML_START in line
+
+
+_CALENDAR_PIECES = st.sampled_from(
+    ["BEGIN:VEVENT", "END:VEVENT", "BEGIN:VALARM", "END:VALARM", "LOCATION:Room @TrueConf",
+     "DESCRIPTION:a\\nb", "CONFERENCE;LABEL=TrueConf:x", 'X-A;P="q:r":v', "\r\n", "\n", "\r",
+     "\r\n ", "\n\t", "", " ", "begin:vevent"]
+)
+
+
+@given(st.lists(_CALENDAR_PIECES, max_size=20))
+def test_the_readers_lines_rewrite_as_the_text_does(pieces):
+    """Rewriting with the reader's split lines gives the same object as splitting the text anew."""
+    text = "BEGIN:VCALENDAR\r\n" + "".join(pieces)
+    assert rewrite_calendar_text(text, EN, unfold(text)) == rewrite_calendar_text(text, EN)
+
+
+@pytest.mark.parametrize("name", INVITATIONS)
+def test_a_message_rewrites_the_same_with_or_without_the_readers_lines(name):
+    """The rewrite of a parsed message does not depend on the lines the reader handed on."""
+    parsed = parse_message((FIXTURES / name).read_bytes())
+    assert parsed.calendar is not None and parsed.calendar.lines
+    without = dataclasses.replace(parsed, calendar=dataclasses.replace(parsed.calendar, lines=()))
+    assert rewrite_message(parsed, EN) == rewrite_message(without, EN)
 
 
 def test_blank_lines_are_not_written():
