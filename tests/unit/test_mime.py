@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from datetime import UTC, datetime
@@ -15,8 +16,10 @@ from hypothesis import strategies as st
 
 from mailhook.core.calendar import MAX_ATTENDEES
 from mailhook.core.mime import (
+    BodyDecodeError,
     MimePart,
     calendar_leaves,
+    decode_body,
     decode_text,
     may_contain_calendar,
     parse_message,
@@ -459,6 +462,24 @@ def test_broken_base64_calendar_is_unparsable():
     """A calendar part with broken base64 is skipped, not a crash."""
     raw = _cal_message("QkVHSU46VkNBTEVOREFS=====x", header="Content-Transfer-Encoding: BASE64\n")
     assert parse_message(raw).skip_reason == "unparsable calendar"
+
+
+@given(st.lists(st.sampled_from([b"QkVH", b"SU46", b"=", b"==", b"\r\n", b"\n", b" ", b"\t", b"!",
+                                  b"\xff", b"\x00", b"-", b"_", b"A", b"Zg", b"+/"]), max_size=20))
+def test_base64_bodies_decode_as_with_a_pattern_dropping_foreign_bytes(pieces):
+    """Bytes outside the base64 alphabet are dropped before a strict decode, whatever they are."""
+    body = b"".join(pieces)
+    part = MimePart(path=(), header_start=0, header_end=0, body_start=0, body_end=len(body),
+                    headers=parse_headers(b"", "text/plain"), content_type="text/calendar",
+                    cte="base64", eol=b"\r\n")  # fmt: skip
+    try:
+        expected: bytes | None = base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body), validate=True)
+    except ValueError:
+        expected = None
+    try:
+        assert decode_body(body, part) == expected
+    except BodyDecodeError:
+        assert expected is None
 
 
 def test_calendar_without_uid_is_skipped():
