@@ -24,7 +24,6 @@ from mailhook.core.encoding import Encoded, edit_header, encode_payload
 from mailhook.core.mime import (
     BodyDecodeError,
     decode_body,
-    decode_text,
     read_calendar,
     readable_leaves,
     valid_charset,
@@ -275,8 +274,8 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
         part = find_part(root, calendar_part.path)
         if part is None or part.children:
             raise InvitationError("calendar part not found where parse_message saw it")
-        text = _rewritten_copy(raw, part, insertion, rewritten, parsed.calendar)
-        changed[part.path] = (part, _encode_calendar(raw, part, text))
+        text, codec = _rewritten_copy(raw, part, insertion, rewritten, parsed.calendar)
+        changed[part.path] = (part, _encode_calendar(raw, part, text, codec))
     for part in readable_leaves(raw, root):
         if part.path not in changed:
             encoded = _encode_readable(raw, part, insertion)
@@ -295,17 +294,18 @@ def _scanned_root(parsed: ParsedMessage) -> MimePart:
 
 def _rewritten_copy(
     raw: bytes, part: MimePart, insertion: LinkInsertion, done: dict[str, str], read: CalendarObject
-) -> str:
-    """One calendar copy with the link; equal copies give equal text (``done`` caches by text).
-    A copy of the text the reader read (``read``) is not split into lines a second time."""
+) -> tuple[str, str]:
+    """One calendar copy with the link, and the codec its text was read with; equal copies
+    give equal text (``done`` caches by text). A copy of the text the reader read (``read``)
+    is not split into lines a second time."""
     try:
-        text = read_calendar(raw, part)[0]
+        text, codec = read_calendar(raw, part)
     except ValueError as exc:
         raise InvitationError("calendar part cannot be decoded") from exc
     if text not in done:
         lines = read.lines if text == read.text else ()
         done[text] = rewrite_calendar_text(text, insertion, lines)
-    return done[text]
+    return done[text], codec
 
 
 def _edits(
@@ -340,12 +340,9 @@ def _splice(raw: bytes, edits: list[_Edit]) -> bytes:
 # --- bodies -----------------------------------------------------------------------------------
 
 
-def _encode_calendar(raw: bytes, part: MimePart, text: str) -> Encoded:
+def _encode_calendar(raw: bytes, part: MimePart, text: str, codec: str) -> Encoded:
+    """The calendar text as the part's new body; ``codec`` is the one it was read with."""
     declared = valid_charset(part.param("charset"))
-    try:
-        codec = decode_text(decode_body(raw, part), part.param("charset"))[1]
-    except BodyDecodeError as exc:
-        raise InvitationError("calendar part cannot be decoded") from exc
     charset = None
     if declared and codec != declared:
         codec, charset = "utf-8", "utf-8"  # the label was wrong; make it true
