@@ -36,6 +36,7 @@ FOLD_OCTETS = 75
 _PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
 # HTML renditions of DESCRIPTION: Outlook's and Zimbra's X-ALT-DESC, RFC 9073's STYLED-DESCRIPTION.
 _HTML_DESCRIPTIONS = frozenset({"X-ALT-DESC", "STYLED-DESCRIPTION"})
+_EDITED = frozenset({"CONFERENCE", "LOCATION", "DESCRIPTION", *_HTML_DESCRIPTIONS})  # the rest stay
 _BARE_CR = re.compile(r"\r(?!\n)")
 _DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORECASE | re.DOTALL)
 
@@ -137,7 +138,7 @@ class _EventEditor:
             elif name == "END":
                 depth -= 1
                 insert_at = len(out) if insert_at is None and depth < 0 else insert_at
-            if depth == 0 and index and name not in ("BEGIN", "END"):
+            if depth == 0 and index and name in _EDITED:
                 out.extend(self.property(line, name, line.params, line.value))
             else:
                 out.extend(line.physical)
