@@ -28,6 +28,9 @@ class ContentLine(NamedTuple):
     value: str  # as written (still TEXT-escaped)
 
 
+_new_tuple = tuple.__new__
+
+
 def unfold(text: str) -> list[ContentLine]:
     """Split text into logical content lines; accepts CRLF, LF, CR, space and TAB folding.
 
@@ -58,7 +61,8 @@ def _content_line(group: list[str]) -> ContentLine:
         logical = group[0] + "".join(line[1:] for line in group[1:])
         physical = tuple(group)
     name, params, value = split_content_line(logical)
-    return ContentLine(logical, physical, name.upper(), params, value)
+    # tuple.__new__ is what ContentLine(...) calls, minus the Python frame of its __new__.
+    return _new_tuple(ContentLine, (logical, physical, name.upper(), params, value))
 
 
 def split_content_line(line: str) -> tuple[str, str, str]:
@@ -91,6 +95,8 @@ def _split_quoted_line(line: str) -> tuple[str, str, str]:
 
 def unescape_text(value: str) -> str:
     """Undo iCalendar TEXT escaping (lenient: "\\N" and "\\:" accepted)."""
+    if "\\" not in value:
+        return value  # most values escape nothing
 
     def replace(match: re.Match[str]) -> str:
         char = match.group(1)
