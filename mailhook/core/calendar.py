@@ -14,7 +14,13 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from icalendar.parser import Contentline
 from icalendar.prop import vDDDTypes, vDuration
 
-from mailhook.core.contentline import ContentLine, split_content_line, unescape_text, unfold
+from mailhook.core.contentline import (
+    ContentLine,
+    content_lines,
+    split_content_line,
+    unescape_text,
+    unfold,
+)
 from mailhook.core.model import Attendee, CalendarObject, EventComponent
 from mailhook.core.zones import Zones
 
@@ -122,15 +128,16 @@ class _Collector:
 def parse_calendar(text: str) -> CalendarObject:
     """Read a calendar object; raises CalendarError when there is no VCALENDAR to read."""
     collector = _Collector()
-    lines = unfold(text)
+    kept = len(text) <= MAX_KEPT_LINES_CHARS
+    lines = unfold(text) if kept else content_lines(text)
     for line in lines:
         collector.feed(line)
     if not collector.seen_calendar:
         raise CalendarError("no VCALENDAR")
     zones = Zones(collector.timezones)
     events = tuple(_read_event(event.lines, zones) for event in collector.events)
-    kept = tuple(lines) if len(text) <= MAX_KEPT_LINES_CHARS else ()
-    return CalendarObject(method=collector.method, events=events, text=text, lines=kept)
+    return CalendarObject(method=collector.method, events=events, text=text,
+                          lines=tuple(lines) if kept else ())
 
 
 

@@ -6,6 +6,7 @@ shared by the calendar reader and the rewrite.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
@@ -36,21 +37,25 @@ def unfold(text: str) -> list[ContentLine]:
 
     Each line comes split into name, parameters and value (``split_content_line``).
     """
+    return list(content_lines(text))
+
+
+def content_lines(text: str) -> Iterator[ContentLine]:
+    """``unfold``'s lines one at a time: a pass that keeps few of them never holds a large
+    object's lines all at once."""
     physical = _LINE_BREAK.split(text)
     if physical and physical[-1] == "":
         physical.pop()
-    lines: list[ContentLine] = []
     group: list[str] = []
     for line in physical:
         if line[:1] in (" ", "\t") and group:
             group.append(line)
             continue
         if group:
-            lines.append(_content_line(group))
+            yield _content_line(group)
         group = [line]
     if group:
-        lines.append(_content_line(group))
-    return lines
+        yield _content_line(group)
 
 
 def _content_line(group: list[str]) -> ContentLine:

@@ -10,15 +10,15 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
 from mailhook.core import blocks
 from mailhook.core.contentline import (
     ContentLine,
+    content_lines,
     escape_text,
     unescape_text,
-    unfold,
 )
 from mailhook.core.encoding import Encoded, edit_header, encode_payload
 from mailhook.core.mime import (
@@ -120,31 +120,34 @@ def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
 
 @dataclass
 class _EventEditor:
-    """Edits the properties that sit directly in one VEVENT (never inside its VALARMs)."""
+    """Edits the properties that sit directly in one VEVENT (never inside its VALARMs), line by
+    line into ``out`` from ``start``; ``came`` keeps its lines as they came (an unterminated
+    event is written so), so that no event is held as content lines whole."""
 
     insertion: LinkInsertion
+    out: list[str]
+    start: int
+    came: list[str] = field(default_factory=list)
+    depth: int = 0
+    insert_at: int | None = None
     seen_location: bool = False
     seen_description: bool = False
 
-    def edit(self, lines: list[ContentLine]) -> list[str]:
-        out: list[str] = []
-        insert_at: int | None = None
-        depth = 0
-        for index, line in enumerate(lines):
-            name = line.name
-            if index and name == "BEGIN":
-                depth += 1
-                insert_at = len(out) if insert_at is None and depth == 1 else insert_at
-            elif name == "END":
-                depth -= 1
-                insert_at = len(out) if insert_at is None and depth < 0 else insert_at
-            if depth == 0 and index and name in _EDITED:
-                out.extend(self.property(line, name, line.params, line.value))
-            else:
-                out.extend(line.physical)
-        at = len(out) if insert_at is None else insert_at
-        out[at:at] = self.additions()
-        return out
+    def feed(self, line: ContentLine) -> None:
+        out, name, first = self.out, line.name, not self.came
+        self.came.extend(line.physical)
+        opens, closes = name == "BEGIN" and not first, name == "END"
+        self.depth += opens - closes
+        if self.insert_at is None and ((opens and self.depth == 1) or (closes and self.depth < 0)):
+            self.insert_at = len(out)  # the additions go before a VALARM, else before END
+        if self.depth == 0 and not first and name in _EDITED:
+            out.extend(self.property(line, name, line.params, line.value))
+        else:
+            out.extend(line.physical)
+
+    def finish(self) -> None:
+        at = len(self.out) if self.insert_at is None else self.insert_at
+        self.out[at:at] = self.additions()
 
     def property(self, line: ContentLine, name: str, params: str, value: str) -> list[str]:
         url = self.insertion.url
@@ -202,25 +205,25 @@ def rewrite_calendar_text(
     if not blocks.is_safe_url(insertion.url):
         raise InvitationError("the conference URL is not a safe http(s) URL")
     out: list[str] = []
-    event: list[ContentLine] | None = None
+    event: _EventEditor | None = None
     depth = 0
     cleaned = _without_bare_cr(text)
-    for line in lines if lines and cleaned is text else unfold(cleaned):
+    for line in lines if lines and cleaned is text else content_lines(cleaned):
         if not line.logical.strip():
             continue  # blank lines are no content lines (a part's trailing newline, mostly)
         name = line.name
         if event is None and name == "BEGIN" and line.value.strip().upper() == "VEVENT":
-            event, depth = [], 0
+            event, depth = _EventEditor(insertion, out, len(out)), 0
         if event is None:
             out.extend(line.physical)
             continue
-        event.append(line)
+        event.feed(line)
         depth += (name == "BEGIN") - (name == "END")
         if depth == 0:
-            out.extend(_EventEditor(insertion).edit(event))
+            event.finish()
             event = None
     if event is not None:
-        out.extend(physical for line in event for physical in line.physical)  # unterminated
+        out[event.start :] = event.came  # unterminated: as it came
     return "\r\n".join(out) + "\r\n"
 
 

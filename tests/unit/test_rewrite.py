@@ -544,6 +544,27 @@ def test_a_message_rewrites_the_same_with_or_without_the_readers_lines(name):
     assert rewrite_message(parsed, EN) == rewrite_message(without, EN)
 
 
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_large_calendar_is_never_held_split_whole(inside):
+    """Reading and rewriting a 1 MB object of short lines (inside its event or not) peaks at
+    a few times its size, not at its lines split into content lines all at once."""
+    import tracemalloc
+
+    filler = "X-A:b\r\n" * (1024 * 1024 // 7)
+    event = "BEGIN:VEVENT\r\nUID:x\r\nDTSTART:20310101T100000Z\r\nLOCATION:TrueConf\r\n"
+    body = (event + filler if inside else filler + event) + "END:VEVENT\r\n"
+    raw = ("From: a@example.com\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n"
+           f"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\n{body}END:VCALENDAR\r\n").encode()
+    tracemalloc.start()
+    try:
+        out = rewrite_message(parse_message(raw), EN)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert URL.encode() in out
+    assert peak < 20 * len(raw)  # split whole, the lines took about 27 times its size
+
+
 def test_blank_lines_are_not_written():
     """Blank lines (a part's trailing newline) are dropped, so copies compare equal."""
     out = rewrite_calendar_text(CALENDAR + "\r\n\r\n", EN)
