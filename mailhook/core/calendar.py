@@ -14,7 +14,13 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from icalendar.parser import Contentline
 from icalendar.prop import vDDDTypes, vDuration
 
-from mailhook.core.contentline import split_content_line, unescape_text, unfold
+from mailhook.core.contentline import (
+    ContentLine,
+    content_lines,
+    split_content_line,
+    unescape_text,
+    unfold,
+)
 from mailhook.core.model import Attendee, CalendarObject, EventComponent
 from mailhook.core.zones import Zones
 
@@ -26,6 +32,10 @@ TOO_LARGE = "calendar too large"
 MAX_ATTENDEES = 1000
 MAX_TIMEZONES = 50
 MAX_TIMEZONE_LINES = 2000
+# An object up to this many characters keeps its split content lines for the rewrite; a
+# larger one is split again there rather than held (several times its size) for as long as
+# the message is handled.
+MAX_KEPT_LINES_CHARS = 256 * 1024
 
 # A content line most producers write: a name, parameters whose values are quoted or plain
 # text without backslashes, carets, control characters or (unquoted) commas, and the value.
@@ -73,9 +83,8 @@ class _Collector:
         self.event: _EventLines | None = None
         self.timezone: list[str] | None = None
 
-    def feed(self, logical: str) -> None:
-        name, _params, value = split_content_line(logical)
-        name = name.upper()
+    def feed(self, line: ContentLine) -> None:
+        name, value, logical = line.name, line.value, line.logical
         if name == "BEGIN":
             self.begin(value.strip().upper())
         if self.timezone is not None and len(self.timezone) < MAX_TIMEZONE_LINES:
@@ -119,13 +128,16 @@ class _Collector:
 def parse_calendar(text: str) -> CalendarObject:
     """Read a calendar object; raises CalendarError when there is no VCALENDAR to read."""
     collector = _Collector()
-    for line in unfold(text):
-        collector.feed(line.logical)
+    kept = len(text) <= MAX_KEPT_LINES_CHARS
+    lines = unfold(text) if kept else content_lines(text)
+    for line in lines:
+        collector.feed(line)
     if not collector.seen_calendar:
         raise CalendarError("no VCALENDAR")
     zones = Zones(collector.timezones)
     events = tuple(_read_event(event.lines, zones) for event in collector.events)
-    return CalendarObject(method=collector.method, events=events, text=text)
+    return CalendarObject(method=collector.method, events=events, text=text,
+                          lines=tuple(lines) if kept else ())
 
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 from email.utils import formataddr, parseaddr
+from functools import lru_cache
 
 FOLD_AT = 78  # octets per header line that RFC 5322 section 2.1.1 asks writers to keep to
 _ENCODED_WORD_LIMIT = 75  # octets of one encoded word (RFC 2047 section 2)
@@ -39,6 +40,8 @@ def _short(folded: str) -> bool:
     return all(len(line) <= FOLD_AT for line in folded.split("\r\n"))
 
 
+# Notices come from one configured sender: its field is made once, not parsed for each notice.
+@lru_cache(maxsize=16)
 def address_field(name: str, mailbox: str) -> str:
     """A From or To field for ``mailbox`` ("addr" or "Display Name <addr>")."""
     display, address = parseaddr(mailbox)

@@ -6,50 +6,68 @@ shared by the calendar reader and the rewrite.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from typing import NamedTuple
 
 _LINE_BREAK = re.compile(r"\r\n|\n|\r")
 _ESCAPED = re.compile(r"\\([\\;,nN:])")
 _NEEDS_ESCAPE = re.compile(r"[\\;,\n]")
 
 
-@dataclass(frozen=True, slots=True)
-class ContentLine:
-    """One logical (unfolded) content line and the physical lines it came from."""
+class ContentLine(NamedTuple):
+    """One logical (unfolded) content line, the physical lines it came from, and its parts.
+
+    The line is split once, here: the reader and the rewrite both walk every line of an
+    object. A named tuple, not a frozen dataclass, because an object has hundreds of lines
+    and a tuple is built at a fraction of the cost.
+    """
 
     logical: str
     physical: tuple[str, ...]
+    name: str  # upper-case ("" for a blank line)
+    params: str  # ";PARAMS" as written, "" when none
+    value: str  # as written (still TEXT-escaped)
 
-    @property
-    def name(self) -> str:
-        """The upper-case property name ("" for a blank line)."""
-        return split_content_line(self.logical)[0].upper()
+
+_new_tuple = tuple.__new__
 
 
 def unfold(text: str) -> list[ContentLine]:
-    """Split text into logical content lines; accepts CRLF, LF, CR, space and TAB folding."""
+    """Split text into logical content lines; accepts CRLF, LF, CR, space and TAB folding.
+
+    Each line comes split into name, parameters and value (``split_content_line``).
+    """
+    return list(content_lines(text))
+
+
+def content_lines(text: str) -> Iterator[ContentLine]:
+    """``unfold``'s lines one at a time: a pass that keeps few of them never holds a large
+    object's lines all at once."""
     physical = _LINE_BREAK.split(text)
     if physical and physical[-1] == "":
         physical.pop()
-    lines: list[ContentLine] = []
     group: list[str] = []
     for line in physical:
         if line[:1] in (" ", "\t") and group:
             group.append(line)
             continue
         if group:
-            lines.append(_content_line(group))
+            yield _content_line(group)
         group = [line]
     if group:
-        lines.append(_content_line(group))
-    return lines
+        yield _content_line(group)
 
 
 def _content_line(group: list[str]) -> ContentLine:
     if len(group) == 1:
-        return ContentLine(group[0], (group[0],))
-    logical = group[0] + "".join(line[1:] for line in group[1:])
-    return ContentLine(logical, tuple(group))
+        logical = group[0]
+        physical: tuple[str, ...] = (logical,)
+    else:
+        logical = group[0] + "".join(line[1:] for line in group[1:])
+        physical = tuple(group)
+    name, params, value = split_content_line(logical)
+    # tuple.__new__ is what ContentLine(...) calls, minus the Python frame of its __new__.
+    return _new_tuple(ContentLine, (logical, physical, name.upper(), params, value))
 
 
 def split_content_line(line: str) -> tuple[str, str, str]:
@@ -82,6 +100,8 @@ def _split_quoted_line(line: str) -> tuple[str, str, str]:
 
 def unescape_text(value: str) -> str:
     """Undo iCalendar TEXT escaping (lenient: "\\N" and "\\:" accepted)."""
+    if "\\" not in value:
+        return value  # most values escape nothing
 
     def replace(match: re.Match[str]) -> str:
         char = match.group(1)

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mailhook.core.contentline import ContentLine
     from mailhook.core.mimetree import ScannedMessage
 
 
@@ -60,6 +61,9 @@ class CalendarObject:
     method: str  # METHOD inside the object, upper-case; "" when the object has none
     events: tuple[EventComponent, ...]  # every VEVENT, in document order
     text: str = field(repr=False, default="")  # the decoded text of the object
+    # The text's content lines as the reader split them, handed on so that the rewrite of
+    # the same text does not split it again; () when not kept.
+    lines: tuple[ContentLine, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

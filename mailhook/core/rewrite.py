@@ -9,34 +9,34 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
 from mailhook.core import blocks
 from mailhook.core.contentline import (
     ContentLine,
+    content_lines,
     escape_text,
-    split_content_line,
     unescape_text,
-    unfold,
 )
 from mailhook.core.encoding import Encoded, edit_header, encode_payload
 from mailhook.core.mime import (
     BodyDecodeError,
     decode_body,
-    decode_text,
     read_calendar,
     readable_leaves,
     valid_charset,
 )
 from mailhook.core.mimetree import MimePart, find_part, scan_message
-from mailhook.core.model import LinkInsertion, ParsedMessage
+from mailhook.core.model import CalendarObject, LinkInsertion, ParsedMessage
 from mailhook.errors import InvitationError
 
 FOLD_OCTETS = 75
 _PARAM = re.compile(r';([^=;:"]+)=("[^"]*"|[^;:"]*)')
 # HTML renditions of DESCRIPTION: Outlook's and Zimbra's X-ALT-DESC, RFC 9073's STYLED-DESCRIPTION.
 _HTML_DESCRIPTIONS = frozenset({"X-ALT-DESC", "STYLED-DESCRIPTION"})
+_EDITED = frozenset({"CONFERENCE", "LOCATION", "DESCRIPTION", *_HTML_DESCRIPTIONS})  # the rest stay
 _BARE_CR = re.compile(r"\r(?!\n)")
 _DATA_HTML = re.compile(r"data:text/html(?P<meta>[^,]*),(?P<data>.*)", re.IGNORECASE | re.DOTALL)
 
@@ -120,32 +120,34 @@ def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
 
 @dataclass
 class _EventEditor:
-    """Edits the properties that sit directly in one VEVENT (never inside its VALARMs)."""
+    """Edits the properties that sit directly in one VEVENT (never inside its VALARMs), line by
+    line into ``out`` from ``start``; ``came`` keeps its lines as they came (an unterminated
+    event is written so), so that no event is held as content lines whole."""
 
     insertion: LinkInsertion
+    out: list[str]
+    start: int
+    came: list[str] = field(default_factory=list)
+    depth: int = 0
+    insert_at: int | None = None
     seen_location: bool = False
     seen_description: bool = False
 
-    def edit(self, lines: list[ContentLine]) -> list[str]:
-        out: list[str] = []
-        insert_at: int | None = None
-        depth = 0
-        for index, line in enumerate(lines):
-            name, params, value = split_content_line(line.logical)
-            name = name.upper()
-            if index and name == "BEGIN":
-                depth += 1
-                insert_at = len(out) if insert_at is None and depth == 1 else insert_at
-            elif name == "END":
-                depth -= 1
-                insert_at = len(out) if insert_at is None and depth < 0 else insert_at
-            if depth == 0 and index and name not in ("BEGIN", "END"):
-                out.extend(self.property(line, name, params, value))
-            else:
-                out.extend(line.physical)
-        at = len(out) if insert_at is None else insert_at
-        out[at:at] = self.additions()
-        return out
+    def feed(self, line: ContentLine) -> None:
+        out, name, first = self.out, line.name, not self.came
+        self.came.extend(line.physical)
+        opens, closes = name == "BEGIN" and not first, name == "END"
+        self.depth += opens - closes
+        if self.insert_at is None and ((opens and self.depth == 1) or (closes and self.depth < 0)):
+            self.insert_at = len(out)  # the additions go before a VALARM, else before END
+        if self.depth == 0 and not first and name in _EDITED:
+            out.extend(self.property(line, name, line.params, line.value))
+        else:
+            out.extend(line.physical)
+
+    def finish(self) -> None:
+        at = len(self.out) if self.insert_at is None else self.insert_at
+        self.out[at:at] = self.additions()
 
     def property(self, line: ContentLine, name: str, params: str, value: str) -> list[str]:
         url = self.insertion.url
@@ -192,33 +194,36 @@ class _EventEditor:
         return added + fold_line(conference_line(url))
 
 
-def rewrite_calendar_text(text: str, insertion: LinkInsertion) -> str:
+def rewrite_calendar_text(
+    text: str, insertion: LinkInsertion, lines: Sequence[ContentLine] = ()
+) -> str:
     """Write the conference link into every VEVENT; every other line stays as it was.
 
-    The object is written with CRLF line ends and without blank lines.
+    ``lines``: ``unfold(text)`` when the caller has it already. The object is written with
+    CRLF line ends and without blank lines.
     """
     if not blocks.is_safe_url(insertion.url):
         raise InvitationError("the conference URL is not a safe http(s) URL")
     out: list[str] = []
-    event: list[ContentLine] | None = None
+    event: _EventEditor | None = None
     depth = 0
-    for line in unfold(_without_bare_cr(text)):
+    cleaned = _without_bare_cr(text)
+    for line in lines if lines and cleaned is text else content_lines(cleaned):
         if not line.logical.strip():
             continue  # blank lines are no content lines (a part's trailing newline, mostly)
-        name, _params, value = split_content_line(line.logical)
-        name = name.upper()
-        if event is None and name == "BEGIN" and value.strip().upper() == "VEVENT":
-            event, depth = [], 0
+        name = line.name
+        if event is None and name == "BEGIN" and line.value.strip().upper() == "VEVENT":
+            event, depth = _EventEditor(insertion, out, len(out)), 0
         if event is None:
             out.extend(line.physical)
             continue
-        event.append(line)
+        event.feed(line)
         depth += (name == "BEGIN") - (name == "END")
         if depth == 0:
-            out.extend(_EventEditor(insertion).edit(event))
+            event.finish()
             event = None
     if event is not None:
-        out.extend(physical for line in event for physical in line.physical)  # unterminated
+        out[event.start :] = event.came  # unterminated: as it came
     return "\r\n".join(out) + "\r\n"
 
 
@@ -273,8 +278,8 @@ def _rewrite_message(parsed: ParsedMessage, insertion: LinkInsertion) -> bytes:
         part = find_part(root, calendar_part.path)
         if part is None or part.children:
             raise InvitationError("calendar part not found where parse_message saw it")
-        text = _rewritten_copy(raw, part, insertion, rewritten)
-        changed[part.path] = (part, _encode_calendar(raw, part, text))
+        text, codec = _rewritten_copy(raw, part, insertion, rewritten, parsed.calendar)
+        changed[part.path] = (part, _encode_calendar(raw, part, text, codec))
     for part in readable_leaves(raw, root):
         if part.path not in changed:
             encoded = _encode_readable(raw, part, insertion)
@@ -292,16 +297,19 @@ def _scanned_root(parsed: ParsedMessage) -> MimePart:
 
 
 def _rewritten_copy(
-    raw: bytes, part: MimePart, insertion: LinkInsertion, done: dict[str, str]
-) -> str:
-    """One calendar copy with the link; equal copies give equal text (``done`` caches by text)."""
+    raw: bytes, part: MimePart, insertion: LinkInsertion, done: dict[str, str], read: CalendarObject
+) -> tuple[str, str]:
+    """One calendar copy with the link, and the codec its text was read with; equal copies
+    give equal text (``done`` caches by text). A copy of the text the reader read (``read``)
+    is not split into lines a second time."""
     try:
-        text = read_calendar(raw, part)[0]
+        text, codec = read_calendar(raw, part)
     except ValueError as exc:
         raise InvitationError("calendar part cannot be decoded") from exc
     if text not in done:
-        done[text] = rewrite_calendar_text(text, insertion)
-    return done[text]
+        lines = read.lines if text == read.text else ()
+        done[text] = rewrite_calendar_text(text, insertion, lines)
+    return done[text], codec
 
 
 def _edits(
@@ -336,12 +344,9 @@ def _splice(raw: bytes, edits: list[_Edit]) -> bytes:
 # --- bodies -----------------------------------------------------------------------------------
 
 
-def _encode_calendar(raw: bytes, part: MimePart, text: str) -> Encoded:
+def _encode_calendar(raw: bytes, part: MimePart, text: str, codec: str) -> Encoded:
+    """The calendar text as the part's new body; ``codec`` is the one it was read with."""
     declared = valid_charset(part.param("charset"))
-    try:
-        codec = decode_text(decode_body(raw, part), part.param("charset"))[1]
-    except BodyDecodeError as exc:
-        raise InvitationError("calendar part cannot be decoded") from exc
     charset = None
     if declared and codec != declared:
         codec, charset = "utf-8", "utf-8"  # the label was wrong; make it true

@@ -11,6 +11,7 @@ from icalendar import Calendar
 from icalendar.parser import Contentline
 
 from mailhook.core.calendar import (
+    MAX_KEPT_LINES_CHARS,
     CalendarError,
     _parse_property,
     _read_plain_line,
@@ -29,6 +30,28 @@ def test_unfold_accepts_tab_and_space_folding_and_lf():
     lines = unfold("SUMMARY:Hel\n lo\n\tworld\nUID:x\n")
     assert [line.logical for line in lines] == ["SUMMARY:Hello" + "world", "UID:x"]
     assert lines[0].physical == ("SUMMARY:Hel", " lo", "\tworld")
+
+
+@given(
+    st.lists(
+        st.sampled_from(["SUMMARY", "x-a", ";", ":", "=", '"', " ", "\t", "\r\n", "\n", "\r",
+                         "\r\n ", "\n\t", "CN", "a", "é", ""]),
+        max_size=16,
+    )
+)
+def test_unfolded_lines_come_split_as_split_content_line_splits_them(pieces):
+    """Each line from unfold carries the name (upper-case), parameters and value of its text."""
+    for line in unfold("".join(pieces)):
+        name, params, value = split_content_line(line.logical)
+        assert (line.name, line.params, line.value) == (name.upper(), params, value)
+
+
+def test_a_small_object_keeps_its_lines_and_a_large_one_does_not():
+    """The reader hands its split lines on for an ordinary object, never for a huge one."""
+    small = _calendar("DTSTART:20260101T000000Z\n")
+    assert parse_calendar(small).lines == tuple(unfold(small))
+    large = _calendar("DTSTART:20260101T000000Z\n" + "X-A:b\n" * (MAX_KEPT_LINES_CHARS // 4))
+    assert parse_calendar(large).lines == ()
 
 
 def test_split_content_line_respects_quoted_parameters():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from datetime import UTC, datetime
@@ -15,8 +16,10 @@ from hypothesis import strategies as st
 
 from mailhook.core.calendar import MAX_ATTENDEES
 from mailhook.core.mime import (
+    BodyDecodeError,
     MimePart,
     calendar_leaves,
+    decode_body,
     decode_text,
     may_contain_calendar,
     parse_message,
@@ -24,7 +27,14 @@ from mailhook.core.mime import (
     scan_message,
     valid_charset,
 )
-from mailhook.core.mimetree import _child_spans, parse_headers
+from mailhook.core.mimetree import (
+    _boundary_bytes,
+    _child_spans,
+    _param_text,
+    _plain_filename,
+    _plain_params,
+    parse_headers,
+)
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "messages").glob("*.eml"))
 
@@ -241,6 +251,74 @@ def test_part_parameters_read_once_keep_the_first_of_a_repeated_name():
     assert _part(b"X-Other: y\r\n").param("charset") is None
 
 
+# A field in the plain shape, then, half the time, one piece put somewhere into it that may
+# take it out of that shape (RFC 2231 names, escapes, stray separators, non-ASCII, ...).
+_PLAIN_FIELD = st.builds(
+    lambda kind, params: kind + "".join("".join(param) for param in params),
+    st.sampled_from(["text/calendar", "attachment", " inline ", "Multipart/Mixed"]),
+    st.lists(
+        st.tuples(
+            st.sampled_from([";", " ; ", ";\r\n\t", "; "]),
+            st.sampled_from(["name", "NAME", "filename", "FileName", "boundary", "charset"]),
+            st.sampled_from(["=", " = "]),
+            st.sampled_from(["a.ics", '"a b.ics"', '"a;b"', "<a.ics>", '"<q>"', '""', "",
+                             '" a.ics "', "b=c", "'q'", '"\t"', "a,b"]),
+        ),
+        max_size=4,
+    ),
+)
+_ODD_PIECE = st.sampled_from(
+    [";", "=", '"', "\\", "*", "*0*", "'", "é", " ", "\r\n\t", "\x01", "<", ">", "x y", ":"]
+)
+_FIELD = st.builds(
+    lambda field, odd: field if odd is None else field[: odd[0]] + odd[1] + field[odd[0] :],
+    _PLAIN_FIELD,
+    st.none() | st.tuples(st.integers(min_value=0, max_value=80), _ODD_PIECE),
+)
+
+
+def _generic_filename(headers) -> str:
+    """MimePart.filename's reading through the email package alone (before decode_words)."""
+    params = headers.get_params(header="content-type") or []
+    name = next((_param_text(v) for k, v in params if k.lower() == "name"), None)
+    return headers.get_filename() or name or ""
+
+
+@settings(max_examples=500, deadline=None)
+@given(_FIELD, _FIELD, st.booleans())
+def test_plain_parameters_read_as_the_email_package_reads_them(kind, disposition, has_disposition):
+    """Wherever the plain-field reader answers, its parameters, file name and boundary are the
+    email package's."""
+    block = f"Content-Type: {kind}\r\n"
+    if has_disposition:
+        block += f"Content-Disposition: {disposition}\r\n"
+    headers = parse_headers(block.encode("utf-8", "surrogateescape"), "text/plain")
+    for field in ("content-type", "content-disposition"):
+        plain = _plain_params(headers, field)
+        assert plain is None or plain == (headers.get_params(header=field) or [])
+    filename = _plain_filename(headers)
+    assert filename is None or filename == _generic_filename(headers)
+    boundary = headers.get_boundary()
+    assert _boundary_bytes(headers) == (boundary.encode("ascii", "surrogateescape")
+                                        if boundary and boundary.isascii() else b"")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'text/calendar; charset="utf-8"; method=REQUEST',
+        'multipart/alternative;\r\n\tboundary="_000_BENCH0540579ABA18FCE320901B31E39C9EURP_"',
+        'application/ics; name="invite.ics"',
+        'attachment; filename="a;b <c>.ics"; size=123',
+        "text/plain",
+    ],
+)
+def test_fields_producers_write_are_read_without_the_email_package(value):
+    """The parameter lists real producers write are in the plain shape."""
+    headers = parse_headers(f"Content-Type: {value}\r\n".encode(), "text/plain")
+    assert _plain_params(headers, "content-type") == headers.get_params(header="content-type")
+
+
 def test_scanner_bounds_nesting_depth():
     """Hostile nesting stops at the depth limit instead of recursing without end."""
     raw = b"".join(
@@ -384,6 +462,24 @@ def test_broken_base64_calendar_is_unparsable():
     """A calendar part with broken base64 is skipped, not a crash."""
     raw = _cal_message("QkVHSU46VkNBTEVOREFS=====x", header="Content-Transfer-Encoding: BASE64\n")
     assert parse_message(raw).skip_reason == "unparsable calendar"
+
+
+@given(st.lists(st.sampled_from([b"QkVH", b"SU46", b"=", b"==", b"\r\n", b"\n", b" ", b"\t", b"!",
+                                  b"\xff", b"\x00", b"-", b"_", b"A", b"Zg", b"+/"]), max_size=20))
+def test_base64_bodies_decode_as_with_a_pattern_dropping_foreign_bytes(pieces):
+    """Bytes outside the base64 alphabet are dropped before a strict decode, whatever they are."""
+    body = b"".join(pieces)
+    part = MimePart(path=(), header_start=0, header_end=0, body_start=0, body_end=len(body),
+                    headers=parse_headers(b"", "text/plain"), content_type="text/calendar",
+                    cte="base64", eol=b"\r\n")  # fmt: skip
+    try:
+        expected: bytes | None = base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body), validate=True)
+    except ValueError:
+        expected = None
+    try:
+        assert decode_body(body, part) == expected
+    except BodyDecodeError:
+        assert expected is None
 
 
 def test_calendar_without_uid_is_skipped():

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from icalendar import Calendar
 
 from mailhook.core import blocks
-from mailhook.core.calendar import unescape_text
+from mailhook.core.calendar import unescape_text, unfold
 from mailhook.core.mime import (
     MimePart,
     calendar_leaves,
@@ -519,6 +519,50 @@ def test_styled_description_html_gets_the_block():
     text = CALENDAR.replace("X-ALT-DESC;", "STYLED-DESCRIPTION;VALUE=TEXT;")
     (line,) = _logical(rewrite_calendar_text(text, EN), "STYLED-DESCRIPTION")
     assert blocks.HTML_START in line
+
+
+_CALENDAR_PIECES = st.sampled_from(
+    ["BEGIN:VEVENT", "END:VEVENT", "BEGIN:VALARM", "END:VALARM", "LOCATION:Room @TrueConf",
+     "DESCRIPTION:a\\nb", "CONFERENCE;LABEL=TrueConf:x", 'X-A;P="q:r":v', "\r\n", "\n", "\r",
+     "\r\n ", "\n\t", "", " ", "begin:vevent"]
+)
+
+
+@given(st.lists(_CALENDAR_PIECES, max_size=20))
+def test_the_readers_lines_rewrite_as_the_text_does(pieces):
+    """Rewriting with the reader's split lines gives the same object as splitting the text anew."""
+    text = "BEGIN:VCALENDAR\r\n" + "".join(pieces)
+    assert rewrite_calendar_text(text, EN, unfold(text)) == rewrite_calendar_text(text, EN)
+
+
+@pytest.mark.parametrize("name", INVITATIONS)
+def test_a_message_rewrites_the_same_with_or_without_the_readers_lines(name):
+    """The rewrite of a parsed message does not depend on the lines the reader handed on."""
+    parsed = parse_message((FIXTURES / name).read_bytes())
+    assert parsed.calendar is not None and parsed.calendar.lines
+    without = dataclasses.replace(parsed, calendar=dataclasses.replace(parsed.calendar, lines=()))
+    assert rewrite_message(parsed, EN) == rewrite_message(without, EN)
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_large_calendar_is_never_held_split_whole(inside):
+    """Reading and rewriting a 1 MB object of short lines (inside its event or not) peaks at
+    a few times its size, not at its lines split into content lines all at once."""
+    import tracemalloc
+
+    filler = "X-A:b\r\n" * (1024 * 1024 // 7)
+    event = "BEGIN:VEVENT\r\nUID:x\r\nDTSTART:20310101T100000Z\r\nLOCATION:TrueConf\r\n"
+    body = (event + filler if inside else filler + event) + "END:VEVENT\r\n"
+    raw = ("From: a@example.com\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n"
+           f"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\n{body}END:VCALENDAR\r\n").encode()
+    tracemalloc.start()
+    try:
+        out = rewrite_message(parse_message(raw), EN)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert URL.encode() in out
+    assert peak < 20 * len(raw)  # split whole, the lines took about 27 times its size
 
 
 def test_blank_lines_are_not_written():
