@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailhook.core import compose
 from mailhook.core.blocks import is_safe_url
+from mailhook.core.envelope import PLAIN_ADDRESS
 from mailhook.core.model import ConferenceSpec
 from mailhook.core.notice_texts import ACTION, REASONS, REFUSED, TEXT
 
@@ -40,8 +41,7 @@ HEADER_TEXT_LIMIT = 200  # characters of one value from the invitation in a head
 NAME_LIMIT = 100  # characters of one attendee's name (or a zone's name) in the notice
 ADDRESS_LIMIT = 254  # octets of an address in a path (RFC 5321 section 4.5.3.1.3, less <>)
 # local-part@domain with a dot-atom local part and a host name (RFC 5322 section 3.4.1).
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_PLAIN_ADDRESS = re.compile(PLAIN_ADDRESS)
 # Encoded words inside encoded words: this many layers are read, a deeper nest is broken.
 _DECODE_ROUNDS = 4
 
