@@ -32,10 +32,10 @@ TOO_LARGE = "calendar too large"
 MAX_ATTENDEES = 1000
 MAX_TIMEZONES = 50
 MAX_TIMEZONE_LINES = 2000
-# An object up to this many characters keeps its split content lines for the rewrite; a
-# larger one is split again there rather than held (several times its size) for as long as
-# the message is handled.
-MAX_KEPT_LINES_CHARS = 256 * 1024
+# The invitation's own object, up to this many characters, keeps its split content lines for
+# the rewrite; a larger one is split again there rather than held for as long as the message
+# is handled (split lines take up to about 80 times the text of an object of short lines).
+MAX_KEPT_LINES_CHARS = 64 * 1024
 
 # A content line most producers write: a name, parameters whose values are quoted or plain
 # text without backslashes, carets, control characters or (unquoted) commas, and the value.
@@ -125,10 +125,14 @@ class _Collector:
             self.event.lines.append(logical)
 
 
-def parse_calendar(text: str) -> CalendarObject:
-    """Read a calendar object; raises CalendarError when there is no VCALENDAR to read."""
+def parse_calendar(text: str, *, keep_lines: bool = False) -> CalendarObject:
+    """Read a calendar object; raises CalendarError when there is no VCALENDAR to read.
+
+    ``keep_lines``: the object is the one the rewrite will edit; up to MAX_KEPT_LINES_CHARS it
+    keeps its split lines for it (only that object: a message may carry many).
+    """
     collector = _Collector()
-    kept = len(text) <= MAX_KEPT_LINES_CHARS
+    kept = keep_lines and len(text) <= MAX_KEPT_LINES_CHARS
     lines = unfold(text) if kept else content_lines(text)
     for line in lines:
         collector.feed(line)

@@ -271,7 +271,7 @@ def _parse_message(raw: bytes) -> ParsedMessage:
     try:
         texts = [read_calendar(raw, leaf)[0] for leaf in leaves]
         # Google and Thunderbird send the same object twice: read each distinct text once.
-        read = {text: parse_calendar(text) for text in dict.fromkeys(texts)}
+        read = {text: parse_calendar(text, keep_lines=text == texts[0]) for text in dict.fromkeys(texts)}
         objects = [read[text] for text in texts]
     except (CalendarError, BodyDecodeError) as exc:
         reason = "calendar too large" if str(exc) == TOO_LARGE else "unparsable calendar"

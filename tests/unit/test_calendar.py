@@ -47,11 +47,13 @@ def test_unfolded_lines_come_split_as_split_content_line_splits_them(pieces):
 
 
 def test_a_small_object_keeps_its_lines_and_a_large_one_does_not():
-    """The reader hands its split lines on for an ordinary object, never for a huge one."""
+    """The reader hands its split lines on for an ordinary object it is asked to keep them
+    for, never for a huge one, and never unasked."""
     small = _calendar("DTSTART:20260101T000000Z\n")
-    assert parse_calendar(small).lines == tuple(unfold(small))
+    assert parse_calendar(small, keep_lines=True).lines == tuple(unfold(small))
+    assert parse_calendar(small).lines == ()
     large = _calendar("DTSTART:20260101T000000Z\n" + "X-A:b\n" * (MAX_KEPT_LINES_CHARS // 4))
-    assert parse_calendar(large).lines == ()
+    assert parse_calendar(large, keep_lines=True).lines == ()
 
 
 def test_split_content_line_respects_quoted_parameters():

@@ -565,6 +565,27 @@ def test_a_large_calendar_is_never_held_split_whole(inside):
     assert peak < 20 * len(raw)  # split whole, the lines took about 27 times its size
 
 
+def test_many_calendar_parts_keep_the_lines_of_one_at_most():
+    """A message of many distinct calendar parts, each small enough to keep its split lines,
+    keeps them for the one the rewrite edits only: its parse peaks at a few times its size."""
+    import tracemalloc
+
+    head = "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:u\r\nDTSTART:20310101T100000Z\r\nEND:VEVENT\r\n"
+    parts = [b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=BB\r\n\r\n"]
+    for number in range(16):
+        text = head + "A:\r\n" * 12_000 + f"X-N:{number}\r\nEND:VCALENDAR\r\n"
+        parts.append(b"--BB\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n" + text.encode())
+    raw = b"".join(parts) + b"--BB--\r\n"
+    tracemalloc.start()
+    try:
+        parsed = parse_message(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parsed.calendar is not None and parsed.calendar.lines
+    assert peak < 20 * len(raw)  # every part's lines kept: about 50 times its size
+
+
 def test_blank_lines_are_not_written():
     """Blank lines (a part's trailing newline) are dropped, so copies compare equal."""
     out = rewrite_calendar_text(CALENDAR + "\r\n\r\n", EN)
