@@ -261,6 +261,8 @@ def _plain_params(headers: Message, name: str) -> list[tuple[str, str]] | None:
     if value is None:
         return []
     text = str(value)
+    if text.count(";") * len(text) > MAX_PARAMETER_WORK:
+        return None  # the email package's reading, and its budget, decide (no parameters)
     match = _PLAIN_PARAMS.fullmatch(text) if text.isascii() else None
     if match is None:
         return None

@@ -699,3 +699,21 @@ def test_every_fast_path_marker_is_looked_for_behind_its_key():
     for marker in _FAST_PATH_MARKERS:
         assert may_contain_calendar(b"Subject: x\r\n\r\n" + b"X" * 3000 + marker.upper() + b"X" * 100)
     assert not may_contain_calendar(b"Subject: x\r\n\r\n" + b"X" * 4000)
+
+
+def test_a_field_over_the_parameter_budget_is_read_as_without_parameters():
+    """A Content-Type whose parameters are over the email package's work budget counts as
+    having none, whether or not its parameters are in the plain shape: here no boundary, so
+    the calendar inside is not looked at (the message passes as it came)."""
+    padding = "".join(f";\r\n x{number}={'a' * 100}" for number in range(100))
+    event = ("BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:u1\r\n"
+             "DTSTART:20310101T100000Z\r\nDTEND:20310101T110000Z\r\n"
+             "ORGANIZER:mailto:a@example.com\r\nATTENDEE:mailto:b@example.com\r\n"
+             "END:VEVENT\r\nEND:VCALENDAR\r\n")
+    raw = ("From: a@example.com\r\nContent-Type: multipart/mixed; boundary=BB" + padding
+           + "\r\n\r\n--BB\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n" + event
+           + "--BB--\r\n").encode()
+    parsed = parse_message(raw)
+    assert (parsed.skip_reason, parsed.calendar) == ("no calendar", None)
+    within = raw.replace(padding.encode(), b"")
+    assert parse_message(within).calendar is not None
