@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from unittest.mock import patch
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailhook.core import trace
 from mailhook.core.trace import header_section, own_hops, trace_header
 
 WHEN = datetime(2031, 3, 3, 10, 0, tzinfo=UTC)
@@ -40,8 +42,13 @@ def test_the_field_names_the_instant_in_the_clocks_own_zone():
         "mailhook.test", WHEN)
 
 
-@given(st.text(alphabet="ab\r\n", max_size=40).map(lambda text: text.encode("ascii")))
-def test_the_header_section_ends_at_the_first_blank_line_of_either_kind(content: bytes):
-    """The header section ends where the first CRLF CRLF or LF LF begins, whichever is first."""
-    ends = [at for at in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if at >= 0]
-    assert header_section(content) == (content[:min(ends)] if ends else content)
+@given(st.text(alphabet="ab\r\n", max_size=40).map(lambda text: text.encode("ascii")),
+       st.integers(min_value=1, max_value=45))
+def test_the_header_section_ends_at_the_first_blank_line_of_either_kind(content: bytes, scan: int):
+    """The header section ends where the first CRLF CRLF or LF LF begins, whichever is first,
+    within the first SCAN_OCTETS of the message."""
+    with patch.object(trace, "SCAN_OCTETS", scan):
+        found = header_section(content)
+    looked_at = content[:scan]
+    ends = [at for at in (looked_at.find(b"\r\n\r\n"), looked_at.find(b"\n\n")) if at >= 0]
+    assert found == (looked_at[:min(ends)] if ends else looked_at)
